@@ -1,0 +1,285 @@
+//! The stored form of a session, and the merge rules every store must implement.
+//!
+//! Stores that keep a session as one value (memory, memcached) store [`SessionRecord::encode`]d
+//! bytes. Stores with native per-field updates (Redis hashes, SQL rows, Mongo documents) keep
+//! the same fields in their own layout but must follow the same rules as
+//! [`SessionRecord::apply`] and [`SessionRecord::touch`]; the conformance suite checks that they do.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::error::{Error, Result};
+use crate::id::SessionKey;
+use crate::settings::Limits;
+use crate::time::{deadline_millis, system_time};
+
+/// First byte of an encoded [`SessionRecord`]. A reader that meets another value treats the
+/// record as undecodable (absent), so a future format can be introduced without misreads.
+pub const RECORD_FORMAT_V1: u8 = 0x01;
+
+/// Per-name overhead counted in a session's encoded size, so that many tiny attributes cannot
+/// slip past [`Limits::max_session_bytes`].
+const ATTRIBUTE_OVERHEAD: usize = 8;
+
+/// A session as a store keeps it: metadata plus attributes already encoded by their codec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// When the session was created, epoch ms.
+    pub created_at_ms: u64,
+    /// Last save or touch, epoch ms.
+    pub last_accessed_at_ms: u64,
+    /// Sliding idle timeout, ms.
+    pub idle_timeout_ms: u64,
+    /// Cap on the total life from creation, ms.
+    pub absolute_lifetime_ms: Option<u64>,
+    /// The principal (user) the session belongs to, for the principal index.
+    pub principal: Option<String>,
+    /// Incremented by every save; compared by optimistic saves.
+    pub version: u64,
+    /// Attribute name → encoded value (format byte first).
+    pub attributes: BTreeMap<String, ByteBuf>,
+}
+
+/// What a save sends: the attributes that changed or were removed, metadata that moved, and
+/// the version to compare in optimistic mode. Built by [`Session::delta`](crate::Session::delta).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SessionDelta<'a> {
+    /// Attributes to write (name, encoded value).
+    pub upserts: Vec<(&'a str, &'a [u8])>,
+    /// Attributes to delete. Disjoint from `upserts`.
+    pub removals: Vec<&'a str>,
+    /// `Some` when the principal changed (to `Some(name)` or to `None`).
+    pub principal: Option<Option<&'a str>>,
+    /// `Some` when the idle timeout changed.
+    pub idle_timeout_ms: Option<u64>,
+    /// `Some` when the absolute lifetime changed.
+    pub absolute_lifetime_ms: Option<Option<u64>>,
+    /// The access time this save records, epoch ms.
+    pub accessed_at_ms: u64,
+    /// `Some(version)` in optimistic mode: the version the session was loaded with.
+    pub expected_version: Option<u64>,
+}
+
+impl SessionRecord {
+    /// Epoch ms at which the session stops being visible.
+    pub fn deadline_ms(&self) -> u64 {
+        deadline_millis(
+            self.created_at_ms,
+            self.last_accessed_at_ms,
+            self.idle_timeout_ms,
+            self.absolute_lifetime_ms,
+        )
+    }
+
+    /// Whether the session is visible at `now_ms` (strictly before its deadline).
+    pub fn is_live_at(&self, now_ms: u64) -> bool {
+        now_ms < self.deadline_ms()
+    }
+
+    /// Size counted against [`Limits::max_session_bytes`].
+    pub fn attributes_size(&self) -> usize {
+        self.attributes
+            .iter()
+            .map(|(name, value)| attribute_size(name, value))
+            .sum()
+    }
+
+    /// Applies a save to this record, following the contract:
+    ///
+    /// 1. a record past its deadline at `now_ms` is absent: [`Error::NotFound`];
+    /// 2. in optimistic mode a different stored version is [`Error::Conflict`];
+    /// 3. the merged attributes must stay within `limits`, else [`Error::TooLarge`];
+    /// 4. removals, then upserts, then changed metadata; the access time moves forward only;
+    ///    the version increments.
+    ///
+    /// On error the record is unchanged.
+    pub fn apply(&mut self, delta: &SessionDelta<'_>, now_ms: u64, limits: &Limits) -> Result<()> {
+        if !self.is_live_at(now_ms) {
+            return Err(Error::NotFound);
+        }
+        if let Some(expected) = delta.expected_version {
+            if expected != self.version {
+                return Err(Error::Conflict {
+                    expected,
+                    actual: self.version,
+                });
+            }
+        }
+        let (mut size, mut count) = (self.attributes_size(), self.attributes.len());
+        for name in &delta.removals {
+            if let Some(old) = self.attributes.get(*name) {
+                size -= attribute_size(name, old);
+                count -= 1;
+            }
+        }
+        for (name, value) in &delta.upserts {
+            if let Some(old) = self.attributes.get(*name) {
+                size -= attribute_size(name, old);
+                count -= 1;
+            }
+            size += attribute_size(name, value);
+            count += 1;
+        }
+        check_size(size, count, limits)?;
+
+        for name in &delta.removals {
+            self.attributes.remove(*name);
+        }
+        for (name, value) in &delta.upserts {
+            self.attributes
+                .insert((*name).to_owned(), ByteBuf::from(value.to_vec()));
+        }
+        if let Some(principal) = delta.principal {
+            self.principal = principal.map(str::to_owned);
+        }
+        if let Some(idle) = delta.idle_timeout_ms {
+            self.idle_timeout_ms = idle;
+        }
+        if let Some(lifetime) = delta.absolute_lifetime_ms {
+            self.absolute_lifetime_ms = lifetime;
+        }
+        self.last_accessed_at_ms = self.last_accessed_at_ms.max(delta.accessed_at_ms);
+        self.version += 1;
+        Ok(())
+    }
+
+    /// Records an access at `now_ms` without touching attributes or the version.
+    /// A record past its deadline is absent: [`Error::NotFound`].
+    pub fn touch(&mut self, now_ms: u64) -> Result<()> {
+        if !self.is_live_at(now_ms) {
+            return Err(Error::NotFound);
+        }
+        self.last_accessed_at_ms = self.last_accessed_at_ms.max(now_ms);
+        Ok(())
+    }
+
+    /// Metadata for listings, if the session has a principal.
+    pub fn info(&self, key: SessionKey) -> Option<SessionInfo> {
+        Some(SessionInfo::new(
+            key,
+            self.principal.clone()?,
+            system_time(self.created_at_ms),
+            system_time(self.last_accessed_at_ms),
+            system_time(self.deadline_ms()),
+        ))
+    }
+
+    /// `RECORD_FORMAT_V1` followed by MessagePack of the record.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(64 + self.attributes_size());
+        out.push(RECORD_FORMAT_V1);
+        rmp_serde::encode::write(&mut out, self).map_err(Error::backend)?;
+        Ok(out)
+    }
+
+    /// Parses bytes written by [`SessionRecord::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, UndecodableRecord> {
+        match bytes.split_first() {
+            Some((&RECORD_FORMAT_V1, body)) => {
+                rmp_serde::from_slice(body).map_err(|e| UndecodableRecord(e.to_string()))
+            }
+            Some((other, _)) => Err(UndecodableRecord(format!(
+                "unknown record format byte {other:#04x}"
+            ))),
+            None => Err(UndecodableRecord("empty record".into())),
+        }
+    }
+}
+
+pub(crate) fn attribute_size(name: &str, value: &[u8]) -> usize {
+    name.len() + value.len() + ATTRIBUTE_OVERHEAD
+}
+
+/// Enforces the size and count limits on a session's attributes.
+pub(crate) fn check_size(size: usize, count: usize, limits: &Limits) -> Result<()> {
+    if count > limits.max_attributes {
+        return Err(Error::TooLarge {
+            what: "attribute count",
+            actual: count,
+            limit: limits.max_attributes,
+        });
+    }
+    if size > limits.max_session_bytes {
+        return Err(Error::TooLarge {
+            what: "encoded session size",
+            actual: size,
+            limit: limits.max_session_bytes,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn size_of_attributes(attributes: &BTreeMap<String, ByteBuf>) -> usize {
+    attributes.iter().map(|(n, v)| attribute_size(n, v)).sum()
+}
+
+/// Stored bytes that are not a session record this version can read (corrupt, truncated or
+/// written by a future format).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("undecodable session record: {0}")]
+pub struct UndecodableRecord(String);
+
+impl UndecodableRecord {
+    /// An error with this description.
+    pub fn new(description: impl Into<String>) -> Self {
+        UndecodableRecord(description.into())
+    }
+}
+
+static UNDECODABLE_RECORDS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts and logs a stored session that could not be decoded; the caller then treats it as
+/// absent. The first occurrence in a process is logged at `warn`, later ones at `debug`, so a
+/// corrupt store cannot flood the log.
+pub fn report_undecodable(key: &SessionKey, error: &dyn std::error::Error) {
+    if UNDECODABLE_RECORDS.fetch_add(1, Ordering::Relaxed) == 0 {
+        tracing::warn!(%key, %error, "undecodable session record treated as absent (further ones are logged at debug)");
+    } else {
+        tracing::debug!(%key, %error, "undecodable session record treated as absent");
+    }
+}
+
+/// How many undecodable records this process has met (see [`report_undecodable`]).
+pub fn undecodable_records() -> u64 {
+    UNDECODABLE_RECORDS.load(Ordering::Relaxed)
+}
+
+/// Metadata of a session for listings ("my devices"): never the token, never attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// Key of the session; [`delete_by_key`](crate::SessionRepository::delete_by_key) revokes it.
+    pub key: SessionKey,
+    /// The principal the session belongs to.
+    pub principal: String,
+    /// Creation time.
+    pub created_at: SystemTime,
+    /// Last save or touch.
+    pub last_accessed_at: SystemTime,
+    /// When the session expires unless touched.
+    pub expires_at: SystemTime,
+}
+
+impl SessionInfo {
+    /// Metadata from its parts.
+    pub fn new(
+        key: SessionKey,
+        principal: String,
+        created_at: SystemTime,
+        last_accessed_at: SystemTime,
+        expires_at: SystemTime,
+    ) -> Self {
+        SessionInfo {
+            key,
+            principal,
+            created_at,
+            last_accessed_at,
+            expires_at,
+        }
+    }
+}

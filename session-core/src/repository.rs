@@ -1,0 +1,243 @@
+//! The `SessionRepository` contract.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::event::EventSubscription;
+use crate::id::{SessionId, SessionKey};
+use crate::record::SessionInfo;
+use crate::session::Session;
+use crate::settings::SessionSettings;
+
+/// What a store can do beyond the core contract. The conformance suite reads these flags to
+/// decide which cases apply; it never branches on the store's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// [`find_by_principal`](SessionRepository::find_by_principal) and
+    /// [`delete_by_principal`](SessionRepository::delete_by_principal) work.
+    pub principal_index: bool,
+    /// [`subscribe`](SessionRepository::subscribe) delivers `Created`, `Deleted` and
+    /// `IdChanged` for operations made through any handle on this store.
+    pub lifecycle_events: bool,
+    /// The subscription also delivers `Expired` when the store removes a session past its
+    /// deadline (within a few seconds).
+    pub expiry_events: bool,
+}
+
+impl Capabilities {
+    /// No optional capability.
+    pub const fn none() -> Self {
+        Capabilities {
+            principal_index: false,
+            lifecycle_events: false,
+            expiry_events: false,
+        }
+    }
+
+    /// Sets [`Capabilities::principal_index`].
+    pub const fn with_principal_index(mut self, on: bool) -> Self {
+        self.principal_index = on;
+        self
+    }
+
+    /// Sets [`Capabilities::lifecycle_events`].
+    pub const fn with_lifecycle_events(mut self, on: bool) -> Self {
+        self.lifecycle_events = on;
+        self
+    }
+
+    /// Sets [`Capabilities::expiry_events`].
+    pub const fn with_expiry_events(mut self, on: bool) -> Self {
+        self.expiry_events = on;
+        self
+    }
+}
+
+/// A shared store of sessions: the one contract every backend implements.
+///
+/// Object-safe: applications hold an `Arc<dyn SessionRepository>` and choose the store by
+/// configuration. Helpers live in [`SessionRepositoryExt`].
+///
+/// # Behavior
+///
+/// Rules common to every method (each one has a conformance case):
+///
+/// - A session is *live* strictly before its deadline,
+///   `min(last_accessed + idle_timeout, created + absolute_lifetime)`, computed from the stored
+///   metadata. A session at or past its deadline is absent for every method, even if the
+///   server has not evicted it yet; the server's own eviction is set to the same deadline.
+/// - Stored bytes that cannot be decoded (corrupt, or a future format) make the session
+///   absent: reported with [`report_undecodable`](crate::report_undecodable), never a panic.
+/// - Stores keep the [`SessionKey`] (a hash of the id), never the id itself.
+/// - Transient trouble (server down, timeout) is [`Error::Unavailable`] or [`Error::Timeout`]
+///   within the store's configured timeout; the same repository works again once the server
+///   is back.
+/// - Two repositories opened on the same store (two service instances) see each other's
+///   writes as soon as the writing call returns.
+#[async_trait]
+pub trait SessionRepository: Send + Sync + fmt::Debug + 'static {
+    /// Settings of the sessions this repository creates and loads.
+    fn settings(&self) -> &Arc<SessionSettings>;
+
+    /// Optional features of this store.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Stores a new session.
+    ///
+    /// # Behavior
+    ///
+    /// - Never overwrites a stored session: if the session's key is taken (a live, expired
+    ///   but not yet evicted, or undecodable record), the session gets a fresh id and the store
+    ///   tries again, so the existing record stays untouched.
+    /// - Sets creation and access time to now; afterwards `session.is_new()` is `false` and
+    ///   the session has no pending changes.
+    /// - A session that was already created is [`Error::InvalidInput`]; nothing is written.
+    /// - Attributes, principal and timeouts of the session are stored as they are.
+    async fn create(&self, session: &mut Session) -> Result<()>;
+
+    /// Loads a session by its id.
+    ///
+    /// # Behavior
+    ///
+    /// - `Ok(None)` when no session has this id, or it expired (idle or absolute), or its
+    ///   stored bytes are undecodable.
+    /// - Reads never write: `find` does not extend the expiry or change anything in the store
+    ///   (sliding expiry is the caller's [`touch`](SessionRepository::touch) or save).
+    /// - The returned session has no pending changes and carries the stored version.
+    async fn find(&self, id: &SessionId) -> Result<Option<Session>>;
+
+    /// Writes the changes of a loaded session and refreshes its expiry.
+    ///
+    /// # Behavior
+    ///
+    /// - Writes only the delta: attributes set or removed since the session was loaded (per
+    ///   [`SaveMode`](crate::SaveMode)), and metadata that changed (principal, timeouts).
+    ///   Attributes this save did not change keep their stored value, so two requests that
+    ///   change different attributes of one session both keep their change; when both change the
+    ///   same attribute, the later save wins.
+    /// - Sets the access time to now, which moves the deadline (never past the absolute
+    ///   lifetime). A save without changes still refreshes the expiry.
+    /// - Increments the stored version and sets the session's version to it.
+    /// - [`Concurrency::Optimistic`](crate::Concurrency): if the stored version differs from
+    ///   the one the session was loaded with, returns [`Error::Conflict`] and writes nothing.
+    /// - A session that is not live in the store (deleted, rotated away by `change_id`,
+    ///   expired, or never created) is [`Error::NotFound`]; nothing is written and the session
+    ///   is not resurrected.
+    /// - If the merged session would exceed the [`Limits`](crate::Limits), returns
+    ///   [`Error::TooLarge`] and writes nothing.
+    /// - On success the session's pending changes are cleared; on error they are kept.
+    async fn save(&self, session: &mut Session) -> Result<()>;
+
+    /// Extends a session's expiry without rewriting its attributes.
+    ///
+    /// # Behavior
+    ///
+    /// - Sets the stored access time to now, so the deadline moves to
+    ///   `min(now + idle_timeout, created + absolute_lifetime)` using the stored timeouts.
+    /// - Changes no attribute and not the version (a touch never causes an optimistic
+    ///   conflict).
+    /// - A session that is not live is [`Error::NotFound`] and is not resurrected.
+    /// - One round trip where the server allows it.
+    async fn touch(&self, id: &SessionId) -> Result<()>;
+
+    /// Deletes the session with this id.
+    ///
+    /// # Behavior
+    ///
+    /// - Idempotent: deleting a missing or already deleted session is `Ok(())`.
+    /// - Afterwards `find` returns `None`, saves and touches of any loaded copy are
+    ///   [`Error::NotFound`], and the session leaves the principal index.
+    async fn delete(&self, id: &SessionId) -> Result<()> {
+        self.delete_by_key(&id.key()).await
+    }
+
+    /// Deletes the session with this key ("revoke that device" from a listing).
+    ///
+    /// # Behavior
+    ///
+    /// The same as [`delete`](SessionRepository::delete), addressed by key.
+    async fn delete_by_key(&self, key: &SessionKey) -> Result<()>;
+
+    /// Gives a stored session a new id (login, privilege change: prevents session fixation).
+    ///
+    /// # Behavior
+    ///
+    /// - The stored session moves to a fresh id; the old id stops working at once (`find`
+    ///   returns `None`, saves of old copies are [`Error::NotFound`]).
+    /// - Attributes, metadata and version move unchanged; the session's own pending changes
+    ///   stay pending and are written by the next save.
+    /// - The principal index lists the new key instead of the old one.
+    /// - A session that was never created just gets a fresh id; nothing is written.
+    /// - A created session that is no longer live is [`Error::NotFound`].
+    /// - Works without `RENAME`-like operations (on a cluster the two keys may live on
+    ///   different nodes). If the store fails between writing the new key and removing the old,
+    ///   both may exist until the old one expires; the caller only ever learns the new id on
+    ///   success.
+    async fn change_id(&self, session: &mut Session) -> Result<()>;
+
+    /// Lists the live sessions of a principal (keys and metadata, never ids).
+    ///
+    /// # Behavior
+    ///
+    /// - Every live session whose principal is exactly `principal`; expired and deleted
+    ///   sessions never appear (the index does not leak).
+    /// - Any text is treated as opaque data; an empty or over-long name is
+    ///   [`Error::InvalidInput`].
+    /// - [`Error::Unsupported`] without [`Capabilities::principal_index`].
+    async fn find_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>>;
+
+    /// Deletes every session of a principal ("log out everywhere"); returns how many.
+    ///
+    /// # Behavior
+    ///
+    /// - Afterwards no session of the principal is live; sessions of other principals are
+    ///   untouched. Idempotent.
+    /// - Same input rules as [`find_by_principal`](SessionRepository::find_by_principal).
+    /// - [`Error::Unsupported`] without [`Capabilities::principal_index`].
+    async fn delete_by_principal(&self, principal: &str) -> Result<u64>;
+
+    /// Subscribes to session events.
+    ///
+    /// # Behavior
+    ///
+    /// - With [`Capabilities::lifecycle_events`]: `Created`, `Deleted` and `IdChanged` for
+    ///   each such operation after the subscription started.
+    /// - With [`Capabilities::expiry_events`]: also `Expired` for sessions the store removed
+    ///   past their deadline.
+    /// - [`Error::Unsupported`] when the store emits no events.
+    fn subscribe(&self) -> Result<EventSubscription>;
+}
+
+/// Helpers on top of [`SessionRepository`].
+#[async_trait]
+pub trait SessionRepositoryExt: SessionRepository {
+    /// A new, not yet stored session with this repository's settings.
+    fn new_session(&self) -> Session {
+        Session::new(Arc::clone(self.settings()))
+    }
+
+    /// Creates the session if it is new, saves it otherwise.
+    async fn persist(&self, session: &mut Session) -> Result<()> {
+        if session.is_new() {
+            self.create(session).await
+        } else {
+            self.save(session).await
+        }
+    }
+}
+
+impl<R: SessionRepository + ?Sized> SessionRepositoryExt for R {}
+
+/// Validates a principal name given to a lookup, with the limits of `settings`.
+pub fn check_principal_query(principal: &str, settings: &SessionSettings) -> Result<()> {
+    crate::session::validate_principal(principal, settings.limits.max_principal_len)
+}
+
+/// The error for principal operations of a store without a principal index.
+pub fn unsupported_principal_index() -> Error {
+    Error::Unsupported("principal index")
+}

@@ -1,0 +1,528 @@
+//! The session: metadata, typed attributes and the bookkeeping a delta save needs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+
+use crate::codec::{decode_value, encode_value};
+use crate::error::{Error, Result};
+use crate::id::{SessionId, SessionKey};
+use crate::record::{attribute_size, check_size, size_of_attributes, SessionDelta, SessionRecord};
+use crate::settings::{Concurrency, SaveMode, SessionSettings};
+use crate::time::{deadline_millis, duration_millis, now_millis, system_time};
+
+/// A server-side session.
+///
+/// Attributes are kept encoded, one value per name, so that a save can send exactly what
+/// changed. Typed access goes through the repository's codec: [`Session::insert`] encodes,
+/// [`Session::get`] decodes. The session remembers which names were set or removed and which
+/// metadata moved since it was loaded; [`SessionRepository::save`](crate::SessionRepository::save)
+/// writes that delta and nothing else (see [`SaveMode`]).
+pub struct Session {
+    id: SessionId,
+    key: SessionKey,
+    created_at_ms: u64,
+    last_accessed_at_ms: u64,
+    idle_timeout_ms: u64,
+    absolute_lifetime_ms: Option<u64>,
+    principal: Option<String>,
+    version: u64,
+    attributes: BTreeMap<String, ByteBuf>,
+    changed: BTreeSet<String>,
+    removed: BTreeSet<String>,
+    /// Names read through `get`, written back by [`SaveMode::OnGet`].
+    read: Mutex<BTreeSet<String>>,
+    principal_changed: bool,
+    idle_timeout_changed: bool,
+    absolute_lifetime_changed: bool,
+    persisted: bool,
+    settings: Arc<SessionSettings>,
+}
+
+impl Session {
+    /// A new, not yet stored session with a fresh id and the timeouts of `settings`.
+    pub fn new(settings: Arc<SessionSettings>) -> Self {
+        Self::with_id(SessionId::generate(), settings)
+    }
+
+    /// A new session with a chosen id, for conformance tests of collision handling.
+    /// Applications must not pick ids; [`Session::new`] generates them.
+    #[doc(hidden)]
+    pub fn with_id_for_testing(id: SessionId, settings: Arc<SessionSettings>) -> Self {
+        Self::with_id(id, settings)
+    }
+
+    fn with_id(id: SessionId, settings: Arc<SessionSettings>) -> Self {
+        let now = now_millis();
+        Session {
+            key: id.key(),
+            id,
+            created_at_ms: now,
+            last_accessed_at_ms: now,
+            idle_timeout_ms: duration_millis(settings.idle_timeout),
+            absolute_lifetime_ms: settings.absolute_lifetime.map(duration_millis),
+            principal: None,
+            version: 0,
+            attributes: BTreeMap::new(),
+            changed: BTreeSet::new(),
+            removed: BTreeSet::new(),
+            read: Mutex::new(BTreeSet::new()),
+            principal_changed: false,
+            idle_timeout_changed: false,
+            absolute_lifetime_changed: false,
+            persisted: false,
+            settings,
+        }
+    }
+
+    /// A stored session as loaded by `find`: no pending changes.
+    pub fn from_record(id: SessionId, record: SessionRecord, settings: Arc<SessionSettings>) -> Self {
+        Session {
+            key: id.key(),
+            id,
+            created_at_ms: record.created_at_ms,
+            last_accessed_at_ms: record.last_accessed_at_ms,
+            idle_timeout_ms: record.idle_timeout_ms,
+            absolute_lifetime_ms: record.absolute_lifetime_ms,
+            principal: record.principal,
+            version: record.version,
+            attributes: record.attributes,
+            changed: BTreeSet::new(),
+            removed: BTreeSet::new(),
+            read: Mutex::new(BTreeSet::new()),
+            principal_changed: false,
+            idle_timeout_changed: false,
+            absolute_lifetime_changed: false,
+            persisted: true,
+            settings,
+        }
+    }
+
+    // ----- identity and metadata -------------------------------------------------------------
+
+    /// The id (secret token). Changes on [`change_id`](crate::SessionRepository::change_id).
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    /// The key the store keeps for this session.
+    pub fn key(&self) -> SessionKey {
+        self.key
+    }
+
+    /// `true` until the session has been created in a store.
+    pub fn is_new(&self) -> bool {
+        !self.persisted
+    }
+
+    /// `true` if a save would write attributes or metadata (not just refresh the expiry).
+    pub fn is_modified(&self) -> bool {
+        !self.changed.is_empty()
+            || !self.removed.is_empty()
+            || self.principal_changed
+            || self.idle_timeout_changed
+            || self.absolute_lifetime_changed
+            || (self.settings.save_mode == SaveMode::Always && !self.attributes.is_empty())
+            || (self.settings.save_mode == SaveMode::OnGet && !self.read_names().is_empty())
+    }
+
+    /// Creation time.
+    pub fn created_at(&self) -> SystemTime {
+        system_time(self.created_at_ms)
+    }
+
+    /// Last save or touch, as of when this copy was loaded or saved.
+    pub fn last_accessed_at(&self) -> SystemTime {
+        system_time(self.last_accessed_at_ms)
+    }
+
+    /// When this copy expires: `min(last_accessed + idle_timeout, created + absolute_lifetime)`.
+    pub fn expires_at(&self) -> SystemTime {
+        system_time(self.deadline_ms())
+    }
+
+    /// Epoch ms of [`Session::expires_at`].
+    pub fn deadline_ms(&self) -> u64 {
+        deadline_millis(
+            self.created_at_ms,
+            self.last_accessed_at_ms,
+            self.idle_timeout_ms,
+            self.absolute_lifetime_ms,
+        )
+    }
+
+    /// Sliding idle timeout of this session.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Changes the idle timeout of this session (stored by the next save).
+    pub fn set_idle_timeout(&mut self, timeout: Duration) {
+        self.idle_timeout_ms = duration_millis(timeout);
+        self.idle_timeout_changed = true;
+    }
+
+    /// Cap on the total life of this session, from its creation.
+    pub fn absolute_lifetime(&self) -> Option<Duration> {
+        self.absolute_lifetime_ms.map(Duration::from_millis)
+    }
+
+    /// Changes the absolute lifetime of this session (stored by the next save).
+    pub fn set_absolute_lifetime(&mut self, lifetime: Option<Duration>) {
+        self.absolute_lifetime_ms = lifetime.map(duration_millis);
+        self.absolute_lifetime_changed = true;
+    }
+
+    /// The principal (user name) the session belongs to, if any.
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+
+    /// Sets or clears the principal (stored by the next save, indexed for
+    /// [`find_by_principal`](crate::SessionRepository::find_by_principal)).
+    ///
+    /// An empty name or one longer than [`Limits::max_principal_len`](crate::Limits) is
+    /// [`Error::InvalidInput`]. Any other text is accepted and treated as opaque data.
+    pub fn set_principal(&mut self, principal: Option<&str>) -> Result<()> {
+        if let Some(name) = principal {
+            validate_principal(name, self.settings.limits.max_principal_len)?;
+        }
+        self.principal = principal.map(str::to_owned);
+        self.principal_changed = true;
+        Ok(())
+    }
+
+    /// Version of this copy: the stored version when loaded, advanced by each save.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The settings (codec, limits, modes) this session follows.
+    pub fn settings(&self) -> &Arc<SessionSettings> {
+        &self.settings
+    }
+
+    // ----- attributes --------------------------------------------------------------------------
+
+    /// Decodes attribute `name` as `T`; `Ok(None)` if absent, [`Error::Decode`] if the stored
+    /// bytes are not a `T` (or not in a known format).
+    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let Some(bytes) = self.attributes.get(name) else {
+            return Ok(None);
+        };
+        if self.settings.save_mode == SaveMode::OnGet {
+            self.read
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(name.to_owned());
+        }
+        decode_value(self.settings.codec.as_ref(), bytes)
+            .map(Some)
+            .map_err(|source| Error::Decode {
+                name: name.to_owned(),
+                source,
+            })
+    }
+
+    /// Encodes `value` and sets it as attribute `name`.
+    ///
+    /// Fails without changing the session if the name is empty or too long
+    /// ([`Error::InvalidInput`]), the value cannot be encoded ([`Error::Encode`]), or the
+    /// session would exceed its attribute count or size limit ([`Error::TooLarge`]).
+    pub fn insert<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
+        let bytes = encode_value(self.settings.codec.as_ref(), value).map_err(|source| {
+            Error::Encode {
+                name: name.to_owned(),
+                source,
+            }
+        })?;
+        self.insert_encoded(name, bytes)
+    }
+
+    /// Sets attribute `name` to already encoded bytes (format byte first), with the same checks
+    /// as [`Session::insert`].
+    pub fn insert_encoded(&mut self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        let limits = &self.settings.limits;
+        if name.is_empty() {
+            return Err(Error::InvalidInput("attribute name is empty".into()));
+        }
+        if name.len() > limits.max_attribute_name_len {
+            return Err(Error::InvalidInput(format!(
+                "attribute name is {} bytes, over the limit of {}",
+                name.len(),
+                limits.max_attribute_name_len
+            )));
+        }
+        let mut size = size_of_attributes(&self.attributes);
+        let mut count = self.attributes.len();
+        if let Some(old) = self.attributes.get(name) {
+            size -= attribute_size(name, old);
+            count -= 1;
+        }
+        size += attribute_size(name, &bytes);
+        check_size(size, count + 1, limits)?;
+
+        self.attributes.insert(name.to_owned(), ByteBuf::from(bytes));
+        self.removed.remove(name);
+        self.changed.insert(name.to_owned());
+        Ok(())
+    }
+
+    /// Removes attribute `name`; returns whether this copy had it. The removal is saved even
+    /// if this copy did not have it, so that a value stored meanwhile by another request is
+    /// removed too.
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.changed.remove(name);
+        self.read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        self.removed.insert(name.to_owned());
+        self.attributes.remove(name).is_some()
+    }
+
+    /// Whether this copy has attribute `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.attributes.contains_key(name)
+    }
+
+    /// Names of the attributes of this copy, sorted.
+    pub fn attribute_names(&self) -> impl Iterator<Item = &str> {
+        self.attributes.keys().map(String::as_str)
+    }
+
+    /// Encoded bytes of attribute `name` (format byte first).
+    pub fn raw_attribute(&self, name: &str) -> Option<&[u8]> {
+        self.attributes.get(name).map(|value| value.as_slice())
+    }
+
+    /// Number of attributes.
+    pub fn len(&self) -> usize {
+        self.attributes.len()
+    }
+
+    /// Whether the session has no attributes.
+    pub fn is_empty(&self) -> bool {
+        self.attributes.is_empty()
+    }
+
+    // ----- for store implementations ----------------------------------------------------------
+
+    /// For stores: the full record to insert on `create`, with creation and access time set to
+    /// `now_ms`. [`Error::InvalidInput`] if the session was already created.
+    pub fn record_for_create(&mut self, now_ms: u64) -> Result<SessionRecord> {
+        if self.persisted {
+            return Err(Error::InvalidInput(
+                "session was already created; use save".into(),
+            ));
+        }
+        self.created_at_ms = now_ms;
+        self.last_accessed_at_ms = now_ms;
+        Ok(SessionRecord {
+            created_at_ms: now_ms,
+            last_accessed_at_ms: now_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            absolute_lifetime_ms: self.absolute_lifetime_ms,
+            principal: self.principal.clone(),
+            version: self.version,
+            attributes: self.attributes.clone(),
+        })
+    }
+
+    /// For stores: what a save at `now_ms` must write, following the [`SaveMode`] and
+    /// [`Concurrency`] of the settings. [`Error::NotFound`] if the session was never created.
+    pub fn delta(&self, now_ms: u64) -> Result<SessionDelta<'_>> {
+        if !self.persisted {
+            return Err(Error::NotFound);
+        }
+        let read = self.read_names();
+        let upserts = self
+            .attributes
+            .iter()
+            .filter(|(name, _)| match self.settings.save_mode {
+                SaveMode::Always => true,
+                SaveMode::OnGet => self.changed.contains(*name) || read.contains(*name),
+                SaveMode::OnSet => self.changed.contains(*name),
+            })
+            .map(|(name, value)| (name.as_str(), value.as_slice()))
+            .collect();
+        Ok(SessionDelta {
+            upserts,
+            removals: self.removed.iter().map(String::as_str).collect(),
+            principal: self.principal_changed.then_some(self.principal.as_deref()),
+            idle_timeout_ms: self.idle_timeout_changed.then_some(self.idle_timeout_ms),
+            absolute_lifetime_ms: self
+                .absolute_lifetime_changed
+                .then_some(self.absolute_lifetime_ms),
+            accessed_at_ms: now_ms,
+            expected_version: (self.settings.concurrency == Concurrency::Optimistic)
+                .then_some(self.version),
+        })
+    }
+
+    /// For stores: the session is now stored with `version`, last accessed at `accessed_at_ms`;
+    /// pending changes are cleared.
+    pub fn mark_persisted(&mut self, version: u64, accessed_at_ms: u64) {
+        self.persisted = true;
+        self.version = version;
+        self.last_accessed_at_ms = self.last_accessed_at_ms.max(accessed_at_ms);
+        self.changed.clear();
+        self.removed.clear();
+        self.read
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.principal_changed = false;
+        self.idle_timeout_changed = false;
+        self.absolute_lifetime_changed = false;
+    }
+
+    /// For stores: gives this session another id once it is stored under it (create
+    /// collision, `change_id`). Stores assign only after success, so that a call that failed
+    /// with a transient error can be retried with the session as it was. Pending changes stay
+    /// pending.
+    pub fn assign_id(&mut self, id: SessionId) {
+        self.key = id.key();
+        self.id = id;
+    }
+
+    fn read_names(&self) -> BTreeSet<String> {
+        self.read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Checks a principal name against the contract: non-empty, at most `max_len` bytes.
+pub fn validate_principal(name: &str, max_len: usize) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidInput("principal name is empty".into()));
+    }
+    if name.len() > max_len {
+        return Err(Error::InvalidInput(format!(
+            "principal name is {} bytes, over the limit of {max_len}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Clone for Session {
+    fn clone(&self) -> Self {
+        Session {
+            id: self.id.clone(),
+            key: self.key,
+            created_at_ms: self.created_at_ms,
+            last_accessed_at_ms: self.last_accessed_at_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            absolute_lifetime_ms: self.absolute_lifetime_ms,
+            principal: self.principal.clone(),
+            version: self.version,
+            attributes: self.attributes.clone(),
+            changed: self.changed.clone(),
+            removed: self.removed.clone(),
+            read: Mutex::new(self.read_names()),
+            principal_changed: self.principal_changed,
+            idle_timeout_changed: self.idle_timeout_changed,
+            absolute_lifetime_changed: self.absolute_lifetime_changed,
+            persisted: self.persisted,
+            settings: Arc::clone(&self.settings),
+        }
+    }
+}
+
+/// Shows metadata and attribute names only: values may hold secrets, and the id is redacted.
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("principal", &self.principal)
+            .field("version", &self.version)
+            .field("expires_at", &self.expires_at())
+            .field("attributes", &self.attributes.keys().collect::<Vec<_>>())
+            .field("is_new", &self.is_new())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Limits;
+
+    fn settings(mode: SaveMode) -> Arc<SessionSettings> {
+        Arc::new(SessionSettings::default().with_save_mode(mode))
+    }
+
+    fn stored(mode: SaveMode) -> Session {
+        let mut session = Session::new(settings(mode));
+        session.insert("a", &1u32).unwrap();
+        session.insert("b", "two").unwrap();
+        let record = session.record_for_create(now_millis()).unwrap();
+        Session::from_record(session.id().clone(), record, settings(mode))
+    }
+
+    #[test]
+    fn typed_values_round_trip() {
+        let session = stored(SaveMode::OnSet);
+        assert_eq!(session.get::<u32>("a").unwrap(), Some(1));
+        assert_eq!(session.get::<String>("b").unwrap().as_deref(), Some("two"));
+        assert_eq!(session.get::<u32>("missing").unwrap(), None);
+        assert!(matches!(session.get::<u32>("b"), Err(Error::Decode { .. })));
+    }
+
+    #[test]
+    fn delta_follows_the_save_mode() {
+        let mut on_set = stored(SaveMode::OnSet);
+        let _ = on_set.get::<u32>("a");
+        on_set.insert("c", &3u8).unwrap();
+        on_set.remove("b");
+        let delta = on_set.delta(1).unwrap();
+        assert_eq!(delta.upserts.iter().map(|u| u.0).collect::<Vec<_>>(), ["c"]);
+        assert_eq!(delta.removals, ["b"]);
+
+        let on_get = stored(SaveMode::OnGet);
+        let _ = on_get.get::<u32>("a");
+        assert_eq!(on_get.delta(1).unwrap().upserts.len(), 1);
+        assert!(on_get.is_modified());
+
+        let always = stored(SaveMode::Always);
+        assert_eq!(always.delta(1).unwrap().upserts.len(), 2);
+    }
+
+    #[test]
+    fn limits_reject_without_changing_the_session() {
+        let limits = Limits::default()
+            .with_max_attributes(2)
+            .with_max_session_bytes(200)
+            .with_max_attribute_name_len(5);
+        let mut session = Session::new(Arc::new(SessionSettings::default().with_limits(limits)));
+        session.insert("a", &1u8).unwrap();
+        assert!(matches!(session.insert("toolong", &1u8), Err(Error::InvalidInput(_))));
+        assert!(matches!(session.insert("", &1u8), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            session.insert("big", &"x".repeat(300)),
+            Err(Error::TooLarge { .. })
+        ));
+        session.insert("b", &2u8).unwrap();
+        assert!(matches!(session.insert("c", &3u8), Err(Error::TooLarge { .. })));
+        // Replacing an existing name does not count as a new attribute.
+        session.insert("b", &4u8).unwrap();
+        assert_eq!(session.len(), 2);
+    }
+
+    #[test]
+    fn debug_shows_no_values_and_no_token() {
+        let mut session = Session::new(settings(SaveMode::OnSet));
+        session.insert("password", "hunter2").unwrap();
+        let shown = format!("{session:?}");
+        assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains(session.id().expose_secret()));
+    }
+}

@@ -1,1 +1,207 @@
+//! The conformance suite for [`SessionRepository`](session_core::SessionRepository)
+//! implementations: every rule of the contract's `# Behavior` sections as a case, run against a
+//! real server.
+//!
+//! A store provides a [`StoreFixture`] (how to open repositories on an isolated namespace) and
+//! expands [`conformance_suite!`] in a test file: one `#[test]` per case, plus a summary test
+//! printing how many cases apply. Cases the store's [`Capabilities`](session_core::Capabilities)
+//! rule out are reported as not applicable, never silently passed.
+//!
+//! A third-party store runs the suite like this (here on the in-memory store):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use conformance_tests::{conformance_suite, StoreFixture};
+//! use session_core::{async_trait, Result, SessionRepository, SessionSettings};
+//!
+//! struct MyFixture(session_memory::MemoryStore);
+//!
+//! #[async_trait]
+//! impl StoreFixture for MyFixture {
+//!     fn name(&self) -> &str { "my-store" }
+//!     async fn open(&self, settings: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
+//!         Ok(Arc::new(self.0.with_settings(settings)))
+//!     }
+//! }
+//!
+//! conformance_suite!(|| async { Some(MyFixture(session_memory::MemoryStore::new())) });
+//! ```
+//!
+//! Servers come from [`servers`]: a URL from the environment, else a throwaway server the
+//! harness starts from a binary on `PATH`, else a skip with one clear line — which
+//! `SESSION_TEST_REQUIRE=all` (CI) turns into a failure.
+#![deny(missing_docs)]
+// A test library: a broken expectation is reported by panicking, as in any test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cases;
+mod fixture;
+mod registry;
+pub mod servers;
+mod support;
+
+use std::future::Future;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use session_core::{Capabilities, SessionSettings};
+
+pub use fixture::StoreFixture;
+pub use registry::Needs;
+pub use support::{short_lived, MARGIN, SHORT_IDLE};
+
+/// Upper bound on one case, so that a hanging store fails the case instead of the CI run.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A registered conformance case.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    /// Function name in [`cases`].
+    pub name: &'static str,
+    /// The expected behaviour, in one line.
+    pub doc: &'static str,
+    /// What the store must offer for the case to apply.
+    pub needs: Needs,
+    /// Runs the case on a fixture; panics on a contract violation.
+    pub run: for<'a> fn(&'a dyn StoreFixture) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+}
+
+impl Case {
+    /// Whether the case applies to a store with these capabilities and raw-write support.
+    pub fn applies_to(&self, capabilities: &Capabilities, raw_writes: bool) -> bool {
+        match self.needs {
+            Needs::Nothing => true,
+            Needs::PrincipalIndex => capabilities.principal_index,
+            Needs::NoPrincipalIndex => !capabilities.principal_index,
+            Needs::LifecycleEvents => capabilities.lifecycle_events,
+            Needs::ExpiryEvents => capabilities.expiry_events,
+            Needs::NoEvents => !capabilities.lifecycle_events && !capabilities.expiry_events,
+            Needs::RawWrites => raw_writes,
+        }
+    }
+}
+
+__with_cases!(__case_table {});
+
+/// Expands to one `#[test]` per conformance case, plus `conformance_summary`.
+///
+/// `$factory` is an expression callable as `FnOnce() -> impl Future<Output = Option<F>>` with
+/// `F: StoreFixture`; it runs once per case, so every case gets its own namespace. `None` means
+/// the store's server is unavailable and the case is skipped (provisioning has printed why, or
+/// failed the run under `SESSION_TEST_REQUIRE`). Each test runs on its own Tokio runtime, so the
+/// calling crate needs no Tokio macros.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:expr $(,)?) => {
+        $crate::__with_cases!($crate::__case_tests { $factory });
+    };
+}
+
+/// Writes a line to the real stderr, past the test harness's output capture, so that skips and
+/// counts show up in CI logs.
+pub fn report(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("cannot start a Tokio runtime for the conformance case")
+}
+
+async fn capabilities_of(fixture: &dyn StoreFixture) -> Capabilities {
+    match fixture.open(SessionSettings::default()).await {
+        Ok(repository) => repository.capabilities(),
+        Err(error) => panic!(
+            "fixture `{}` cannot open a repository: {error}",
+            fixture.name()
+        ),
+    }
+}
+
+/// Runs the registered case `name` on a fixture from `factory`. Used by [`conformance_suite!`].
+pub fn run_case<Factory, Fut, Fixture>(name: &str, factory: Factory)
+where
+    Factory: FnOnce() -> Fut,
+    Fut: Future<Output = Option<Fixture>>,
+    Fixture: StoreFixture,
+{
+    let case = CASES
+        .iter()
+        .find(|case| case.name == name)
+        .unwrap_or_else(|| panic!("no conformance case named {name}"));
+    runtime().block_on(async {
+        let Some(fixture) = factory().await else {
+            return;
+        };
+        let capabilities = capabilities_of(&fixture).await;
+        if !case.applies_to(&capabilities, fixture.can_write_raw()) {
+            return;
+        }
+        if tokio::time::timeout(CASE_TIMEOUT, (case.run)(&fixture))
+            .await
+            .is_err()
+        {
+            panic!(
+                "case {name} on `{}` did not finish within {CASE_TIMEOUT:?}",
+                fixture.name()
+            );
+        }
+    });
+}
+
+/// Prints how many cases apply to the fixture's store and which do not (and why). Fails if a
+/// case that could apply is excluded for no reason, which cannot happen by construction but
+/// keeps the count honest.
+pub fn print_summary<Factory, Fut, Fixture>(factory: Factory)
+where
+    Factory: FnOnce() -> Fut,
+    Fut: Future<Output = Option<Fixture>>,
+    Fixture: StoreFixture,
+{
+    runtime().block_on(async {
+        let Some(fixture) = factory().await else {
+            return;
+        };
+        let capabilities = capabilities_of(&fixture).await;
+        let raw = fixture.can_write_raw();
+        let (run, skipped): (Vec<&Case>, Vec<&Case>) = CASES
+            .iter()
+            .partition(|case| case.applies_to(&capabilities, raw));
+        let skipped: Vec<String> = skipped
+            .iter()
+            .map(|case| format!("{} (needs {:?})", case.name, case.needs))
+            .collect();
+        report(&format!(
+            "conformance `{}`: {} of {} cases run{}{}",
+            fixture.name(),
+            run.len(),
+            CASES.len(),
+            if skipped.is_empty() {
+                ""
+            } else {
+                "; not applicable: "
+            },
+            skipped.join(", ")
+        ));
+        assert!(!run.is_empty());
+    });
+}
+
+/// A name unique to this process and call, usable as a key prefix, table or database name:
+/// lower-case ASCII letters, digits and `_`, starting with `prefix`.
+pub fn namespace(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}_{}_{}_{nanos:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -39,7 +39,9 @@ pub trait Codec: Send + Sync + fmt::Debug + 'static {
     fn decode_with<'de>(
         &self,
         bytes: &'de [u8],
-        visit: &mut dyn FnMut(&mut dyn erased_serde::Deserializer<'de>) -> Result<(), erased_serde::Error>,
+        visit: &mut dyn FnMut(
+            &mut dyn erased_serde::Deserializer<'de>,
+        ) -> Result<(), erased_serde::Error>,
     ) -> Result<(), BoxError>;
 }
 
@@ -65,10 +67,14 @@ impl Codec for MessagePack {
     fn decode_with<'de>(
         &self,
         bytes: &'de [u8],
-        visit: &mut dyn FnMut(&mut dyn erased_serde::Deserializer<'de>) -> Result<(), erased_serde::Error>,
+        visit: &mut dyn FnMut(
+            &mut dyn erased_serde::Deserializer<'de>,
+        ) -> Result<(), erased_serde::Error>,
     ) -> Result<(), BoxError> {
         let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
-        visit(&mut <dyn erased_serde::Deserializer<'_>>::erase(&mut deserializer))?;
+        visit(&mut <dyn erased_serde::Deserializer<'_>>::erase(
+            &mut deserializer,
+        ))?;
         Ok(())
     }
 }
@@ -94,10 +100,14 @@ impl Codec for Json {
     fn decode_with<'de>(
         &self,
         bytes: &'de [u8],
-        visit: &mut dyn FnMut(&mut dyn erased_serde::Deserializer<'de>) -> Result<(), erased_serde::Error>,
+        visit: &mut dyn FnMut(
+            &mut dyn erased_serde::Deserializer<'de>,
+        ) -> Result<(), erased_serde::Error>,
     ) -> Result<(), BoxError> {
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        visit(&mut <dyn erased_serde::Deserializer<'_>>::erase(&mut deserializer))?;
+        visit(&mut <dyn erased_serde::Deserializer<'_>>::erase(
+            &mut deserializer,
+        ))?;
         deserializer.end()?;
         Ok(())
     }
@@ -170,7 +180,12 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bytes in [&[][..], &[0xff, 1, 2][..], &[FORMAT_MESSAGEPACK, 0xc1][..], &[FORMAT_JSON, b'{'][..]] {
+        for bytes in [
+            &[][..],
+            &[0xff, 1, 2][..],
+            &[FORMAT_MESSAGEPACK, 0xc1][..],
+            &[FORMAT_JSON, b'{'][..],
+        ] {
             assert!(decode_value::<Cart>(&MessagePack, bytes).is_err());
         }
         // Valid JSON followed by trailing garbage is rejected, not silently truncated.

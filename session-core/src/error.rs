@@ -21,7 +21,9 @@ pub enum Error {
     NotFound,
     /// Optimistic save: the stored version is not the one the session was loaded with.
     /// Nothing was written.
-    #[error("session was changed concurrently (loaded version {expected}, stored version {actual})")]
+    #[error(
+        "session was changed concurrently (loaded version {expected}, stored version {actual})"
+    )]
     Conflict {
         /// Version the caller's session was loaded with.
         expected: u64,

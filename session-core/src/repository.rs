@@ -185,8 +185,8 @@ pub trait SessionRepository: Send + Sync + fmt::Debug + 'static {
     ///
     /// - Every live session whose principal is exactly `principal`; expired and deleted
     ///   sessions never appear (the index does not leak).
-    /// - Any text is treated as opaque data; an empty or over-long name is
-    ///   [`Error::InvalidInput`].
+    /// - Any text is treated as opaque data (no wildcards, no injection); an empty or
+    ///   over-long name, or one with a control character, is [`Error::InvalidInput`].
     /// - [`Error::Unsupported`] without [`Capabilities::principal_index`].
     async fn find_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>>;
 

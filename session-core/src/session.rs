@@ -81,7 +81,11 @@ impl Session {
     }
 
     /// A stored session as loaded by `find`: no pending changes.
-    pub fn from_record(id: SessionId, record: SessionRecord, settings: Arc<SessionSettings>) -> Self {
+    pub fn from_record(
+        id: SessionId,
+        record: SessionRecord,
+        settings: Arc<SessionSettings>,
+    ) -> Self {
         Session {
             key: id.key(),
             id,
@@ -186,8 +190,9 @@ impl Session {
     /// Sets or clears the principal (stored by the next save, indexed for
     /// [`find_by_principal`](crate::SessionRepository::find_by_principal)).
     ///
-    /// An empty name or one longer than [`Limits::max_principal_len`](crate::Limits) is
-    /// [`Error::InvalidInput`]. Any other text is accepted and treated as opaque data.
+    /// An empty name, one longer than [`Limits::max_principal_len`](crate::Limits) or one with
+    /// a control character is [`Error::InvalidInput`]. Any other text is accepted and treated as
+    /// opaque data.
     pub fn set_principal(&mut self, principal: Option<&str>) -> Result<()> {
         if let Some(name) = principal {
             validate_principal(name, self.settings.limits.max_principal_len)?;
@@ -231,16 +236,15 @@ impl Session {
 
     /// Encodes `value` and sets it as attribute `name`.
     ///
-    /// Fails without changing the session if the name is empty or too long
-    /// ([`Error::InvalidInput`]), the value cannot be encoded ([`Error::Encode`]), or the
+    /// Fails without changing the session if the name is empty, too long or contains a control
+    /// character ([`Error::InvalidInput`]), the value cannot be encoded ([`Error::Encode`]), or the
     /// session would exceed its attribute count or size limit ([`Error::TooLarge`]).
     pub fn insert<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
-        let bytes = encode_value(self.settings.codec.as_ref(), value).map_err(|source| {
-            Error::Encode {
+        let bytes =
+            encode_value(self.settings.codec.as_ref(), value).map_err(|source| Error::Encode {
                 name: name.to_owned(),
                 source,
-            }
-        })?;
+            })?;
         self.insert_encoded(name, bytes)
     }
 
@@ -258,6 +262,7 @@ impl Session {
                 limits.max_attribute_name_len
             )));
         }
+        reject_control_characters("attribute name", name)?;
         let mut size = size_of_attributes(&self.attributes);
         let mut count = self.attributes.len();
         if let Some(old) = self.attributes.get(name) {
@@ -267,7 +272,8 @@ impl Session {
         size += attribute_size(name, &bytes);
         check_size(size, count + 1, limits)?;
 
-        self.attributes.insert(name.to_owned(), ByteBuf::from(bytes));
+        self.attributes
+            .insert(name.to_owned(), ByteBuf::from(bytes));
         self.removed.remove(name);
         self.changed.insert(name.to_owned());
         Ok(())
@@ -410,6 +416,17 @@ pub fn validate_principal(name: &str, max_len: usize) -> Result<()> {
             name.len()
         )));
     }
+    reject_control_characters("principal name", name)
+}
+
+/// Names are opaque text to every store, but control characters (NUL above all) are not valid
+/// in every store's text type, so they are refused the same way everywhere.
+fn reject_control_characters(what: &str, name: &str) -> Result<()> {
+    if name.chars().any(char::is_control) {
+        return Err(Error::InvalidInput(format!(
+            "{what} contains a control character"
+        )));
+    }
     Ok(())
 }
 
@@ -504,14 +521,23 @@ mod tests {
             .with_max_attribute_name_len(5);
         let mut session = Session::new(Arc::new(SessionSettings::default().with_limits(limits)));
         session.insert("a", &1u8).unwrap();
-        assert!(matches!(session.insert("toolong", &1u8), Err(Error::InvalidInput(_))));
-        assert!(matches!(session.insert("", &1u8), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            session.insert("toolong", &1u8),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            session.insert("", &1u8),
+            Err(Error::InvalidInput(_))
+        ));
         assert!(matches!(
             session.insert("big", &"x".repeat(300)),
             Err(Error::TooLarge { .. })
         ));
         session.insert("b", &2u8).unwrap();
-        assert!(matches!(session.insert("c", &3u8), Err(Error::TooLarge { .. })));
+        assert!(matches!(
+            session.insert("c", &3u8),
+            Err(Error::TooLarge { .. })
+        ));
         // Replacing an existing name does not count as a new attribute.
         session.insert("b", &4u8).unwrap();
         assert_eq!(session.len(), 2);

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| duration_millis(since))
+        .map_or(0, duration_millis)
 }
 
 /// A duration in whole milliseconds, saturating.

@@ -65,8 +65,11 @@ pub struct Case {
     /// What the store must offer for the case to apply.
     pub needs: Needs,
     /// Runs the case on a fixture; panics on a contract violation.
-    pub run: for<'a> fn(&'a dyn StoreFixture) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+    pub run: for<'a> fn(&'a dyn StoreFixture) -> CaseFuture<'a>,
 }
+
+/// The future of a running case.
+pub type CaseFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 impl Case {
     /// Whether the case applies to a store with these capabilities and raw-write support.

@@ -1,1 +1,387 @@
-//! Server provisioning.
+//! Real servers for the suite.
+//!
+//! [`provision`] finds a server for a backend in this order:
+//!
+//! 1. a URL from the environment, `SESSION_TEST_<BACKEND>_URL` (e.g. `SESSION_TEST_REDIS_URL`);
+//! 2. a throwaway server started from a binary on `PATH`, on a free loopback port with its data
+//!    in a temp dir, shared by every test of the test binary;
+//! 3. otherwise the backend is skipped with one line on stderr, unless `SESSION_TEST_REQUIRE`
+//!    is `all` or names the backend (comma-separated), in which case the test fails.
+//!
+//! Containers (testcontainers, when a Docker engine answers) are the intended third step and
+//! are not implemented yet: the machines this project runs on have no Docker engine.
+//!
+//! The harness owns the servers it starts: [`ServerProcess::start`] gives a dedicated server
+//! that fault cases can [`stop`](ServerProcess::stop) and [`restart`](ServerProcess::restart).
+//! Each server is watched by a small shell process that kills it and removes its temp dir when
+//! the test process exits, however it exits.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::report;
+
+/// How long a started server may take to answer its readiness probe.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A kind of server the suite can provision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// A standalone redis-server.
+    Redis,
+    /// memcached.
+    Memcached,
+}
+
+impl Backend {
+    /// Name used in `SESSION_TEST_REQUIRE` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Redis => "redis",
+            Backend::Memcached => "memcached",
+        }
+    }
+
+    /// The environment variable holding an external server's URL.
+    pub fn url_variable(self) -> String {
+        format!(
+            "SESSION_TEST_{}_URL",
+            self.name().to_uppercase().replace('-', "_")
+        )
+    }
+
+    /// How to start a throwaway server of this kind.
+    pub fn spec(self) -> ServerSpec {
+        match self {
+            Backend::Redis => ServerSpec {
+                backend: self,
+                program: "redis-server",
+                args: vec![
+                    "--port",
+                    "{port}",
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    "{dir}",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--logfile",
+                    "{dir}/redis.log",
+                ],
+                probe: Probe::RedisPing,
+                url: "redis://127.0.0.1:{port}",
+            },
+            Backend::Memcached => ServerSpec {
+                backend: self,
+                program: "memcached",
+                // As root memcached exits with 64 unless told which user to run as.
+                args: vec![
+                    "-u",
+                    "nobody",
+                    "-l",
+                    "127.0.0.1",
+                    "-p",
+                    "{port}",
+                    "-U",
+                    "0",
+                    "-m",
+                    "64",
+                ],
+                probe: Probe::MemcachedVersion,
+                url: "memcache://127.0.0.1:{port}",
+            },
+        }
+    }
+}
+
+/// How to tell that a freshly started server accepts work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Probe {
+    /// `PING` answers `+PONG`.
+    RedisPing,
+    /// `version` answers one `VERSION ...` line (memcached keeps the connection open, so the
+    /// probe reads one line instead of waiting for EOF).
+    MemcachedVersion,
+}
+
+impl Probe {
+    async fn check(self, port: u16) -> bool {
+        let attempt = async {
+            let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+            let mut stream = BufReader::new(stream);
+            let (request, answer) = match self {
+                Probe::RedisPing => ("PING\r\n", "+PONG"),
+                Probe::MemcachedVersion => ("version\r\n", "VERSION"),
+            };
+            stream.get_mut().write_all(request.as_bytes()).await?;
+            let mut line = String::new();
+            stream.read_line(&mut line).await?;
+            Ok::<bool, std::io::Error>(line.starts_with(answer))
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), attempt).await,
+            Ok(Ok(true))
+        )
+    }
+}
+
+/// A recipe for a throwaway server: program, arguments with `{port}` and `{dir}` placeholders,
+/// readiness probe and URL template.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    /// The backend this serves.
+    pub backend: Backend,
+    /// Binary looked up on `PATH`.
+    pub program: &'static str,
+    /// Arguments; `{port}` and `{dir}` are substituted.
+    pub args: Vec<&'static str>,
+    /// Readiness probe.
+    pub probe: Probe,
+    /// URL template; `{port}` is substituted.
+    pub url: &'static str,
+}
+
+impl ServerSpec {
+    fn available(&self) -> bool {
+        find_on_path(self.program).is_some()
+    }
+}
+
+/// A server process owned by the harness.
+pub struct ServerProcess {
+    spec: ServerSpec,
+    port: u16,
+    dir: PathBuf,
+    child: Mutex<Option<Child>>,
+    watchdog: Mutex<Option<Child>>,
+}
+
+impl fmt::Debug for ServerProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerProcess")
+            .field("program", &self.spec.program)
+            .field("port", &self.port)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl ServerProcess {
+    /// Starts a dedicated server on a free loopback port and waits until it answers.
+    pub async fn start(spec: ServerSpec) -> std::io::Result<Arc<Self>> {
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(crate::namespace(&format!(
+            "session-test-{}",
+            spec.backend.name()
+        )));
+        std::fs::create_dir_all(&dir)?;
+        let server = Arc::new(ServerProcess {
+            spec,
+            port,
+            dir,
+            child: Mutex::new(None),
+            watchdog: Mutex::new(None),
+        });
+        server.spawn()?;
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    /// The URL to connect to.
+    pub fn url(&self) -> String {
+        self.spec.url.replace("{port}", &self.port.to_string())
+    }
+
+    /// The loopback port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (SIGKILL: a crash, not a clean shutdown) and waits for it to exit.
+    pub fn stop(&self) {
+        if let Some(mut child) = lock(&self.child).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(mut watchdog) = lock(&self.watchdog).take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and waits until it answers.
+    pub async fn restart(&self) -> std::io::Result<()> {
+        self.stop();
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
+    fn spawn(&self) -> std::io::Result<()> {
+        let port = self.port.to_string();
+        let dir = self.dir.to_string_lossy().into_owned();
+        let args: Vec<String> = self
+            .spec
+            .args
+            .iter()
+            .map(|arg| arg.replace("{port}", &port).replace("{dir}", &dir))
+            .collect();
+        let child = Command::new(self.spec.program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let watchdog = spawn_watchdog(child.id(), &self.dir)?;
+        *lock(&self.child) = Some(child);
+        *lock(&self.watchdog) = Some(watchdog);
+        Ok(())
+    }
+
+    async fn wait_ready(&self) -> std::io::Result<()> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            if self.spec.probe.check(self.port).await {
+                return Ok(());
+            }
+            if let Some(child) = lock(&self.child).as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(std::io::Error::other(format!(
+                        "{} exited with {status} before it was ready",
+                        self.spec.program
+                    )));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(std::io::Error::other(format!(
+            "{} did not answer within {READY_TIMEOUT:?}",
+            self.spec.program
+        )))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Kills `pid` and removes `dir` once this test process is gone, so that no server outlives
+/// the test run even when the process ends without running destructors (statics, panics).
+fn spawn_watchdog(pid: u32, dir: &Path) -> std::io::Result<Child> {
+    let script = "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; kill -9 \"$2\" 2>/dev/null; rm -rf \"$3\"";
+    Command::new("sh")
+        .args(["-c", script, "watchdog"])
+        .arg(std::process::id().to_string())
+        .arg(pid.to_string())
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+/// Whether `SESSION_TEST_REQUIRE` makes a skip of `backend` a failure.
+pub fn is_required(backend: Backend) -> bool {
+    std::env::var("SESSION_TEST_REQUIRE").is_ok_and(|value| {
+        value.split(',').map(str::trim).any(|name| {
+            name.eq_ignore_ascii_case("all") || name.eq_ignore_ascii_case(backend.name())
+        })
+    })
+}
+
+/// A server for tests: where to connect, and the process if the harness started it.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    /// URL of the server.
+    pub url: String,
+    /// The server process when the harness owns it (`None` for a URL from the environment).
+    pub process: Option<Arc<ServerProcess>>,
+}
+
+type Slot = Arc<tokio::sync::OnceCell<Option<Provisioned>>>;
+
+/// A server for `backend`, shared by all tests of this test binary (see the module docs for
+/// the order tried). `None` after printing one skip line; panics instead when the backend is
+/// required.
+pub async fn provision(backend: Backend) -> Option<Provisioned> {
+    static SLOTS: OnceLock<Mutex<HashMap<Backend, Slot>>> = OnceLock::new();
+    let slot = Arc::clone(
+        lock(SLOTS.get_or_init(Default::default))
+            .entry(backend)
+            .or_default(),
+    );
+    slot.get_or_init(|| provision_uncached(backend))
+        .await
+        .clone()
+}
+
+async fn provision_uncached(backend: Backend) -> Option<Provisioned> {
+    let variable = backend.url_variable();
+    if let Ok(url) = std::env::var(&variable) {
+        if !url.trim().is_empty() {
+            report(&format!("{}: using {variable}", backend.name()));
+            return Some(Provisioned { url, process: None });
+        }
+    }
+    let spec = backend.spec();
+    let reason = if spec.available() {
+        match ServerProcess::start(spec).await {
+            Ok(process) => {
+                report(&format!(
+                    "{}: started a throwaway server at {}",
+                    backend.name(),
+                    process.url()
+                ));
+                return Some(Provisioned {
+                    url: process.url(),
+                    process: Some(process),
+                });
+            }
+            Err(error) => format!("starting {} failed: {error}", backend.spec().program),
+        }
+    } else {
+        format!(
+            "no {variable}, no {} on PATH, and no container support",
+            backend.spec().program
+        )
+    };
+    if is_required(backend) {
+        panic!(
+            "{} is required by SESSION_TEST_REQUIRE but unavailable: {reason}",
+            backend.name()
+        );
+    }
+    report(&format!("SKIPPED {}: {reason}", backend.name()));
+    None
+}

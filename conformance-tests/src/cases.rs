@@ -1158,6 +1158,46 @@ pub async fn concurrent_savers_lose_no_attribute(fixture: &dyn StoreFixture) {
     assert_eq!(stored.version(), start + 100);
 }
 
+/// Saves and touches racing a delete never bring the session back.
+pub async fn concurrent_writers_never_resurrect_a_deleted_session(fixture: &dyn StoreFixture) {
+    let repo = open(fixture, SessionSettings::default()).await;
+    for round in 0..20u32 {
+        let session = create_with(&*repo, &[("round", "r")]).await;
+        let mut writers = tokio::task::JoinSet::new();
+        for writer in 0..8u32 {
+            let repo = Arc::clone(&repo);
+            let id = session.id().clone();
+            writers.spawn(async move {
+                // Bounded, so that a store that resurrects fails the assertion below, not the timeout.
+                for step in 0..500u32 {
+                    let Some(mut copy) = repo.find(&id).await.unwrap() else {
+                        return;
+                    };
+                    copy.insert(&format!("w{writer}"), &step).unwrap();
+                    match repo.save(&mut copy).await {
+                        Ok(()) => {}
+                        Err(Error::NotFound) => return,
+                        Err(other) => panic!("save failed: {other}"),
+                    }
+                    match repo.touch(&id).await {
+                        Ok(()) | Err(Error::NotFound) => {}
+                        Err(other) => panic!("touch failed: {other}"),
+                    }
+                }
+            });
+        }
+        sleep(Duration::from_millis(u64::from(round % 5) + 1)).await;
+        repo.delete(session.id()).await.unwrap();
+        while let Some(joined) = writers.join_next().await {
+            joined.unwrap();
+        }
+        assert!(
+            !exists(&*repo, session.id()).await,
+            "round {round}: a racing writer resurrected a deleted session"
+        );
+    }
+}
+
 /// Optimistic increments from many tasks with retry on Conflict count exactly.
 pub async fn concurrent_optimistic_increments_are_exact(fixture: &dyn StoreFixture) {
     const TASKS: u64 = 20;

@@ -141,6 +141,8 @@ macro_rules! __with_cases {
             corrupt_record_does_not_break_the_store: RawWrites,
             /// 100 tasks saving different attributes of one session lose none.
             concurrent_savers_lose_no_attribute: Nothing,
+            /// Saves and touches racing a delete never bring the session back.
+            concurrent_writers_never_resurrect_a_deleted_session: Nothing,
             /// Optimistic increments from many tasks with retry on Conflict count exactly.
             concurrent_optimistic_increments_are_exact: Nothing,
             /// Two repositories on one store (two service instances) see each other's writes.

@@ -1,4 +1,6 @@
 //! The provisioning harness against real server binaries: start, probe, crash, restart.
+// Test code: a failed expectation panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

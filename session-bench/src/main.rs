@@ -1,1 +1,335 @@
-fn main() {}
+//! `session-bench`: measures each store's request cycle (load, change one attribute, save) and
+//! read path beside the raw driver moving the same bytes on the same server, with 32
+//! concurrent tasks, for small (10 × 100 B) and large (50 × 400 B) sessions.
+//!
+//! ```text
+//! cargo run --release -p session-bench -- [--seconds S] [--tasks N] [--sessions N] [--backends memory]
+//! ```
+//!
+//! Prints ops/s, p50 and p99 latency, and each store row's ratio to its raw baseline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use session_core::{Error, Result, SessionId, SessionKey, SessionRepository, SessionRepositoryExt};
+use session_memory::MemoryStore;
+
+mod raw;
+
+use raw::{MokaRaw, RawDriver};
+
+/// Benchmark parameters from the command line.
+#[derive(Debug, Clone)]
+struct Options {
+    seconds: f64,
+    tasks: usize,
+    sessions: usize,
+    backends: Vec<String>,
+    /// Run only this store workload (`cycle` or `read`) with no baseline, for profiling.
+    only: Option<String>,
+}
+
+impl Options {
+    fn parse() -> std::result::Result<Self, String> {
+        let mut options = Options {
+            seconds: 3.0,
+            tasks: 32,
+            sessions: 1_000,
+            backends: vec!["memory".into()],
+            only: None,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--seconds" => options.seconds = number(&value()?)?,
+                "--tasks" => options.tasks = number(&value()?)?,
+                "--sessions" => options.sessions = number(&value()?)?,
+                "--backends" => options.backends = value()?.split(',').map(str::to_owned).collect(),
+                "--only" => options.only = Some(value()?),
+                "--help" | "-h" => {
+                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory] [--only cycle|read]".into())
+                }
+                other => return Err(format!("unknown option {other}")),
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn number<T: std::str::FromStr>(text: &str) -> std::result::Result<T, String> {
+    text.parse().map_err(|_| format!("not a number: {text}"))
+}
+
+/// Session shape: `attributes` values of `value_len` bytes each.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    name: &'static str,
+    attributes: usize,
+    value_len: usize,
+}
+
+const SHAPES: [Shape; 2] = [
+    Shape {
+        name: "small",
+        attributes: 10,
+        value_len: 100,
+    },
+    Shape {
+        name: "large",
+        attributes: 50,
+        value_len: 400,
+    },
+];
+
+/// A backend under test: the store, and the raw driver on the same server.
+struct Target {
+    name: String,
+    repository: Arc<dyn SessionRepository>,
+    raw: Arc<dyn RawDriver>,
+}
+
+fn open_target(name: &str) -> std::result::Result<Target, String> {
+    match name {
+        "memory" => Ok(Target {
+            name: name.into(),
+            repository: Arc::new(MemoryStore::new()),
+            raw: Arc::new(MokaRaw::new()),
+        }),
+        other => Err(format!("unknown backend `{other}` (available: memory)")),
+    }
+}
+
+/// One measured row.
+#[derive(Debug)]
+struct Row {
+    ops_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// An operation a task repeats on session number `i`.
+#[async_trait]
+trait Workload: Send + Sync {
+    async fn run(&self, i: usize) -> Result<()>;
+}
+
+#[derive(Clone)]
+struct RawCycle {
+    raw: Arc<dyn RawDriver>,
+    keys: Arc<Vec<SessionKey>>,
+}
+
+#[async_trait]
+impl Workload for RawCycle {
+    async fn run(&self, i: usize) -> Result<()> {
+        let key = &self.keys[i];
+        let bytes = self.raw.get(key).await?.ok_or(Error::NotFound)?;
+        self.raw.put(key, bytes.to_vec()).await
+    }
+}
+
+struct RawRead(RawCycle);
+
+#[async_trait]
+impl Workload for RawRead {
+    async fn run(&self, i: usize) -> Result<()> {
+        self.0
+            .raw
+            .get(&self.0.keys[i])
+            .await?
+            .ok_or(Error::NotFound)?;
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct StoreCycle {
+    repository: Arc<dyn SessionRepository>,
+    ids: Arc<Vec<SessionId>>,
+    value: String,
+}
+
+#[async_trait]
+impl Workload for StoreCycle {
+    async fn run(&self, i: usize) -> Result<()> {
+        let mut session = self
+            .repository
+            .find(&self.ids[i])
+            .await?
+            .ok_or(Error::NotFound)?;
+        session.insert("attr0", &self.value)?;
+        self.repository.save(&mut session).await
+    }
+}
+
+struct StoreRead(StoreCycle);
+
+#[async_trait]
+impl Workload for StoreRead {
+    async fn run(&self, i: usize) -> Result<()> {
+        self.0
+            .repository
+            .find(&self.0.ids[i])
+            .await?
+            .ok_or(Error::NotFound)?;
+        Ok(())
+    }
+}
+
+/// Runs `workload` from `tasks` tasks for `seconds`, each task walking its own stride of the
+/// session set so that tasks rarely contend on one session.
+async fn measure(workload: Arc<dyn Workload>, options: &Options) -> Result<Row> {
+    let deadline = Instant::now() + Duration::from_secs_f64(options.seconds);
+    let mut handles = Vec::with_capacity(options.tasks);
+    for task in 0..options.tasks {
+        let workload = Arc::clone(&workload);
+        let sessions = options.sessions;
+        let tasks = options.tasks;
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut i = task;
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                workload.run(i % sessions).await?;
+                latencies.push(start.elapsed());
+                i += tasks;
+            }
+            Ok::<_, Error>(latencies)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for handle in handles {
+        all.extend(handle.await.map_err(Error::backend)??);
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(options.seconds);
+    all.sort_unstable();
+    let percentile = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(Row {
+        ops_per_sec: all.len() as f64 / elapsed,
+        p50: percentile(0.50),
+        p99: percentile(0.99),
+    })
+}
+
+/// Creates `options.sessions` sessions of `shape` in the store, and the same encoded bytes
+/// under the same keys in the raw driver.
+async fn prepare(
+    target: &Target,
+    shape: Shape,
+    options: &Options,
+) -> Result<(Arc<Vec<SessionId>>, Arc<Vec<SessionKey>>)> {
+    let value = "x".repeat(shape.value_len);
+    let mut ids = Vec::with_capacity(options.sessions);
+    let mut keys = Vec::with_capacity(options.sessions);
+    for _ in 0..options.sessions {
+        let mut session = target.repository.new_session();
+        for a in 0..shape.attributes {
+            session.insert(&format!("attr{a}"), &value)?;
+        }
+        let bytes = session
+            .clone()
+            .record_for_create(session_core::time::now_millis())?
+            .encode()?;
+        target.repository.create(&mut session).await?;
+        target.raw.put(&session.key(), bytes).await?;
+        keys.push(session.key());
+        ids.push(session.id().clone());
+    }
+    Ok((Arc::new(ids), Arc::new(keys)))
+}
+
+fn micros(duration: Duration) -> String {
+    format!("{:.1}", duration.as_secs_f64() * 1e6)
+}
+
+fn print_row(backend: &str, shape: &str, workload: &str, row: &Row, baseline: Option<&Row>) {
+    let ratio = baseline.map_or(String::from("-"), |base| {
+        format!("{:.2}x", row.ops_per_sec / base.ops_per_sec)
+    });
+    println!(
+        "{backend:<10} {shape:<6} {workload:<10} {:>12.0} {:>10} {:>10} {:>8}",
+        row.ops_per_sec,
+        micros(row.p50),
+        micros(row.p99),
+        ratio
+    );
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let options = match Options::parse() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; run with --release for meaningful numbers");
+    }
+    println!(
+        "session-bench: {} tasks, {} sessions, {} s per row; ratio = store ops/s / raw ops/s",
+        options.tasks, options.sessions, options.seconds
+    );
+    println!(
+        "{:<10} {:<6} {:<10} {:>12} {:>10} {:>10} {:>8}",
+        "backend", "size", "workload", "ops/s", "p50 µs", "p99 µs", "ratio"
+    );
+    for name in &options.backends {
+        let target = match open_target(name) {
+            Ok(target) => target,
+            Err(message) => {
+                eprintln!("{message}");
+                std::process::exit(2);
+            }
+        };
+        for shape in SHAPES {
+            if let Err(error) = bench_shape(&target, shape, &options).await {
+                eprintln!("{} {}: {error}", target.name, shape.name);
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+async fn bench_shape(target: &Target, shape: Shape, options: &Options) -> Result<()> {
+    let (ids, keys) = prepare(target, shape, options).await?;
+    let raw = RawCycle {
+        raw: Arc::clone(&target.raw),
+        keys,
+    };
+    let store = StoreCycle {
+        repository: Arc::clone(&target.repository),
+        ids,
+        value: "y".repeat(shape.value_len),
+    };
+    match options.only.as_deref() {
+        Some("cycle") => {
+            let row = measure(Arc::new(store), options).await?;
+            print_row(&target.name, shape.name, "cycle", &row, None);
+            return Ok(());
+        }
+        Some("read") => {
+            let row = measure(Arc::new(StoreRead(store)), options).await?;
+            print_row(&target.name, shape.name, "read", &row, None);
+            return Ok(());
+        }
+        _ => {}
+    }
+    let raw_cycle = measure(Arc::new(raw.clone()), options).await?;
+    let cycle = measure(Arc::new(store.clone()), options).await?;
+    let raw_read = measure(Arc::new(RawRead(raw)), options).await?;
+    let read = measure(Arc::new(StoreRead(store)), options).await?;
+    print_row(&target.name, shape.name, "raw-cycle", &raw_cycle, None);
+    print_row(&target.name, shape.name, "cycle", &cycle, Some(&raw_cycle));
+    print_row(&target.name, shape.name, "raw-read", &raw_read, None);
+    print_row(&target.name, shape.name, "read", &read, Some(&raw_read));
+    Ok(())
+}

@@ -29,7 +29,11 @@ const REDACTED_PREFIX: usize = 6;
 /// `Debug` and `Display` print only a short prefix, so an id that slips into a log line cannot
 /// be replayed. Use [`SessionId::expose_secret`] where the full token is really needed (the cookie).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionId(String);
+pub struct SessionId {
+    token: String,
+    /// Computed once: every lookup needs it.
+    key: SessionKey,
+}
 
 impl SessionId {
     /// A fresh id from the OS CSPRNG.
@@ -41,17 +45,22 @@ impl SessionId {
     pub fn generate() -> Self {
         let mut bytes = [0u8; ID_BYTES];
         getrandom::fill(&mut bytes).expect("the OS random number generator is unavailable");
-        SessionId(URL_SAFE_NO_PAD.encode(bytes))
+        Self::from_token(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    fn from_token(token: String) -> Self {
+        let key = SessionKey(Sha256::digest(token.as_bytes()).into());
+        SessionId { token, key }
     }
 
     /// The full token, for the cookie or header that carries it. Never log it.
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        &self.token
     }
 
     /// The key a store keeps for this id: SHA-256 of the token.
     pub fn key(&self) -> SessionKey {
-        SessionKey(Sha256::digest(self.0.as_bytes()).into())
+        self.key
     }
 }
 
@@ -70,7 +79,7 @@ impl FromStr for SessionId {
         }
         // Strict decode also rejects non-canonical trailing bits, so each id has one spelling.
         match URL_SAFE_NO_PAD.decode(text) {
-            Ok(bytes) if bytes.len() == ID_BYTES => Ok(SessionId(text.to_owned())),
+            Ok(bytes) if bytes.len() == ID_BYTES => Ok(Self::from_token(text.to_owned())),
             _ => Err(InvalidSessionId::Encoding),
         }
     }
@@ -78,13 +87,13 @@ impl FromStr for SessionId {
 
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionId({}…)", &self.0[..REDACTED_PREFIX])
+        write!(f, "SessionId({}…)", &self.token[..REDACTED_PREFIX])
     }
 }
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}…", &self.0[..REDACTED_PREFIX])
+        write!(f, "{}…", &self.token[..REDACTED_PREFIX])
     }
 }
 

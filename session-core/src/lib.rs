@@ -45,5 +45,5 @@ pub use session::{validate_principal, Session};
 pub use settings::{Concurrency, Limits, SaveMode, SessionSettings};
 
 pub use async_trait::async_trait;
+pub use bytes::Bytes;
 pub use erased_serde;
-pub use serde_bytes::ByteBuf;

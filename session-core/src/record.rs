@@ -7,10 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
 
 use crate::error::{Error, Result};
 use crate::id::SessionKey;
@@ -40,8 +41,9 @@ pub struct SessionRecord {
     pub principal: Option<String>,
     /// Incremented by every save; compared by optimistic saves.
     pub version: u64,
-    /// Attribute name → encoded value (format byte first).
-    pub attributes: BTreeMap<String, ByteBuf>,
+    /// Attribute name → encoded value (format byte first). Both are reference-counted, so
+    /// cloning a record (an in-process store handing out a copy) copies no attribute bytes.
+    pub attributes: BTreeMap<Arc<str>, Bytes>,
 }
 
 /// What a save sends: the attributes that changed or were removed, metadata that moved, and
@@ -50,7 +52,7 @@ pub struct SessionRecord {
 #[non_exhaustive]
 pub struct SessionDelta<'a> {
     /// Attributes to write (name, encoded value).
-    pub upserts: Vec<(&'a str, &'a [u8])>,
+    pub upserts: Vec<(&'a str, &'a Bytes)>,
     /// Attributes to delete. Disjoint from `upserts`.
     pub removals: Vec<&'a str>,
     /// `Some` when the principal changed (to `Some(name)` or to `None`).
@@ -132,7 +134,7 @@ impl SessionRecord {
         }
         for (name, value) in &delta.upserts {
             self.attributes
-                .insert((*name).to_owned(), ByteBuf::from(value.to_vec()));
+                .insert(Arc::from(*name), Bytes::clone(value));
         }
         if let Some(principal) = delta.principal {
             self.principal = principal.map(str::to_owned);
@@ -214,7 +216,7 @@ pub(crate) fn check_size(size: usize, count: usize, limits: &Limits) -> Result<(
     Ok(())
 }
 
-pub(crate) fn size_of_attributes(attributes: &BTreeMap<String, ByteBuf>) -> usize {
+pub(crate) fn size_of_attributes(attributes: &BTreeMap<Arc<str>, Bytes>) -> usize {
     attributes.iter().map(|(n, v)| attribute_size(n, v)).sum()
 }
 

@@ -5,9 +5,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_bytes::ByteBuf;
 
 use crate::codec::{decode_value, encode_value};
 use crate::error::{Error, Result};
@@ -32,7 +32,7 @@ pub struct Session {
     absolute_lifetime_ms: Option<u64>,
     principal: Option<String>,
     version: u64,
-    attributes: BTreeMap<String, ByteBuf>,
+    attributes: BTreeMap<Arc<str>, Bytes>,
     changed: BTreeSet<String>,
     removed: BTreeSet<String>,
     /// Names read through `get`, written back by [`SaveMode::OnGet`].
@@ -272,8 +272,7 @@ impl Session {
         size += attribute_size(name, &bytes);
         check_size(size, count + 1, limits)?;
 
-        self.attributes
-            .insert(name.to_owned(), ByteBuf::from(bytes));
+        self.attributes.insert(Arc::from(name), Bytes::from(bytes));
         self.removed.remove(name);
         self.changed.insert(name.to_owned());
         Ok(())
@@ -299,12 +298,12 @@ impl Session {
 
     /// Names of the attributes of this copy, sorted.
     pub fn attribute_names(&self) -> impl Iterator<Item = &str> {
-        self.attributes.keys().map(String::as_str)
+        self.attributes.keys().map(|name| &**name)
     }
 
     /// Encoded bytes of attribute `name` (format byte first).
     pub fn raw_attribute(&self, name: &str) -> Option<&[u8]> {
-        self.attributes.get(name).map(|value| value.as_slice())
+        self.attributes.get(name).map(|value| &value[..])
     }
 
     /// Number of attributes.
@@ -346,17 +345,25 @@ impl Session {
         if !self.persisted {
             return Err(Error::NotFound);
         }
-        let read = self.read_names();
-        let upserts = self
-            .attributes
-            .iter()
-            .filter(|(name, _)| match self.settings.save_mode {
-                SaveMode::Always => true,
-                SaveMode::OnGet => self.changed.contains(*name) || read.contains(*name),
-                SaveMode::OnSet => self.changed.contains(*name),
-            })
-            .map(|(name, value)| (name.as_str(), value.as_slice()))
-            .collect();
+        let pick = |name: &String| {
+            self.attributes
+                .get_key_value(name.as_str())
+                .map(|(name, value)| (&**name, value))
+        };
+        let upserts: Vec<(&str, &Bytes)> = match self.settings.save_mode {
+            SaveMode::Always => self
+                .attributes
+                .iter()
+                .map(|(name, value)| (&**name, value))
+                .collect(),
+            // Walk the (few) changed names, not every attribute of the session.
+            SaveMode::OnSet => self.changed.iter().filter_map(pick).collect(),
+            SaveMode::OnGet => self
+                .changed
+                .union(&self.read_names())
+                .filter_map(pick)
+                .collect(),
+        };
         Ok(SessionDelta {
             upserts,
             removals: self.removed.iter().map(String::as_str).collect(),

@@ -38,34 +38,100 @@ const ID_ATTEMPTS: usize = 4;
 /// Weight of an entry beyond its bytes: key, metadata and moka's own bookkeeping.
 const ENTRY_OVERHEAD: usize = 128;
 
-/// One stored session.
+/// One stored session. Its mutex is the serialisation point of everything that changes the
+/// session: a save or touch changes the record in place under it, then inserts the same entry
+/// again so that moka picks up the new deadline and weight; a delete marks it removed under
+/// it. Readers copy the record out under the same short lock.
 #[derive(Debug)]
-struct Entry {
-    /// `SessionRecord::encode`d bytes, or whatever `write_raw` put there.
-    bytes: Vec<u8>,
+struct Entry(Mutex<State>);
+
+#[derive(Debug)]
+struct State {
+    content: Content,
     deadline_ms: u64,
+    /// Set by a delete under this lock: a writer that got the entry before the delete sees it
+    /// and fails with `NotFound` instead of putting the session back.
+    removed: bool,
     /// Copy of the record's principal, so the eviction listener can unindex without decoding.
     principal: Option<Arc<str>>,
 }
 
+/// A stored session is normally kept decoded: its attribute names and values are
+/// reference-counted, so handing out a copy moves no attribute bytes, and the store skips the
+/// encode/decode a remote store cannot avoid. Bytes written by [`MemoryStore::write_raw`]
+/// are kept as they are and decoded on first use, like any store reading its server's bytes.
+#[derive(Debug)]
+enum Content {
+    Record(SessionRecord),
+    Encoded(Vec<u8>),
+}
+
 impl Entry {
-    fn from_record(record: &SessionRecord) -> Result<Arc<Self>> {
-        Ok(Arc::new(Entry {
-            bytes: record.encode()?,
+    fn from_record(record: SessionRecord) -> Arc<Self> {
+        Arc::new(Entry(Mutex::new(State {
             deadline_ms: record.deadline_ms(),
             principal: record.principal.as_deref().map(Arc::from),
-        }))
+            content: Content::Record(record),
+            removed: false,
+        })))
     }
 
-    /// The live record, or `None` if expired or undecodable (the latter reported).
-    fn live_record(&self, key: &SessionKey, now_ms: u64) -> Option<SessionRecord> {
-        match SessionRecord::decode(&self.bytes) {
-            Ok(record) if record.is_live_at(now_ms) => Some(record),
-            Ok(_) => None,
-            Err(error) => {
-                report_undecodable(key, &error);
-                None
+    fn encoded(bytes: Vec<u8>, deadline_ms: u64) -> Arc<Self> {
+        Arc::new(Entry(Mutex::new(State {
+            content: Content::Encoded(bytes),
+            deadline_ms,
+            principal: None,
+            removed: false,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn deadline_ms(&self) -> u64 {
+        self.state().deadline_ms
+    }
+
+    fn principal(&self) -> Option<Arc<str>> {
+        self.state().principal.clone()
+    }
+
+    /// Bytes counted against the store's capacity.
+    fn weight(&self) -> usize {
+        ENTRY_OVERHEAD
+            + match &self.state().content {
+                Content::Record(record) => record.attributes_size(),
+                Content::Encoded(bytes) => bytes.len(),
             }
+    }
+
+    /// A copy of the live record, or `None` if expired or undecodable (the latter reported).
+    fn live_record(&self, key: &SessionKey, now_ms: u64) -> Option<SessionRecord> {
+        self.state()
+            .live_record_mut(key, now_ms)
+            .map(|record| record.clone())
+    }
+}
+
+impl State {
+    /// The live record, decoding raw bytes on first use; `None` if expired or undecodable.
+    fn live_record_mut(&mut self, key: &SessionKey, now_ms: u64) -> Option<&mut SessionRecord> {
+        if self.removed {
+            return None;
+        }
+        if let Content::Encoded(bytes) = &self.content {
+            match SessionRecord::decode(bytes) {
+                Ok(record) => self.content = Content::Record(record),
+                Err(error) => {
+                    report_undecodable(key, &error);
+                    return None;
+                }
+            }
+        }
+        match &mut self.content {
+            Content::Record(record) if record.is_live_at(now_ms) => Some(record),
+            _ => None,
         }
     }
 }
@@ -80,7 +146,7 @@ impl Expiry<SessionKey, Arc<Entry>> for DeadlineExpiry {
         entry: &Arc<Entry>,
         _: Instant,
     ) -> Option<Duration> {
-        Some(until(entry.deadline_ms))
+        Some(until(entry.deadline_ms()))
     }
 
     fn expire_after_update(
@@ -90,7 +156,7 @@ impl Expiry<SessionKey, Arc<Entry>> for DeadlineExpiry {
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(until(entry.deadline_ms))
+        Some(until(entry.deadline_ms()))
     }
 }
 
@@ -182,7 +248,7 @@ impl MemoryStore {
         let cache = Cache::builder()
             .max_capacity(config.capacity_bytes)
             .weigher(|_: &SessionKey, entry: &Arc<Entry>| {
-                u32::try_from(entry.bytes.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+                u32::try_from(entry.weight()).unwrap_or(u32::MAX)
             })
             .expire_after(DeadlineExpiry)
             .eviction_listener(move |key: Arc<SessionKey>, entry: Arc<Entry>, cause| {
@@ -192,9 +258,17 @@ impl MemoryStore {
                     // Explicit removals and replacements are handled by the operation itself.
                     RemovalCause::Explicit | RemovalCause::Replaced => return,
                 };
-                if let Some(principal) = &entry.principal {
+                let mut state = entry.state();
+                // A save that extended the session just as moka expired it inserts it again.
+                let revived = cause == RemovalCause::Expired && state.deadline_ms > now_millis();
+                if state.removed || revived {
+                    return;
+                }
+                state.removed = true;
+                if let Some(principal) = &state.principal {
                     listener_index.remove(principal, &key);
                 }
+                drop(state);
                 listener_events.publish(event);
             })
             .build();
@@ -228,11 +302,7 @@ impl MemoryStore {
         let deadline_ms = deadline
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, duration_millis);
-        let entry = Arc::new(Entry {
-            bytes,
-            deadline_ms,
-            principal: None,
-        });
+        let entry = Entry::encoded(bytes, deadline_ms);
         self.shared
             .cache
             .entry(key)
@@ -261,8 +331,8 @@ impl MemoryStore {
                 let op = match existing {
                     Some(_) => Op::Nop,
                     None => {
-                        if let Some(principal) = &entry.principal {
-                            index.add(principal, key);
+                        if let Some(principal) = entry.principal() {
+                            index.add(&principal, key);
                         }
                         inserted = true;
                         Op::Put(entry)
@@ -274,44 +344,35 @@ impl MemoryStore {
         inserted
     }
 
-    /// Atomically rewrites the live record of `key` with `change`; `NotFound` if absent.
+    /// Atomically changes the live record of `key` with `change`; `NotFound` if absent.
+    /// `change` must leave the record as it was when it fails.
     async fn update<T>(
         &self,
         key: SessionKey,
         change: impl FnOnce(&mut SessionRecord, u64) -> Result<T>,
     ) -> Result<T> {
-        let index = &self.shared.index;
-        let mut outcome = Err(Error::NotFound);
-        self.shared
-            .cache
-            .entry(key)
-            .and_compute_with(|existing| {
-                let op = (|| {
-                    let now = now_millis();
-                    let old = existing?.into_value();
-                    let mut record = old.live_record(&key, now)?;
-                    let value = match change(&mut record, now) {
-                        Ok(value) => value,
-                        Err(error) => {
-                            outcome = Err(error);
-                            return None;
-                        }
-                    };
-                    let new = match Entry::from_record(&record) {
-                        Ok(new) => new,
-                        Err(error) => {
-                            outcome = Err(error);
-                            return None;
-                        }
-                    };
-                    index.update(old.principal.as_ref(), new.principal.as_ref(), key);
-                    outcome = Ok(value);
-                    Some(Op::Put(new))
-                })();
-                std::future::ready(op.unwrap_or(Op::Nop))
-            })
-            .await;
-        outcome
+        let entry = self.shared.cache.get(&key).await.ok_or(Error::NotFound)?;
+        let value = {
+            let mut state = entry.state();
+            let now = now_millis();
+            let record = state.live_record_mut(&key, now).ok_or(Error::NotFound)?;
+            let value = change(record, now)?;
+            let deadline_ms = record.deadline_ms();
+            let principal = record.principal.as_deref().map(Arc::<str>::from);
+            self.shared
+                .index
+                .update(state.principal.as_ref(), principal.as_ref(), key);
+            state.deadline_ms = deadline_ms;
+            state.principal = principal;
+            value
+        };
+        // The same entry again: moka re-reads its deadline and weight.
+        self.shared.cache.insert(key, Arc::clone(&entry)).await;
+        if entry.state().removed {
+            // Deleted between our change and the insert: do not leave it in the cache.
+            self.shared.cache.invalidate(&key).await;
+        }
+        Ok(value)
     }
 
     /// Removes `key`; returns the removed entry's live record, if any.
@@ -325,10 +386,15 @@ impl MemoryStore {
                 let op = match existing {
                     Some(entry) => {
                         let entry = entry.into_value();
-                        if let Some(principal) = &entry.principal {
-                            index.remove(principal, &key);
+                        let mut state = entry.state();
+                        if !state.removed {
+                            state.removed = true;
+                            if let Some(principal) = &state.principal {
+                                index.remove(principal, &key);
+                            }
+                            drop(state);
+                            removed = Some(entry);
                         }
-                        removed = Some(entry);
                         Op::Remove
                     }
                     None => Op::Nop,
@@ -376,13 +442,14 @@ impl SessionRepository for MemoryStore {
     async fn create(&self, session: &mut Session) -> Result<()> {
         let now = now_millis();
         let record = session.record_for_create(now)?;
-        let entry = Entry::from_record(&record)?;
+        let version = record.version;
+        let entry = Entry::from_record(record);
         let mut id = session.id().clone();
         for _ in 0..ID_ATTEMPTS {
             if self.insert_new(id.key(), Arc::clone(&entry)).await {
                 self.shared.events.publish(SessionEvent::Created(id.key()));
                 session.assign_id(id);
-                session.mark_persisted(record.version, now);
+                session.mark_persisted(version, now);
                 return Ok(());
             }
             id = SessionId::generate();
@@ -436,13 +503,17 @@ impl SessionRepository for MemoryStore {
             .cache
             .get(&old_key)
             .await
-            .filter(|entry| entry.live_record(&old_key, now_millis()).is_some())
+            .and_then(|entry| entry.live_record(&old_key, now_millis()))
             .ok_or(Error::NotFound)?;
+        let copied_version = copied.version;
         // New key first, then remove the old one: the session is never absent in between.
         let mut new_id = None;
         for _ in 0..ID_ATTEMPTS {
             let id = SessionId::generate();
-            if self.insert_new(id.key(), Arc::clone(&copied)).await {
+            if self
+                .insert_new(id.key(), Entry::from_record(copied.clone()))
+                .await
+            {
                 new_id = Some(id);
                 break;
             }
@@ -451,17 +522,18 @@ impl SessionRepository for MemoryStore {
             new_id.ok_or_else(|| Error::backend("no free session id after several attempts"))?;
         let new_key = new_id.key();
         match self.remove(old_key).await {
-            // A save that landed between the copy and the removal is carried over.
-            Some(latest) if !Arc::ptr_eq(&latest, &copied) => {
-                self.update(new_key, |record, _| {
-                    if let Some(current) = latest.live_record(&old_key, now_millis()) {
-                        *record = current;
+            Some(latest) => {
+                // A save that landed between the copy and the removal is carried over.
+                if let Some(current) = latest.live_record(&old_key, now_millis()) {
+                    if current.version != copied_version {
+                        self.update(new_key, |record, _| {
+                            *record = current;
+                            Ok(())
+                        })
+                        .await?;
                     }
-                    Ok(())
-                })
-                .await?;
+                }
             }
-            Some(_) => {}
             // Deleted meanwhile: the rotation must not resurrect it.
             None => {
                 self.remove(new_key).await;

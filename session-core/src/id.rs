@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 /// Random bytes in a session id: 256 bits, twice the 128-bit floor so that guessing stays
 /// hopeless even with billions of live sessions.
 const ID_BYTES: usize = 32;
-/// Length of the text form: unpadded URL-safe base64 of [`ID_BYTES`].
+/// Length of the text form: unpadded URL-safe base64 of 32 random bytes.
 pub const SESSION_ID_LEN: usize = 43;
 /// Characters of a session id shown by `Debug`/`Display`; enough to correlate log lines.
 const REDACTED_PREFIX: usize = 6;

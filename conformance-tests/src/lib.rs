@@ -4,7 +4,7 @@
 //!
 //! A store provides a [`StoreFixture`] (how to open repositories on an isolated namespace) and
 //! expands [`conformance_suite!`] in a test file: one `#[test]` per case, plus a summary test
-//! printing how many cases apply. Cases the store's [`Capabilities`](session_core::Capabilities)
+//! printing how many cases apply. Cases the store's [`Capabilities`]
 //! rule out are reported as not applicable, never silently passed.
 //!
 //! A third-party store runs the suite like this (here on the in-memory store):

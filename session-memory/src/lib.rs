@@ -28,3 +28,8 @@ mod store;
 pub use config::Config;
 pub use moka;
 pub use store::MemoryStore;
+
+/// The root README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

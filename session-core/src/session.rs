@@ -59,9 +59,7 @@ impl Session {
 
     fn with_id(id: SessionId, settings: Arc<SessionSettings>) -> Self {
         let now = now_millis();
-        Session {
-            key: id.key(),
-            id,
+        let record = SessionRecord {
             created_at_ms: now,
             last_accessed_at_ms: now,
             idle_timeout_ms: duration_millis(settings.idle_timeout),
@@ -69,15 +67,8 @@ impl Session {
             principal: None,
             version: 0,
             attributes: BTreeMap::new(),
-            changed: BTreeSet::new(),
-            removed: BTreeSet::new(),
-            read: Mutex::new(BTreeSet::new()),
-            principal_changed: false,
-            idle_timeout_changed: false,
-            absolute_lifetime_changed: false,
-            persisted: false,
-            settings,
-        }
+        };
+        Self::from_parts(id, record, settings, false)
     }
 
     /// A stored session as loaded by `find`: no pending changes.
@@ -85,6 +76,15 @@ impl Session {
         id: SessionId,
         record: SessionRecord,
         settings: Arc<SessionSettings>,
+    ) -> Self {
+        Self::from_parts(id, record, settings, true)
+    }
+
+    fn from_parts(
+        id: SessionId,
+        record: SessionRecord,
+        settings: Arc<SessionSettings>,
+        persisted: bool,
     ) -> Self {
         Session {
             key: id.key(),
@@ -102,7 +102,7 @@ impl Session {
             principal_changed: false,
             idle_timeout_changed: false,
             absolute_lifetime_changed: false,
-            persisted: true,
+            persisted,
             settings,
         }
     }

@@ -320,7 +320,22 @@ impl MemoryStore {
         self.shared.cache.run_pending_tasks().await;
     }
 
-    /// Stores `record` under a fresh key unless taken. Returns `false` on collision.
+    /// Inserts `entry` under `id`, or under fresh ids while the key is taken; returns the id used.
+    async fn insert_under_free_id(
+        &self,
+        mut id: SessionId,
+        entry: Arc<Entry>,
+    ) -> Result<SessionId> {
+        for _ in 0..ID_ATTEMPTS {
+            if self.insert_new(id.key(), Arc::clone(&entry)).await {
+                return Ok(id);
+            }
+            id = SessionId::generate();
+        }
+        Err(Error::backend("no free session id after several attempts"))
+    }
+
+    /// Stores `entry` under `key` unless the key is taken. Returns `false` on collision.
     async fn insert_new(&self, key: SessionKey, entry: Arc<Entry>) -> bool {
         let index = &self.shared.index;
         let mut inserted = false;
@@ -375,7 +390,7 @@ impl MemoryStore {
         Ok(value)
     }
 
-    /// Removes `key`; returns the removed entry's live record, if any.
+    /// Removes `key`; returns the entry if this call removed it.
     async fn remove(&self, key: SessionKey) -> Option<Arc<Entry>> {
         let index = &self.shared.index;
         let mut removed = None;
@@ -443,18 +458,13 @@ impl SessionRepository for MemoryStore {
         let now = now_millis();
         let record = session.record_for_create(now)?;
         let version = record.version;
-        let entry = Entry::from_record(record);
-        let mut id = session.id().clone();
-        for _ in 0..ID_ATTEMPTS {
-            if self.insert_new(id.key(), Arc::clone(&entry)).await {
-                self.shared.events.publish(SessionEvent::Created(id.key()));
-                session.assign_id(id);
-                session.mark_persisted(version, now);
-                return Ok(());
-            }
-            id = SessionId::generate();
-        }
-        Err(Error::backend("no free session id after several attempts"))
+        let id = self
+            .insert_under_free_id(session.id().clone(), Entry::from_record(record))
+            .await?;
+        self.shared.events.publish(SessionEvent::Created(id.key()));
+        session.assign_id(id);
+        session.mark_persisted(version, now);
+        Ok(())
     }
 
     async fn find(&self, id: &SessionId) -> Result<Option<Session>> {
@@ -507,19 +517,9 @@ impl SessionRepository for MemoryStore {
             .ok_or(Error::NotFound)?;
         let copied_version = copied.version;
         // New key first, then remove the old one: the session is never absent in between.
-        let mut new_id = None;
-        for _ in 0..ID_ATTEMPTS {
-            let id = SessionId::generate();
-            if self
-                .insert_new(id.key(), Entry::from_record(copied.clone()))
-                .await
-            {
-                new_id = Some(id);
-                break;
-            }
-        }
-        let new_id =
-            new_id.ok_or_else(|| Error::backend("no free session id after several attempts"))?;
+        let new_id = self
+            .insert_under_free_id(SessionId::generate(), Entry::from_record(copied))
+            .await?;
         let new_key = new_id.key();
         match self.remove(old_key).await {
             Some(latest) => {

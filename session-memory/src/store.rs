@@ -310,11 +310,6 @@ impl MemoryStore {
             .await;
     }
 
-    /// Whether moka still holds an entry for `key` (live or not yet swept).
-    pub fn contains_raw(&self, key: &SessionKey) -> bool {
-        self.shared.cache.contains_key(key)
-    }
-
     /// Runs moka's pending maintenance now (expiry sweep, eviction listener).
     pub async fn run_pending_tasks(&self) {
         self.shared.cache.run_pending_tasks().await;

@@ -137,7 +137,7 @@ macro_rules! __with_cases {
             invalid_names_are_invalid_input: Nothing,
             /// Undecodable stored bytes make the session absent, without error or panic.
             corrupt_record_is_absent: RawWrites,
-            /// A corrupt record can be deleted, is not resurrected by save or touch, and the store keeps working.
+            /// A corrupt record can be deleted, save over it is NotFound, touch does not make it readable, and the store keeps working.
             corrupt_record_does_not_break_the_store: RawWrites,
             /// 100 tasks saving different attributes of one session lose none.
             concurrent_savers_lose_no_attribute: Nothing,

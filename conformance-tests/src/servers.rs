@@ -39,6 +39,10 @@ pub enum Backend {
     Redis,
     /// memcached.
     Memcached,
+    /// PostgreSQL (15 on Debian 12).
+    Postgres,
+    /// MariaDB or MySQL.
+    MySql,
 }
 
 impl Backend {
@@ -47,6 +51,8 @@ impl Backend {
         match self {
             Backend::Redis => "redis",
             Backend::Memcached => "memcached",
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
         }
     }
 
@@ -60,11 +66,17 @@ impl Backend {
 
     /// How to start a throwaway server of this kind.
     pub fn spec(self) -> ServerSpec {
+        let strings = |items: &[&str]| {
+            items
+                .iter()
+                .map(|item| (*item).to_owned())
+                .collect::<Vec<_>>()
+        };
         match self {
             Backend::Redis => ServerSpec {
                 backend: self,
-                program: "redis-server",
-                args: vec![
+                program: "redis-server".into(),
+                args: strings(&[
                     "--port",
                     "{port}",
                     "--bind",
@@ -77,15 +89,19 @@ impl Backend {
                     "no",
                     "--logfile",
                     "{dir}/redis.log",
-                ],
+                ]),
                 probe: Probe::RedisPing,
-                url: "redis://127.0.0.1:{port}",
+                url: "redis://127.0.0.1:{port}".into(),
+                run_as: None,
+                owner: None,
+                setup: Vec::new(),
+                after_start: Vec::new(),
             },
             Backend::Memcached => ServerSpec {
                 backend: self,
-                program: "memcached",
+                program: "memcached".into(),
                 // As root memcached exits with 64 unless told which user to run as.
-                args: vec![
+                args: strings(&[
                     "-u",
                     "nobody",
                     "-l",
@@ -96,16 +112,130 @@ impl Backend {
                     "0",
                     "-m",
                     "64",
-                ],
+                ]),
                 probe: Probe::MemcachedVersion,
-                url: "memcache://127.0.0.1:{port}",
+                url: "memcache://127.0.0.1:{port}".into(),
+                run_as: None,
+                owner: None,
+                setup: Vec::new(),
+                after_start: Vec::new(),
             },
+            Backend::Postgres => {
+                // initdb and postgres refuse to run as root; Debian keeps them off PATH.
+                let bin = postgres_bin_dir()
+                    .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+                let tool = |name: &str| bin.join(name).to_string_lossy().into_owned();
+                ServerSpec {
+                    backend: self,
+                    program: tool("postgres"),
+                    args: strings(&[
+                        "-D",
+                        "{dir}/data",
+                        "-p",
+                        "{port}",
+                        "-k",
+                        "{dir}",
+                        "-c",
+                        "listen_addresses=127.0.0.1",
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                        "-c",
+                        "max_connections=300",
+                    ]),
+                    probe: Probe::Command(vec![
+                        "pg_isready".into(),
+                        "-q".into(),
+                        "-h".into(),
+                        "127.0.0.1".into(),
+                        "-p".into(),
+                        "{port}".into(),
+                    ]),
+                    url: "postgres://postgres@127.0.0.1:{port}/postgres".into(),
+                    run_as: Some("postgres"),
+                    owner: Some("postgres"),
+                    setup: vec![vec![
+                        tool("initdb"),
+                        "-D".into(),
+                        "{dir}/data".into(),
+                        "-U".into(),
+                        "postgres".into(),
+                        "--auth=trust".into(),
+                        "-E".into(),
+                        "UTF8".into(),
+                        "--locale=C.UTF-8".into(),
+                        "-N".into(),
+                    ]],
+                    after_start: Vec::new(),
+                }
+            }
+            Backend::MySql => {
+                let client = |sql: &str| {
+                    strings(&[
+                        "mariadb",
+                        "--no-defaults",
+                        "--protocol=TCP",
+                        "-h127.0.0.1",
+                        "-P{port}",
+                        "-uroot",
+                        "-e",
+                        sql,
+                    ])
+                };
+                ServerSpec {
+                    backend: self,
+                    program: "mariadbd".into(),
+                    // --no-defaults: /etc/mysql/my.cnf would override datadir, socket and port.
+                    args: strings(&[
+                        "--no-defaults",
+                        "--datadir={dir}/data",
+                        "--user=mysql",
+                        "--port={port}",
+                        "--bind-address=127.0.0.1",
+                        "--socket={dir}/sock",
+                        "--skip-log-bin",
+                        "--innodb-flush-log-at-trx-commit=0",
+                        "--max-connections=300",
+                    ]),
+                    probe: Probe::Command(client("SELECT 1")),
+                    url: "mysql://root@127.0.0.1:{port}/session_test".into(),
+                    run_as: None,
+                    owner: Some("mysql"),
+                    setup: vec![strings(&[
+                        "mariadb-install-db",
+                        "--no-defaults",
+                        "--datadir={dir}/data",
+                        "--user=mysql",
+                        "--auth-root-authentication-method=normal",
+                        "--skip-test-db",
+                    ])],
+                    after_start: vec![client("CREATE DATABASE IF NOT EXISTS session_test")],
+                }
+            }
         }
     }
 }
 
+/// The newest `/usr/lib/postgresql/<version>/bin` that has a `postgres` binary.
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("postgres").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
 /// How to tell that a freshly started server accepts work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Probe {
     /// `PING` answers `+PONG`.
@@ -113,16 +243,31 @@ pub enum Probe {
     /// `version` answers one `VERSION ...` line (memcached keeps the connection open, so the
     /// probe reads one line instead of waiting for EOF).
     MemcachedVersion,
+    /// A client command (`{port}` substituted) that exits 0 once the server accepts queries.
+    Command(Vec<String>),
 }
 
 impl Probe {
-    async fn check(self, port: u16) -> bool {
+    async fn check(&self, port: u16) -> bool {
+        if let Probe::Command(command) = self {
+            let args: Vec<String> = command
+                .iter()
+                .map(|arg| arg.replace("{port}", &port.to_string()))
+                .collect();
+            let status = tokio::process::Command::new(&args[0])
+                .args(&args[1..])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            return matches!(tokio::time::timeout(Duration::from_secs(5), status).await, Ok(Ok(s)) if s.success());
+        }
         let attempt = async {
             let stream = TcpStream::connect(("127.0.0.1", port)).await?;
             let mut stream = BufReader::new(stream);
             let (request, answer) = match self {
                 Probe::RedisPing => ("PING\r\n", "+PONG"),
-                Probe::MemcachedVersion => ("version\r\n", "VERSION"),
+                Probe::MemcachedVersion | Probe::Command(_) => ("version\r\n", "VERSION"),
             };
             stream.get_mut().write_all(request.as_bytes()).await?;
             let mut line = String::new();
@@ -139,22 +284,80 @@ impl Probe {
 /// A recipe for a throwaway server: program, arguments with `{port}` and `{dir}` placeholders,
 /// readiness probe and URL template.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerSpec {
     /// The backend this serves.
     pub backend: Backend,
-    /// Binary looked up on `PATH`.
-    pub program: &'static str,
+    /// Binary: an absolute path or a name looked up on `PATH`.
+    pub program: String,
     /// Arguments; `{port}` and `{dir}` are substituted.
-    pub args: Vec<&'static str>,
+    pub args: Vec<String>,
     /// Readiness probe.
     pub probe: Probe,
     /// URL template; `{port}` is substituted.
-    pub url: &'static str,
+    pub url: String,
+    /// User to run the setup and the server as (via `setpriv`).
+    pub run_as: Option<&'static str>,
+    /// User that must own the data dir (servers that drop privileges themselves).
+    pub owner: Option<&'static str>,
+    /// Commands run once, before the first start (e.g. `initdb`).
+    pub setup: Vec<Vec<String>>,
+    /// Commands run after each start, once the probe answers (e.g. `CREATE DATABASE`).
+    pub after_start: Vec<Vec<String>>,
 }
 
 impl ServerSpec {
     fn available(&self) -> bool {
-        find_on_path(self.program).is_some()
+        let program = Path::new(&self.program);
+        let found = if program.is_absolute() {
+            program.is_file()
+        } else {
+            find_on_path(&self.program).is_some()
+        };
+        found && (self.run_as.is_none() || find_on_path("setpriv").is_some())
+    }
+
+    /// `command` with placeholders filled in, run as [`ServerSpec::run_as`].
+    fn command(&self, words: &[String], port: u16, dir: &Path) -> Command {
+        let dir = dir.to_string_lossy();
+        let mut words: Vec<String> = words
+            .iter()
+            .map(|word| {
+                word.replace("{port}", &port.to_string())
+                    .replace("{dir}", &dir)
+            })
+            .collect();
+        if let Some(user) = self.run_as {
+            let mut wrapped = vec![
+                "setpriv".to_owned(),
+                format!("--reuid={user}"),
+                format!("--regid={user}"),
+                "--init-groups".to_owned(),
+                "--".to_owned(),
+            ];
+            wrapped.append(&mut words);
+            words = wrapped;
+        }
+        let mut command = Command::new(&words[0]);
+        command
+            .args(&words[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+}
+
+/// Runs `command` to completion without blocking the runtime; an error names it if it fails.
+async fn run_to_end(command: Command) -> std::io::Result<()> {
+    let shown = format!("{command:?}");
+    let status = tokio::process::Command::from(command).status().await?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{shown} failed with {status}"
+        )))
     }
 }
 
@@ -186,6 +389,17 @@ impl ServerProcess {
             spec.backend.name()
         )));
         std::fs::create_dir_all(&dir)?;
+        if let Some(user) = spec.owner {
+            run_to_end({
+                let mut chown = Command::new("chown");
+                chown.arg("-R").arg(user).arg(&dir);
+                chown
+            })
+            .await?;
+        }
+        for step in &spec.setup {
+            run_to_end(spec.command(step, port, &dir)).await?;
+        }
         let server = Arc::new(ServerProcess {
             spec,
             port,
@@ -228,20 +442,9 @@ impl ServerProcess {
     }
 
     fn spawn(&self) -> std::io::Result<()> {
-        let port = self.port.to_string();
-        let dir = self.dir.to_string_lossy().into_owned();
-        let args: Vec<String> = self
-            .spec
-            .args
-            .iter()
-            .map(|arg| arg.replace("{port}", &port).replace("{dir}", &dir))
-            .collect();
-        let child = Command::new(self.spec.program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let mut words = vec![self.spec.program.clone()];
+        words.extend(self.spec.args.iter().cloned());
+        let child = self.spec.command(&words, self.port, &self.dir).spawn()?;
         let watchdog = spawn_watchdog(child.id(), &self.dir)?;
         *lock(&self.child) = Some(child);
         *lock(&self.watchdog) = Some(watchdog);
@@ -252,6 +455,9 @@ impl ServerProcess {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         while tokio::time::Instant::now() < deadline {
             if self.spec.probe.check(self.port).await {
+                for step in &self.spec.after_start {
+                    run_to_end(self.spec.command(step, self.port, &self.dir)).await?;
+                }
                 return Ok(());
             }
             if let Some(child) = lock(&self.child).as_mut() {

@@ -22,6 +22,10 @@ use crate::time::{deadline_millis, system_time};
 /// record as undecodable (absent), so a future format can be introduced without misreads.
 pub const RECORD_FORMAT_V1: u8 = 0x01;
 
+/// First byte of attributes encoded by [`encode_attributes`], for stores that keep metadata in
+/// their own columns and the attributes as one value.
+pub const ATTRIBUTES_FORMAT_V1: u8 = 0x01;
+
 /// Per-name overhead counted in a session's encoded size, so that many tiny attributes cannot
 /// slip past [`Limits::max_session_bytes`].
 const ATTRIBUTE_OVERHEAD: usize = 8;
@@ -190,6 +194,27 @@ impl SessionRecord {
             ))),
             None => Err(UndecodableRecord("empty record".into())),
         }
+    }
+}
+
+/// `ATTRIBUTES_FORMAT_V1` followed by MessagePack of the attribute map.
+pub fn encode_attributes(attributes: &BTreeMap<Arc<str>, Bytes>) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(16 + size_of_attributes(attributes));
+    out.push(ATTRIBUTES_FORMAT_V1);
+    rmp_serde::encode::write(&mut out, attributes).map_err(Error::backend)?;
+    Ok(out)
+}
+
+/// Parses bytes written by [`encode_attributes`].
+pub fn decode_attributes(bytes: &[u8]) -> Result<BTreeMap<Arc<str>, Bytes>, UndecodableRecord> {
+    match bytes.split_first() {
+        Some((&ATTRIBUTES_FORMAT_V1, body)) => {
+            rmp_serde::from_slice(body).map_err(|e| UndecodableRecord(e.to_string()))
+        }
+        Some((other, _)) => Err(UndecodableRecord(format!(
+            "unknown attributes format byte {other:#04x}"
+        ))),
+        None => Err(UndecodableRecord("empty attributes".into())),
     }
 }
 

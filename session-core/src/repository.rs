@@ -141,6 +141,9 @@ pub trait SessionRepository: Send + Sync + fmt::Debug + 'static {
     /// - Changes no attribute and not the version (a touch never causes an optimistic
     ///   conflict).
     /// - A session that is not live is [`Error::NotFound`] and is not resurrected.
+    /// - A touch does not read attributes, so for a session whose stored bytes are
+    ///   undecodable it may return `Ok` or [`Error::NotFound`]; either way the session stays
+    ///   absent for `find`.
     /// - One round trip where the server allows it.
     async fn touch(&self, id: &SessionId) -> Result<()>;
 

@@ -339,6 +339,26 @@ impl Session {
         })
     }
 
+    /// For stores: the full record this copy would store if nobody else had written since it
+    /// was loaded — its own metadata and attributes, accessed at `accessed_at_ms`, with the
+    /// loaded version. A store may write it instead of merging a delta only under a guard that
+    /// the stored version is still [`Session::version`] (otherwise it must merge
+    /// [`Session::delta`] into the latest record). [`Error::NotFound`] if never created.
+    pub fn snapshot(&self, accessed_at_ms: u64) -> Result<SessionRecord> {
+        if !self.persisted {
+            return Err(Error::NotFound);
+        }
+        Ok(SessionRecord {
+            created_at_ms: self.created_at_ms,
+            last_accessed_at_ms: self.last_accessed_at_ms.max(accessed_at_ms),
+            idle_timeout_ms: self.idle_timeout_ms,
+            absolute_lifetime_ms: self.absolute_lifetime_ms,
+            principal: self.principal.clone(),
+            version: self.version,
+            attributes: self.attributes.clone(),
+        })
+    }
+
     /// For stores: what a save at `now_ms` must write, following the [`SaveMode`] and
     /// [`Concurrency`] of the settings. [`Error::NotFound`] if the session was never created.
     pub fn delta(&self, now_ms: u64) -> Result<SessionDelta<'_>> {

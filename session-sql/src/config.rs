@@ -1,0 +1,198 @@
+//! Configuration of the SQL store.
+
+use std::fmt;
+use std::time::Duration;
+
+use session_core::{Error, Result};
+
+use crate::dialect::Dialect;
+
+/// Settings of a [`SqlStore`](crate::SqlStore).
+///
+/// `Debug` shows the URL with its password replaced by `***`.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Database URL as sqlx takes it: `postgres://`, `mysql://` (MariaDB too; `mariadb://` is
+    /// accepted as an alias) or `sqlite://path` (created if missing).
+    pub url: String,
+    /// Name of the sessions table; the migrations table is `<table>_migrations`. ASCII letters,
+    /// digits and `_`, starting with a letter or `_`, at most 48 characters.
+    pub table: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Bound on every operation, connection acquisition included.
+    pub timeout: Duration,
+    /// How often this instance tries to purge expired rows (`None`: never; call
+    /// [`SqlStore::purge_expired`](crate::SqlStore::purge_expired) yourself). Only one instance
+    /// purges at a time.
+    pub cleanup_interval: Option<Duration>,
+    /// Rows deleted per purge statement, so that a purge never holds many locks at once.
+    pub cleanup_batch: u32,
+}
+
+impl Config {
+    /// Defaults for `url`: table `sessions`, 10 connections, 5 s timeout, purge every minute.
+    ///
+    /// Store options may ride along in the query string and are removed before the URL goes
+    /// to the driver: `session_table`, `session_max_connections`, `session_timeout_ms`,
+    /// `session_cleanup_ms` (0 disables), `session_cleanup_batch`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, query),
+            None => (url, ""),
+        };
+        let base = match base.strip_prefix("mariadb://") {
+            Some(rest) => format!("mysql://{rest}"),
+            None => base.to_owned(),
+        };
+        let mut config = Config {
+            url: base.clone(),
+            table: "sessions".into(),
+            max_connections: 10,
+            timeout: Duration::from_secs(5),
+            cleanup_interval: Some(Duration::from_secs(60)),
+            cleanup_batch: 500,
+        };
+        let mut passed = Vec::new();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let number = || {
+                value.parse::<u64>().map_err(|_| {
+                    Error::InvalidInput(format!("SQL store option `{name}` needs a whole number"))
+                })
+            };
+            match name {
+                "session_table" => config.table = value.to_owned(),
+                "session_max_connections" => {
+                    config.max_connections = u32::try_from(number()?).unwrap_or(u32::MAX)
+                }
+                "session_timeout_ms" => config.timeout = Duration::from_millis(number()?),
+                "session_cleanup_ms" => {
+                    config.cleanup_interval = match number()? {
+                        0 => None,
+                        ms => Some(Duration::from_millis(ms)),
+                    }
+                }
+                "session_cleanup_batch" => {
+                    config.cleanup_batch = u32::try_from(number()?).unwrap_or(u32::MAX).max(1)
+                }
+                _ => passed.push(pair),
+            }
+        }
+        if !passed.is_empty() {
+            config.url = format!("{base}?{}", passed.join("&"));
+        }
+        Dialect::of_url(&config.url)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Sets [`Config::table`].
+    pub fn with_table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// Sets [`Config::max_connections`].
+    pub fn with_max_connections(mut self, connections: u32) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// Sets [`Config::timeout`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::cleanup_interval`].
+    pub fn with_cleanup_interval(mut self, interval: Option<Duration>) -> Self {
+        self.cleanup_interval = interval;
+        self
+    }
+
+    /// Checks the table name (it is spliced into SQL, so it must be a plain identifier) and
+    /// the numbers.
+    pub fn validate(&self) -> Result<()> {
+        let mut chars = self.table.chars();
+        let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && self.table.len() <= 48;
+        if !valid {
+            return Err(Error::InvalidInput(format!(
+                "table name {:?} is not a plain SQL identifier (letters, digits, _; at most 48)",
+                self.table
+            )));
+        }
+        if self.max_connections == 0 {
+            return Err(Error::InvalidInput(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://user:***@host/...`: the password never reaches a log.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &redact(&self.url))
+            .field("table", &self.table)
+            .field("max_connections", &self.max_connections)
+            .field("timeout", &self.timeout)
+            .field("cleanup_interval", &self.cleanup_interval)
+            .field("cleanup_batch", &self.cleanup_batch)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_taken_out_of_the_url() {
+        let config = Config::from_url(
+            "postgres://app:s3cret@db:5432/app?sslmode=disable&session_table=web_sessions&session_cleanup_ms=0",
+        )
+        .unwrap();
+        assert_eq!(
+            config.url,
+            "postgres://app:s3cret@db:5432/app?sslmode=disable"
+        );
+        assert_eq!(config.table, "web_sessions");
+        assert_eq!(config.cleanup_interval, None);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("app:***@db:5432"), "{shown}");
+    }
+
+    #[test]
+    fn aliases_and_bad_input() {
+        assert_eq!(
+            Config::from_url("mariadb://root@h/db").unwrap().url,
+            "mysql://root@h/db"
+        );
+        assert!(Config::from_url("redis://h").is_err());
+        for bad in ["x; DROP TABLE y", "1abc", "", "a-b", &"a".repeat(49)] {
+            let url = format!("sqlite://s.db?session_table={bad}");
+            assert!(Config::from_url(&url).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The SQL each database needs, built once per store with the configured table name.
+//!
+//! Statements are written once with PostgreSQL's `$n` placeholders, each used once and in
+//! ascending order, and rewritten to `?` for MySQL and SQLite.
+
+use session_core::{Error, Result};
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    MySql,
+    /// SQLite.
+    Sqlite,
+}
+
+impl Dialect {
+    /// The dialect of a database URL; [`Error::InvalidInput`] for other schemes.
+    pub fn of_url(url: &str) -> Result<Self> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme {
+            "postgres" | "postgresql" => Ok(Dialect::Postgres),
+            "mysql" | "mariadb" => Ok(Dialect::MySql),
+            "sqlite" => Ok(Dialect::Sqlite),
+            other => Err(Error::InvalidInput(format!(
+                "not a SQL store URL (postgres://, mysql://, mariadb://, sqlite://): scheme `{other}`"
+            ))),
+        }
+    }
+
+    /// The cargo feature that compiles this dialect's driver in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "postgres",
+            Dialect::MySql => "mysql",
+            Dialect::Sqlite => "sqlite",
+        }
+    }
+
+    fn placeholders(self, sql: &str) -> String {
+        if self == Dialect::Postgres {
+            return sql.to_owned();
+        }
+        let mut out = String::with_capacity(sql.len());
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+                out.push('?');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn least(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "min",
+            _ => "LEAST",
+        }
+    }
+}
+
+/// Every statement the store runs, for one dialect and table.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub insert: String,
+    pub find: String,
+    pub find_for_merge: String,
+    pub save_if_version: String,
+    pub touch: String,
+    pub exists: String,
+    pub delete: String,
+    pub lock_for_change: Option<String>,
+    pub copy_to_new_key: String,
+    pub by_principal: String,
+    pub delete_by_principal: String,
+    pub purge_batch: String,
+    pub write_raw: String,
+}
+
+const COLUMNS: &str = "session_key, created_at, last_accessed_at, idle_timeout, absolute_lifetime, expires_at, principal, version, attributes";
+
+impl Statements {
+    pub(crate) fn new(dialect: Dialect, table: &str) -> Self {
+        let t = table;
+        let least = dialect.least();
+        let sql = |text: String| dialect.placeholders(&text);
+        Statements {
+            insert: sql(format!(
+                "INSERT INTO {t} ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            )),
+            find: sql(format!(
+                "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, principal, version, attributes \
+                 FROM {t} WHERE session_key = $1 AND expires_at > $2"
+            )),
+            find_for_merge: sql(format!(
+                "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, principal, version, attributes \
+                 FROM {t} WHERE session_key = $1"
+            )),
+            // The compare-and-set every save ends with: it writes only over the version it read.
+            save_if_version: sql(format!(
+                "UPDATE {t} SET last_accessed_at = $1, idle_timeout = $2, absolute_lifetime = $3, \
+                 expires_at = $4, principal = $5, version = $6, attributes = $7 \
+                 WHERE session_key = $8 AND version = $9 AND expires_at > $10"
+            )),
+            touch: sql(format!(
+                "UPDATE {t} SET last_accessed_at = $1, \
+                 expires_at = {least}($2 + idle_timeout, COALESCE(created_at + absolute_lifetime, $3 + idle_timeout)) \
+                 WHERE session_key = $4 AND expires_at > $5"
+            )),
+            exists: sql(format!(
+                "SELECT version FROM {t} WHERE session_key = $1 AND expires_at > $2"
+            )),
+            delete: sql(format!("DELETE FROM {t} WHERE session_key = $1")),
+            lock_for_change: (dialect != Dialect::Sqlite).then(|| {
+                sql(format!(
+                    "SELECT version FROM {t} WHERE session_key = $1 AND expires_at > $2 FOR UPDATE"
+                ))
+            }),
+            copy_to_new_key: sql(format!(
+                "INSERT INTO {t} ({COLUMNS}) SELECT $1, created_at, last_accessed_at, idle_timeout, \
+                 absolute_lifetime, expires_at, principal, version, attributes \
+                 FROM {t} WHERE session_key = $2 AND expires_at > $3"
+            )),
+            // Keys as hex text: the Any driver hands MySQL's BINARY columns over as text.
+            by_principal: sql(format!(
+                "SELECT {key_hex}, created_at, last_accessed_at, expires_at FROM {t} \
+                 WHERE principal = $1 AND expires_at > $2 ORDER BY created_at",
+                key_hex = match dialect {
+                    Dialect::Postgres => "encode(session_key, 'hex')",
+                    Dialect::MySql | Dialect::Sqlite => "lower(hex(session_key))",
+                }
+            )),
+            delete_by_principal: sql(format!(
+                "DELETE FROM {t} WHERE principal = $1 AND expires_at > $2"
+            )),
+            purge_batch: sql(match dialect {
+                // SKIP LOCKED: rows a save holds are left for the next round, never waited on.
+                Dialect::Postgres => format!(
+                    "DELETE FROM {t} WHERE session_key IN (SELECT session_key FROM {t} \
+                     WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                ),
+                Dialect::MySql => format!(
+                    "DELETE FROM {t} WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2"
+                ),
+                Dialect::Sqlite => format!(
+                    "DELETE FROM {t} WHERE session_key IN (SELECT session_key FROM {t} \
+                     WHERE expires_at <= $1 LIMIT $2)"
+                ),
+            }),
+            write_raw: sql(format!(
+                "UPDATE {t} SET attributes = $1, version = version + 1 WHERE session_key = $2"
+            )),
+        }
+    }
+}
+
+/// The versioned schema changes, oldest first. Applied in order by [`crate::schema`]; never
+/// edit a released step, add one.
+pub(crate) fn migrations(dialect: Dialect, table: &str) -> Vec<(i64, &'static str, Vec<String>)> {
+    let t = table;
+    let v1 = match dialect {
+        Dialect::Postgres => vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\
+                 session_key BYTEA PRIMARY KEY, created_at BIGINT NOT NULL, \
+                 last_accessed_at BIGINT NOT NULL, idle_timeout BIGINT NOT NULL, \
+                 absolute_lifetime BIGINT, expires_at BIGINT NOT NULL, principal BYTEA, \
+                 version BIGINT NOT NULL, attributes BYTEA NOT NULL)"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)"),
+            format!("CREATE INDEX IF NOT EXISTS {t}_principal ON {t} (principal)"),
+        ],
+        // Binary principal: exact bytes, no case folding, no trailing-space padding.
+        Dialect::MySql => vec![format!(
+            "CREATE TABLE IF NOT EXISTS {t} (\
+             session_key BINARY(32) NOT NULL PRIMARY KEY, created_at BIGINT NOT NULL, \
+             last_accessed_at BIGINT NOT NULL, idle_timeout BIGINT NOT NULL, \
+             absolute_lifetime BIGINT NULL, expires_at BIGINT NOT NULL, principal VARBINARY(1024) NULL, \
+             version BIGINT NOT NULL, attributes LONGBLOB NOT NULL, \
+             INDEX {t}_expires_at (expires_at), INDEX {t}_principal (principal)) ENGINE=InnoDB"
+        )],
+        Dialect::Sqlite => vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\
+                 session_key BLOB PRIMARY KEY, created_at INTEGER NOT NULL, \
+                 last_accessed_at INTEGER NOT NULL, idle_timeout INTEGER NOT NULL, \
+                 absolute_lifetime INTEGER, expires_at INTEGER NOT NULL, principal BLOB, \
+                 version INTEGER NOT NULL, attributes BLOB NOT NULL) WITHOUT ROWID"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)"),
+            format!("CREATE INDEX IF NOT EXISTS {t}_principal ON {t} (principal)"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t}_lease (\
+                 name TEXT PRIMARY KEY, holder TEXT NOT NULL, until INTEGER NOT NULL)"
+            ),
+        ],
+    };
+    vec![(1, "sessions table, expiry and principal indexes", v1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_rewritten_for_question_mark_dialects() {
+        assert_eq!(
+            Dialect::MySql.placeholders("a = $1 AND b = $12"),
+            "a = ? AND b = ?"
+        );
+        assert_eq!(Dialect::Postgres.placeholders("a = $1"), "a = $1");
+        let statements = Statements::new(Dialect::Sqlite, "s");
+        assert!(!statements.touch.contains('$'));
+        assert!(statements.touch.contains("min("));
+    }
+}

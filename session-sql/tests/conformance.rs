@@ -1,0 +1,105 @@
+//! The conformance suite on PostgreSQL, MariaDB/MySQL and SQLite.
+#![allow(clippy::expect_used)] // test code
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use conformance_tests::servers::{provision, Backend};
+use conformance_tests::{conformance_suite, namespace, StoreFixture};
+use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
+use session_sql::{Config, SqlStore};
+
+/// One table per case; every `open` is a new store with its own pool (a service instance).
+struct SqlFixture {
+    name: &'static str,
+    config: Config,
+    first: SqlStore,
+    /// SQLite database files to remove afterwards.
+    files: Vec<PathBuf>,
+}
+
+#[async_trait]
+impl StoreFixture for SqlFixture {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn open(&self, settings: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
+        Ok(Arc::new(
+            SqlStore::open(self.config.clone(), settings).await?,
+        ))
+    }
+
+    fn can_write_raw(&self) -> bool {
+        true
+    }
+
+    async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
+        self.first.write_raw(key, bytes).await
+    }
+}
+
+impl Drop for SqlFixture {
+    fn drop(&mut self) {
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+async fn fixture(name: &'static str, url: String, files: Vec<PathBuf>) -> Option<SqlFixture> {
+    let config = Config::from_url(&url)
+        .expect("test URL")
+        .with_table(namespace("s"))
+        .with_max_connections(8)
+        .with_cleanup_interval(None);
+    let first = SqlStore::open(config.clone(), SessionSettings::default())
+        .await
+        .unwrap_or_else(|error| panic!("cannot open {name} store: {error}"));
+    Some(SqlFixture {
+        name,
+        config,
+        first,
+        files,
+    })
+}
+
+async fn server_fixture(name: &'static str, backend: Backend) -> Option<SqlFixture> {
+    let server = provision(backend).await?;
+    fixture(name, server.url, Vec::new()).await
+}
+
+mod postgres {
+    use super::*;
+
+    async fn postgres() -> Option<SqlFixture> {
+        server_fixture("postgres", Backend::Postgres).await
+    }
+
+    conformance_suite!(postgres);
+}
+
+mod mysql {
+    use super::*;
+
+    async fn mysql() -> Option<SqlFixture> {
+        server_fixture("mysql", Backend::MySql).await
+    }
+
+    conformance_suite!(mysql);
+}
+
+mod sqlite {
+    use super::*;
+
+    async fn sqlite() -> Option<SqlFixture> {
+        let path = std::env::temp_dir().join(format!("{}.db", namespace("session_sqlite")));
+        let files = ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| PathBuf::from(format!("{}{suffix}", path.display())))
+            .collect();
+        fixture("sqlite", format!("sqlite://{}", path.display()), files).await
+    }
+
+    conformance_suite!(sqlite);
+}

@@ -521,13 +521,16 @@ pub(crate) fn duration_ms(duration: Duration) -> u64 {
 async fn purge_batches(inner: &Inner, conn: &mut sqlx::AnyConnection, batch: i64) -> Result<u64> {
     let mut total = 0;
     loop {
-        let deleted = sqlx::query(&inner.sql.purge_batch)
-            .bind(ms(now_millis()))
-            .bind(batch)
-            .execute(&mut *conn)
-            .await
-            .map_err(map)?
-            .rows_affected();
+        // InnoDB may pick a purge batch as deadlock victim against saves; it was rolled back.
+        let deleted = retry_deadlocks!(async {
+            sqlx::query(&inner.sql.purge_batch)
+                .bind(ms(now_millis()))
+                .bind(batch)
+                .execute(&mut *conn)
+                .await
+                .map_err(map)
+                .map(|result| result.rows_affected())
+        })?;
         total += deleted;
         if deleted < unsigned(batch) {
             return Ok(total);

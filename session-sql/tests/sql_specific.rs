@@ -1,0 +1,238 @@
+//! Behaviour specific to the SQL store: purge under load, several pools on one SQLite file,
+//! and a server that dies and comes back.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::time::{Duration, Instant};
+
+use conformance_tests::namespace;
+use conformance_tests::servers::{is_required, provision, Backend, ServerProcess};
+use session_core::{Error, SessionRepository, SessionRepositoryExt, SessionSettings};
+use session_sql::{Config, SqlStore};
+use sqlx::Row;
+
+fn sqlite_url() -> (String, std::path::PathBuf) {
+    let path = std::env::temp_dir().join(format!("{}.db", namespace("session_sql_specific")));
+    (format!("sqlite://{}", path.display()), path)
+}
+
+async fn open(url: &str, table: &str, settings: SessionSettings) -> SqlStore {
+    let config = Config::from_url(url)
+        .unwrap()
+        .with_table(table)
+        .with_max_connections(16)
+        .with_cleanup_interval(None);
+    SqlStore::open(config, settings).await.unwrap()
+}
+
+async fn rows(store: &SqlStore) -> i64 {
+    sqlx::query(&format!("SELECT COUNT(*) FROM {}", store.config().table))
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
+}
+
+/// Purging runs beside 32 tasks that keep saving, with no error and no deadlock; afterwards
+/// every expired row is gone and every live session is intact.
+async fn purge_beside_savers(url: &str) {
+    let table = namespace("purge");
+    let short = open(
+        url,
+        &table,
+        SessionSettings::default().with_idle_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let long = open(url, &table, SessionSettings::default()).await;
+    for _ in 0..300 {
+        let mut session = short.new_session();
+        session.insert("payload", &"x".repeat(200)).unwrap();
+        short.create(&mut session).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for _ in 0..32 {
+        let mut session = long.new_session();
+        long.create(&mut session).await.unwrap();
+        ids.push(session.id().clone());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut savers = tokio::task::JoinSet::new();
+    for (task, id) in ids.iter().cloned().enumerate() {
+        let long = long.clone();
+        savers.spawn(async move {
+            let mut saves = 0u32;
+            while Instant::now() < deadline {
+                let mut session = long.find(&id).await.unwrap().expect("live session");
+                session.insert("n", &saves).unwrap();
+                long.save(&mut session)
+                    .await
+                    .unwrap_or_else(|e| panic!("task {task}: {e:?}"));
+                saves += 1;
+            }
+            saves
+        });
+    }
+    let mut purged = 0;
+    while Instant::now() < deadline {
+        purged += long.purge_expired().await.unwrap();
+    }
+    let mut total_saves = 0;
+    while let Some(saves) = savers.join_next().await {
+        total_saves += saves.unwrap();
+    }
+    purged += long.purge_expired().await.unwrap();
+    assert_eq!(purged, 300, "every expired row is purged exactly once");
+    assert_eq!(rows(&long).await, 32);
+    assert!(
+        total_saves > 32,
+        "the savers made progress ({total_saves} saves)"
+    );
+    for id in &ids {
+        assert!(long.find(id).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_purge_beside_savers() {
+    let (url, path) = sqlite_url();
+    purge_beside_savers(&url).await;
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_purge_beside_savers() {
+    if let Some(server) = provision(Backend::Postgres).await {
+        purge_beside_savers(&server.url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_purge_beside_savers() {
+    if let Some(server) = provision(Backend::MySql).await {
+        purge_beside_savers(&server.url).await;
+    }
+}
+
+/// Two pools (as two processes would) write one SQLite file concurrently without "database is
+/// locked" errors, and lose no attribute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_pools_share_one_file() {
+    let (url, path) = sqlite_url();
+    let table = namespace("shared");
+    let a = open(&url, &table, SessionSettings::default()).await;
+    let b = open(&url, &table, SessionSettings::default()).await;
+    let mut session = a.new_session();
+    a.create(&mut session).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..32u32 {
+        let store = if task % 2 == 0 { a.clone() } else { b.clone() };
+        let id = session.id().clone();
+        tasks.spawn(async move {
+            for round in 0..20u32 {
+                let mut copy = store.find(&id).await.unwrap().unwrap();
+                copy.insert(&format!("t{task}"), &round).unwrap();
+                store
+                    .save(&mut copy)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e:?}"));
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.unwrap();
+    }
+    let stored = b.find(session.id()).await.unwrap().unwrap();
+    for task in 0..32u32 {
+        assert_eq!(stored.get::<u32>(&format!("t{task}")).unwrap(), Some(19));
+    }
+    assert_eq!(stored.version(), 32 * 20);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+/// A server killed mid-run gives a retryable error within the configured timeout, no panic
+/// and no hang; once it is back, the same store works again without being rebuilt.
+async fn server_dies_and_returns(backend: Backend) {
+    if provision(backend).await.is_none() {
+        assert!(!is_required(backend));
+        return;
+    }
+    let server = ServerProcess::start(backend.spec()).await.unwrap();
+    let timeout = Duration::from_secs(2);
+    let config = Config::from_url(&server.url())
+        .unwrap()
+        .with_table(namespace("fault"))
+        .with_timeout(timeout)
+        .with_cleanup_interval(None);
+    let store = SqlStore::open(config, SessionSettings::default())
+        .await
+        .unwrap();
+    let mut session = store.new_session();
+    session.insert("a", "1").unwrap();
+    store.create(&mut session).await.unwrap();
+
+    server.stop();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let error = store
+            .find(session.id())
+            .await
+            .expect_err("the server is down");
+        assert!(error.is_retryable(), "not retryable: {error:?}");
+        assert!(
+            started.elapsed() < timeout + Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+        let mut copy = session.clone();
+        copy.insert("b", "2").unwrap();
+        assert!(matches!(store.save(&mut copy).await, Err(e) if e.is_retryable()));
+    }
+
+    server.restart().await.unwrap();
+    let mut recovered = None;
+    for _ in 0..20 {
+        match store.find(session.id()).await {
+            Ok(found) => {
+                recovered = Some(found);
+                break;
+            }
+            Err(error) if error.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Err(error) => panic!("not retryable after restart: {error:?}"),
+        }
+    }
+    // Whether the session itself survived is the server's durability, which the throwaway
+    // servers trade for speed (no fsync, lazy commit flush); the store's part is to work again.
+    recovered.expect("the store works again after the restart");
+    let mut fresh = store.new_session();
+    fresh.insert("after", "restart").unwrap();
+    store.create(&mut fresh).await.unwrap();
+    store.touch(fresh.id()).await.unwrap();
+    let reloaded = store
+        .find(fresh.id())
+        .await
+        .unwrap()
+        .expect("created after the restart");
+    assert_eq!(
+        reloaded.get::<String>("after").unwrap().as_deref(),
+        Some("restart")
+    );
+    assert!(matches!(
+        store.touch(&session_core::SessionId::generate()).await,
+        Err(Error::NotFound)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dies_and_returns() {
+    server_dies_and_returns(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_dies_and_returns() {
+    server_dies_and_returns(Backend::MySql).await;
+}

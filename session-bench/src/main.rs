@@ -15,9 +15,12 @@ use async_trait::async_trait;
 use session_core::{Error, Result, SessionId, SessionKey, SessionRepository, SessionRepositoryExt};
 use session_memory::MemoryStore;
 
+mod layout;
 mod raw;
 
-use raw::{MokaRaw, RawDriver};
+use conformance_tests::servers::{provision, Backend};
+use raw::{MokaRaw, RawDriver, SqlRaw};
+use session_sql::{Config, SqlStore};
 
 /// Benchmark parameters from the command line.
 #[derive(Debug, Clone)]
@@ -49,7 +52,7 @@ impl Options {
                 "--backends" => options.backends = value()?.split(',').map(str::to_owned).collect(),
                 "--only" => options.only = Some(value()?),
                 "--help" | "-h" => {
-                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory] [--only cycle|read]".into())
+                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql] [--only cycle|read]".into())
                 }
                 other => return Err(format!("unknown option {other}")),
             }
@@ -88,17 +91,57 @@ struct Target {
     name: String,
     repository: Arc<dyn SessionRepository>,
     raw: Arc<dyn RawDriver>,
+    /// For SQL stores: the store itself, to measure the alternative layout beside it.
+    sql: Option<SqlStore>,
 }
 
-fn open_target(name: &str) -> std::result::Result<Target, String> {
-    match name {
-        "memory" => Ok(Target {
-            name: name.into(),
-            repository: Arc::new(MemoryStore::new()),
-            raw: Arc::new(MokaRaw::new()),
-        }),
-        other => Err(format!("unknown backend `{other}` (available: memory)")),
-    }
+const BACKENDS: &str = "memory, sqlite, postgres, mysql";
+
+async fn open_target(name: &str, options: &Options) -> std::result::Result<Target, String> {
+    let url = match name {
+        "memory" => {
+            return Ok(Target {
+                name: name.into(),
+                repository: Arc::new(MemoryStore::new()),
+                raw: Arc::new(MokaRaw::new()),
+                sql: None,
+            })
+        }
+        "sqlite" => {
+            let path =
+                std::env::temp_dir().join(format!("{}.db", conformance_tests::namespace("bench")));
+            format!("sqlite://{}", path.display())
+        }
+        // Servers come from SESSION_TEST_<BACKEND>_URL or are started like the test suite does.
+        "postgres" => {
+            provision(Backend::Postgres)
+                .await
+                .ok_or("no PostgreSQL server")?
+                .url
+        }
+        "mysql" => {
+            provision(Backend::MySql)
+                .await
+                .ok_or("no MariaDB/MySQL server")?
+                .url
+        }
+        other => return Err(format!("unknown backend `{other}` (available: {BACKENDS})")),
+    };
+    let config = Config::from_url(&url)
+        .map_err(|e| e.to_string())?
+        .with_table(conformance_tests::namespace("bench"))
+        .with_max_connections(u32::try_from(options.tasks).unwrap_or(32))
+        .with_cleanup_interval(None);
+    let store = SqlStore::open(config, session_core::SessionSettings::default())
+        .await
+        .map_err(|e| format!("{name}: {e}"))?;
+    let raw = SqlRaw::new(&store).await.map_err(|e| e.to_string())?;
+    Ok(Target {
+        name: name.into(),
+        repository: Arc::new(store.clone()),
+        raw: Arc::new(raw),
+        sql: Some(store),
+    })
 }
 
 /// One measured row.
@@ -111,7 +154,7 @@ struct Row {
 
 /// An operation a task repeats on session number `i`.
 #[async_trait]
-trait Workload: Send + Sync {
+pub(crate) trait Workload: Send + Sync {
     async fn run(&self, i: usize) -> Result<()>;
 }
 
@@ -283,7 +326,7 @@ async fn main() {
         "backend", "size", "workload", "ops/s", "p50 µs", "p99 µs", "ratio"
     );
     for name in &options.backends {
-        let target = match open_target(name) {
+        let target = match open_target(name, &options).await {
             Ok(target) => target,
             Err(message) => {
                 eprintln!("{message}");
@@ -325,11 +368,25 @@ async fn bench_shape(target: &Target, shape: Shape, options: &Options) -> Result
     }
     let raw_cycle = measure(Arc::new(raw.clone()), options).await?;
     let cycle = measure(Arc::new(store.clone()), options).await?;
-    let raw_read = measure(Arc::new(RawRead(raw)), options).await?;
+    let raw_read = measure(Arc::new(RawRead(raw.clone())), options).await?;
     let read = measure(Arc::new(StoreRead(store)), options).await?;
     print_row(&target.name, shape.name, "raw-cycle", &raw_cycle, None);
     print_row(&target.name, shape.name, "cycle", &cycle, Some(&raw_cycle));
     print_row(&target.name, shape.name, "raw-read", &raw_read, None);
     print_row(&target.name, shape.name, "read", &read, Some(&raw_read));
+    if let Some(store) = &target.sql {
+        let keys = Arc::clone(&raw.keys);
+        let spring =
+            layout::AttributeTableCycle::prepare(store, keys, shape.attributes, shape.value_len)
+                .await?;
+        let row = measure(Arc::new(spring), options).await?;
+        print_row(
+            &target.name,
+            shape.name,
+            "attr-table",
+            &row,
+            Some(&raw_cycle),
+        );
+    }
     Ok(())
 }

@@ -36,3 +36,78 @@ impl RawDriver for MokaRaw {
         Ok(())
     }
 }
+
+/// One SELECT and one UPDATE of a bytes row, on the store's own pool: the limit a SQL store
+/// can approach.
+pub struct SqlRaw {
+    pool: sqlx::AnyPool,
+    select: String,
+    update: String,
+    insert: String,
+}
+
+impl SqlRaw {
+    /// Creates `<table>_raw` beside the store's table.
+    pub async fn new(store: &session_sql::SqlStore) -> Result<Self> {
+        use session_sql::Dialect;
+        let dialect = store.dialect();
+        let table = format!("{}_raw", store.config().table);
+        let (key_type, value_type) = match dialect {
+            Dialect::Postgres => ("BYTEA", "BYTEA"),
+            Dialect::MySql => ("BINARY(32)", "LONGBLOB"),
+            Dialect::Sqlite => ("BLOB", "BLOB"),
+        };
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (k {key_type} NOT NULL PRIMARY KEY, v {value_type} NOT NULL)"
+        ))
+        .execute(store.pool())
+        .await
+        .map_err(session_core::Error::backend)?;
+        let p = |n: usize| {
+            if dialect == Dialect::Postgres {
+                format!("${n}")
+            } else {
+                "?".into()
+            }
+        };
+        Ok(SqlRaw {
+            pool: store.pool().clone(),
+            select: format!("SELECT v FROM {table} WHERE k = {}", p(1)),
+            update: format!("UPDATE {table} SET v = {} WHERE k = {}", p(1), p(2)),
+            insert: format!("INSERT INTO {table} (k, v) VALUES ({}, {})", p(1), p(2)),
+        })
+    }
+}
+
+#[async_trait]
+impl RawDriver for SqlRaw {
+    async fn get(&self, key: &SessionKey) -> Result<Option<Arc<Vec<u8>>>> {
+        use sqlx::Row;
+        let row = sqlx::query(&self.select)
+            .bind(key.as_bytes().to_vec())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(session_core::Error::backend)?;
+        row.map(|row| row.try_get::<Vec<u8>, _>(0).map(Arc::new))
+            .transpose()
+            .map_err(session_core::Error::backend)
+    }
+
+    async fn put(&self, key: &SessionKey, bytes: Vec<u8>) -> Result<()> {
+        let updated = sqlx::query(&self.update)
+            .bind(bytes.clone())
+            .bind(key.as_bytes().to_vec())
+            .execute(&self.pool)
+            .await
+            .map_err(session_core::Error::backend)?;
+        if updated.rows_affected() == 0 {
+            sqlx::query(&self.insert)
+                .bind(key.as_bytes().to_vec())
+                .bind(bytes)
+                .execute(&self.pool)
+                .await
+                .map_err(session_core::Error::backend)?;
+        }
+        Ok(())
+    }
+}

@@ -192,7 +192,7 @@ pub(crate) fn migrations(dialect: Dialect, table: &str) -> Vec<(i64, &'static st
                  session_key BLOB PRIMARY KEY, created_at INTEGER NOT NULL, \
                  last_accessed_at INTEGER NOT NULL, idle_timeout INTEGER NOT NULL, \
                  absolute_lifetime INTEGER, expires_at INTEGER NOT NULL, principal BLOB, \
-                 version INTEGER NOT NULL, attributes BLOB NOT NULL) WITHOUT ROWID"
+                 version INTEGER NOT NULL, attributes BLOB NOT NULL)"
             ),
             format!("CREATE INDEX IF NOT EXISTS {t}_expires_at ON {t} (expires_at)"),
             format!("CREATE INDEX IF NOT EXISTS {t}_principal ON {t} (principal)"),

@@ -72,6 +72,7 @@ pub(crate) struct Statements {
     pub insert: String,
     pub find: String,
     pub find_for_merge: String,
+    pub find_for_update: Option<String>,
     pub save_if_version: String,
     pub touch: String,
     pub exists: String,
@@ -103,6 +104,12 @@ impl Statements {
                 "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, principal, version, attributes \
                  FROM {t} WHERE session_key = $1"
             )),
+            find_for_update: (dialect != Dialect::Sqlite).then(|| {
+                sql(format!(
+                    "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, principal, version, attributes \
+                     FROM {t} WHERE session_key = $1 FOR UPDATE"
+                ))
+            }),
             // The compare-and-set every save ends with: it writes only over the version it read.
             save_if_version: sql(format!(
                 "UPDATE {t} SET last_accessed_at = $1, idle_timeout = $2, absolute_lifetime = $3, \

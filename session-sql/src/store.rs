@@ -39,8 +39,10 @@ use crate::schema::{lock_key, migrate};
 
 /// Fresh ids tried by `create` and `change_id` before giving up.
 const ID_ATTEMPTS: usize = 4;
-/// Compare-and-set rounds a contended save tries before reporting the store unavailable.
-const MERGE_ATTEMPTS: usize = 64;
+/// Compare-and-set rounds a contended save tries before it merges under a row lock (where the
+/// database has row locks) or reports the store unavailable (SQLite, where only another process
+/// can make it lose).
+const MERGE_ATTEMPTS: usize = 8;
 
 #[derive(Debug)]
 struct Inner {
@@ -231,16 +233,19 @@ impl SqlStore {
     }
 
     /// `UPDATE ... WHERE version = expected`: writes `record` (with its version) if the row is
-    /// live and still at `expected`. Returns whether it matched.
-    async fn compare_and_set(
+    /// live and still at `expected`. Returns whether it matched. Callers hold the write turn.
+    async fn compare_and_set<'c, E>(
         &self,
+        executor: E,
         key: &SessionKey,
         record: &SessionRecord,
         expected: u64,
         now: u64,
-    ) -> Result<bool> {
+    ) -> Result<bool>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
         let attributes = encode_attributes(&record.attributes)?;
-        let _turn = self.inner.write_turn().await;
         let result = sqlx::query(&self.inner.sql.save_if_version)
             .bind(ms(record.last_accessed_at_ms))
             .bind(ms(record.idle_timeout_ms))
@@ -252,7 +257,7 @@ impl SqlStore {
             .bind(key.as_bytes().to_vec())
             .bind(ms(expected))
             .bind(ms(now))
-            .execute(&self.inner.pool)
+            .execute(executor)
             .await
             .map_err(map)?;
         Ok(result.rows_affected() == 1)
@@ -277,10 +282,12 @@ impl SqlStore {
         let delta = session.delta(now)?;
         let mut fast = session.snapshot(now)?;
         fast.version += 1;
-        if self
-            .compare_and_set(&key, &fast, session.version(), now)
-            .await?
-        {
+        let turn = self.inner.write_turn().await;
+        let written = self
+            .compare_and_set(&self.inner.pool, &key, &fast, session.version(), now)
+            .await?;
+        drop(turn);
+        if written {
             drop(delta);
             session.mark_persisted(fast.version, now);
             return Ok(());
@@ -295,6 +302,8 @@ impl SqlStore {
             });
         }
         for _ in 0..MERGE_ATTEMPTS {
+            // On SQLite the turn spans read and write, so only another process can get between.
+            let _turn = self.inner.write_turn().await;
             let row = sqlx::query(&self.inner.sql.find_for_merge)
                 .bind(key.as_bytes().to_vec())
                 .fetch_optional(&self.inner.pool)
@@ -305,7 +314,7 @@ impl SqlStore {
             let read_version = record.version;
             record.apply(&delta, now, &self.settings.limits)?;
             if self
-                .compare_and_set(&key, &record, read_version, now)
+                .compare_and_set(&self.inner.pool, &key, &record, read_version, now)
                 .await?
             {
                 let version = record.version;
@@ -314,9 +323,33 @@ impl SqlStore {
                 return Ok(());
             }
         }
-        Err(Error::unavailable(format!(
-            "save lost {MERGE_ATTEMPTS} compare-and-set rounds to concurrent saves"
-        )))
+        let Some(find_for_update) = &self.inner.sql.find_for_update else {
+            return Err(Error::unavailable(format!(
+                "save lost {MERGE_ATTEMPTS} compare-and-set rounds to other processes"
+            )));
+        };
+        // Hot session: merge under the row lock, where no other save can get in between.
+        let mut tx = self.inner.pool.begin().await.map_err(map)?;
+        let row = sqlx::query(find_for_update)
+            .bind(key.as_bytes().to_vec())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map)?
+            .ok_or(Error::NotFound)?;
+        let mut record = Self::record_from_row(&key, &row)?.ok_or(Error::NotFound)?;
+        let read_version = record.version;
+        record.apply(&delta, now, &self.settings.limits)?;
+        if !self
+            .compare_and_set(&mut *tx, &key, &record, read_version, now)
+            .await?
+        {
+            return Err(Error::backend("a locked row changed under its lock"));
+        }
+        tx.commit().await.map_err(map)?;
+        let version = record.version;
+        drop(delta);
+        session.mark_persisted(version, now);
+        Ok(())
     }
 
     /// Inserts a new row; `Ok(false)` if the key is taken.

@@ -177,44 +177,56 @@ impl SessionRecord {
 
     /// `RECORD_FORMAT_V1` followed by MessagePack of the record.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(64 + self.attributes_size());
-        out.push(RECORD_FORMAT_V1);
-        rmp_serde::encode::write(&mut out, self).map_err(Error::backend)?;
-        Ok(out)
+        encode_versioned(RECORD_FORMAT_V1, self, self.attributes_size())
     }
 
     /// Parses bytes written by [`SessionRecord::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, UndecodableRecord> {
-        match bytes.split_first() {
-            Some((&RECORD_FORMAT_V1, body)) => {
-                rmp_serde::from_slice(body).map_err(|e| UndecodableRecord(e.to_string()))
-            }
-            Some((other, _)) => Err(UndecodableRecord(format!(
-                "unknown record format byte {other:#04x}"
-            ))),
-            None => Err(UndecodableRecord("empty record".into())),
-        }
+        decode_versioned(RECORD_FORMAT_V1, bytes, "record")
     }
 }
 
 /// `ATTRIBUTES_FORMAT_V1` followed by MessagePack of the attribute map.
 pub fn encode_attributes(attributes: &BTreeMap<Arc<str>, Bytes>) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(16 + size_of_attributes(attributes));
-    out.push(ATTRIBUTES_FORMAT_V1);
-    rmp_serde::encode::write(&mut out, attributes).map_err(Error::backend)?;
-    Ok(out)
+    encode_versioned(
+        ATTRIBUTES_FORMAT_V1,
+        attributes,
+        size_of_attributes(attributes),
+    )
 }
 
 /// Parses bytes written by [`encode_attributes`].
 pub fn decode_attributes(bytes: &[u8]) -> Result<BTreeMap<Arc<str>, Bytes>, UndecodableRecord> {
+    decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes")
+}
+
+/// `format` byte, then MessagePack of `value`.
+fn encode_versioned<T: Serialize + ?Sized>(
+    format: u8,
+    value: &T,
+    size_hint: usize,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(64 + size_hint);
+    out.push(format);
+    rmp_serde::encode::write(&mut out, value).map_err(Error::backend)?;
+    Ok(out)
+}
+
+/// Reads what [`encode_versioned`] wrote with the same `format` byte; any other first byte
+/// (a future format, or garbage) is undecodable rather than misread.
+fn decode_versioned<T: serde::de::DeserializeOwned>(
+    format: u8,
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, UndecodableRecord> {
     match bytes.split_first() {
-        Some((&ATTRIBUTES_FORMAT_V1, body)) => {
+        Some((&found, body)) if found == format => {
             rmp_serde::from_slice(body).map_err(|e| UndecodableRecord(e.to_string()))
         }
         Some((other, _)) => Err(UndecodableRecord(format!(
-            "unknown attributes format byte {other:#04x}"
+            "unknown {what} format byte {other:#04x}"
         ))),
-        None => Err(UndecodableRecord("empty attributes".into())),
+        None => Err(UndecodableRecord(format!("empty {what}"))),
     }
 }
 

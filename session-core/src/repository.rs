@@ -24,7 +24,8 @@ pub struct Capabilities {
     /// `IdChanged` for operations made through any handle on this store.
     pub lifecycle_events: bool,
     /// The subscription also delivers `Expired` when the store removes a session past its
-    /// deadline (within a few seconds).
+    /// deadline, within a few seconds or the store's sweep interval. Stores that sweep from one
+    /// instance at a time (SQL) deliver it to the subscribers of the instance that swept.
     pub expiry_events: bool,
 }
 

@@ -82,14 +82,27 @@ pub(crate) struct Statements {
     pub by_principal: String,
     pub delete_by_principal: String,
     pub purge_batch: String,
+    /// Whether `purge_batch` returns the hex keys it deleted.
+    pub purge_returns_keys: bool,
     pub write_raw: String,
 }
 
 const COLUMNS: &str = "session_key, created_at, last_accessed_at, idle_timeout, absolute_lifetime, expires_at, principal, version, attributes";
 
 impl Statements {
-    pub(crate) fn new(dialect: Dialect, table: &str) -> Self {
+    /// `returning`: the server supports `DELETE ... RETURNING` (PostgreSQL, SQLite, MariaDB;
+    /// not MySQL), so a purge can report the keys it removed.
+    pub(crate) fn new(dialect: Dialect, table: &str, returning: bool) -> Self {
         let t = table;
+        let key_hex = match dialect {
+            Dialect::Postgres => "encode(session_key, 'hex')",
+            Dialect::MySql | Dialect::Sqlite => "lower(hex(session_key))",
+        };
+        let returning_keys = if returning {
+            format!(" RETURNING {key_hex}")
+        } else {
+            String::new()
+        };
         let least = dialect.least();
         let sql = |text: String| dialect.placeholders(&text);
         Statements {
@@ -138,11 +151,7 @@ impl Statements {
             // Keys as hex text: the Any driver hands MySQL's BINARY columns over as text.
             by_principal: sql(format!(
                 "SELECT {key_hex}, created_at, last_accessed_at, expires_at FROM {t} \
-                 WHERE principal = $1 AND expires_at > $2 ORDER BY created_at",
-                key_hex = match dialect {
-                    Dialect::Postgres => "encode(session_key, 'hex')",
-                    Dialect::MySql | Dialect::Sqlite => "lower(hex(session_key))",
-                }
+                 WHERE principal = $1 AND expires_at > $2 ORDER BY created_at"
             )),
             delete_by_principal: sql(format!(
                 "DELETE FROM {t} WHERE principal = $1 AND expires_at > $2"
@@ -151,16 +160,17 @@ impl Statements {
                 // SKIP LOCKED: rows a save holds are left for the next round, never waited on.
                 Dialect::Postgres => format!(
                     "DELETE FROM {t} WHERE session_key IN (SELECT session_key FROM {t} \
-                     WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                     WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED){returning_keys}"
                 ),
                 Dialect::MySql => format!(
-                    "DELETE FROM {t} WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2"
+                    "DELETE FROM {t} WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2{returning_keys}"
                 ),
                 Dialect::Sqlite => format!(
                     "DELETE FROM {t} WHERE session_key IN (SELECT session_key FROM {t} \
-                     WHERE expires_at <= $1 LIMIT $2)"
+                     WHERE expires_at <= $1 LIMIT $2){returning_keys}"
                 ),
             }),
+            purge_returns_keys: returning,
             write_raw: sql(format!(
                 "UPDATE {t} SET attributes = $1, version = version + 1 WHERE session_key = $2"
             )),
@@ -223,7 +233,7 @@ mod tests {
             "a = ? AND b = ?"
         );
         assert_eq!(Dialect::Postgres.placeholders("a = $1"), "a = $1");
-        let statements = Statements::new(Dialect::Sqlite, "s");
+        let statements = Statements::new(Dialect::Sqlite, "s", true);
         assert!(!statements.touch.contains('$'));
         assert!(statements.touch.contains("min("));
     }

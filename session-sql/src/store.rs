@@ -26,8 +26,9 @@ use std::time::Duration;
 use session_core::time::{now_millis, system_time};
 use session_core::{
     async_trait, check_principal_query, decode_attributes, encode_attributes, report_undecodable,
-    with_timeout, Capabilities, Concurrency, Error, EventSubscription, Result, Session, SessionId,
-    SessionInfo, SessionKey, SessionRecord, SessionRepository, SessionSettings,
+    with_timeout, Capabilities, Concurrency, Error, EventBus, EventSubscription, Result, Session,
+    SessionEvent, SessionId, SessionInfo, SessionKey, SessionRecord, SessionRepository,
+    SessionSettings,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -39,10 +40,12 @@ use crate::schema::{lock_key, migrate};
 
 /// Fresh ids tried by `create` and `change_id` before giving up.
 const ID_ATTEMPTS: usize = 4;
-/// Compare-and-set rounds a contended save tries before it merges under a row lock (where the
-/// database has row locks) or reports the store unavailable (SQLite, where only another process
-/// can make it lose).
+/// Compare-and-set rounds a contended save tries before it merges under a row lock.
 const MERGE_ATTEMPTS: usize = 8;
+/// On SQLite there is no row lock to fall back to; only other processes can make a save lose
+/// (this process's writers are queued), so it simply tries longer before reporting the store
+/// unavailable.
+const SQLITE_MERGE_ATTEMPTS: usize = 64;
 
 #[derive(Debug)]
 struct Inner {
@@ -52,6 +55,8 @@ struct Inner {
     config: Config,
     /// Identifies this instance as holder of the SQLite purge lease.
     instance: String,
+    /// `Expired` events for the rows this instance purges.
+    events: EventBus,
     /// SQLite allows one writer per file. Writers of this process queue here, in order,
     /// instead of polling SQLite's lock with growing sleeps (which starves some of them for
     /// 100 ms at a time under load); other processes are still handled by the busy timeout.
@@ -126,8 +131,23 @@ impl SqlStore {
                 error
             })?;
         with_timeout(config.timeout * 6, migrate(&pool, dialect, &config.table)).await?;
+        let returning = match dialect {
+            Dialect::MySql => {
+                with_timeout(config.timeout, async {
+                    let version: String = sqlx::query("SELECT VERSION()")
+                        .fetch_one(&pool)
+                        .await
+                        .and_then(|row| row.try_get(0))
+                        .map_err(map)?;
+                    Ok(version.contains("MariaDB"))
+                })
+                .await?
+            }
+            Dialect::Postgres | Dialect::Sqlite => true,
+        };
         let inner = Arc::new(Inner {
-            sql: Statements::new(dialect, &config.table),
+            sql: Statements::new(dialect, &config.table, returning),
+            events: EventBus::default(),
             pool,
             dialect,
             instance: SessionId::generate().key().to_hex()[..16].to_owned(),
@@ -301,7 +321,11 @@ impl SqlStore {
                 None => Error::NotFound,
             });
         }
-        for _ in 0..MERGE_ATTEMPTS {
+        let attempts = match self.inner.dialect {
+            Dialect::Sqlite => SQLITE_MERGE_ATTEMPTS,
+            _ => MERGE_ATTEMPTS,
+        };
+        for _ in 0..attempts {
             // On SQLite the turn spans read and write, so only another process can get between.
             let _turn = self.inner.write_turn().await;
             let row = sqlx::query(&self.inner.sql.find_for_merge)
@@ -325,7 +349,7 @@ impl SqlStore {
         }
         let Some(find_for_update) = &self.inner.sql.find_for_update else {
             return Err(Error::unavailable(format!(
-                "save lost {MERGE_ATTEMPTS} compare-and-set rounds to other processes"
+                "save lost {attempts} compare-and-set rounds to other processes"
             )));
         };
         // Hot session: merge under the row lock, where no other save can get in between.
@@ -502,14 +526,10 @@ async fn purge(inner: &Inner) -> Result<u64> {
                 if !locked {
                     return Ok(total);
                 }
-                let deleted = sqlx::query(&inner.sql.purge_batch)
-                    .bind(ms(now_millis()))
-                    .bind(batch)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map)?
-                    .rows_affected();
+                let deleted = purge_statement(inner, &mut *tx, batch).await?;
                 tx.commit().await.map_err(map)?;
+                publish_expired(inner, &deleted);
+                let deleted = deleted.len() as u64;
                 total += deleted;
                 if deleted < unsigned(batch) {
                     return Ok(total);
@@ -580,18 +600,49 @@ async fn purge_batches(inner: &Inner, conn: &mut sqlx::AnyConnection, batch: i64
         // InnoDB may pick a purge batch as deadlock victim against saves; it was rolled back.
         let deleted = retry_deadlocks!(async {
             let _turn = inner.write_turn().await;
-            sqlx::query(&inner.sql.purge_batch)
-                .bind(ms(now_millis()))
-                .bind(batch)
-                .execute(&mut *conn)
-                .await
-                .map_err(map)
-                .map(|result| result.rows_affected())
+            purge_statement(inner, &mut *conn, batch).await
         })?;
+        publish_expired(inner, &deleted);
+        let deleted = deleted.len() as u64;
         total += deleted;
         if deleted < unsigned(batch) {
             return Ok(total);
         }
+    }
+}
+
+/// One purge batch; the keys it deleted (as many placeholders as rows where the server cannot
+/// return them).
+async fn purge_statement(
+    inner: &Inner,
+    conn: &mut sqlx::AnyConnection,
+    batch: i64,
+) -> Result<Vec<Option<SessionKey>>> {
+    let query = sqlx::query(&inner.sql.purge_batch)
+        .bind(ms(now_millis()))
+        .bind(batch);
+    if inner.sql.purge_returns_keys {
+        let rows = query.fetch_all(&mut *conn).await.map_err(map)?;
+        rows.iter()
+            .map(|row| {
+                row.try_get::<String, _>(0)
+                    .map(|hex| SessionKey::from_hex(&hex))
+            })
+            .collect::<Result<_, _>>()
+            .map_err(map)
+    } else {
+        let deleted = query
+            .execute(&mut *conn)
+            .await
+            .map_err(map)?
+            .rows_affected();
+        Ok(vec![None; usize::try_from(deleted).unwrap_or(0)])
+    }
+}
+
+fn publish_expired(inner: &Inner, keys: &[Option<SessionKey>]) {
+    for key in keys.iter().flatten() {
+        inner.events.publish(SessionEvent::Expired(*key));
     }
 }
 
@@ -602,7 +653,11 @@ impl SessionRepository for SqlStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::none().with_principal_index(true)
+        Capabilities::none()
+            .with_principal_index(true)
+            .with_expiry_events(
+                self.inner.sql.purge_returns_keys && self.inner.config.cleanup_interval.is_some(),
+            )
     }
 
     async fn create(&self, session: &mut Session) -> Result<()> {
@@ -721,6 +776,12 @@ impl SessionRepository for SqlStore {
     }
 
     fn subscribe(&self) -> Result<EventSubscription> {
-        Err(Error::Unsupported("events (the SQL store emits none)"))
+        if self.capabilities().expiry_events {
+            Ok(self.inner.events.subscribe())
+        } else {
+            Err(Error::Unsupported(
+                "events (this SQL store purges without RETURNING, or does not purge)",
+            ))
+        }
     }
 }

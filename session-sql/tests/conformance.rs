@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use conformance_tests::servers::{provision, Backend};
 use conformance_tests::{conformance_suite, namespace, StoreFixture};
@@ -25,9 +26,12 @@ impl StoreFixture for SqlFixture {
     }
 
     async fn open(&self, settings: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
-        Ok(Arc::new(
-            SqlStore::open(self.config.clone(), settings).await?,
-        ))
+        // Instances purge often, so that Expired events arrive within the case's patience.
+        let config = self
+            .config
+            .clone()
+            .with_cleanup_interval(Some(Duration::from_millis(500)));
+        Ok(Arc::new(SqlStore::open(config, settings).await?))
     }
 
     fn can_write_raw(&self) -> bool {

@@ -526,7 +526,7 @@ async fn purge(inner: &Inner) -> Result<u64> {
                 if !locked {
                     return Ok(total);
                 }
-                let deleted = purge_statement(inner, &mut *tx, batch).await?;
+                let deleted = purge_statement(inner, &mut tx, batch).await?;
                 tx.commit().await.map_err(map)?;
                 publish_expired(inner, &deleted);
                 let deleted = deleted.len() as u64;

@@ -1,0 +1,142 @@
+//! Configuration of the Redis store.
+
+use std::fmt;
+use std::time::Duration;
+
+use session_core::{Error, Result};
+
+/// Settings of a [`RedisStore`](crate::RedisStore). `Debug` hides passwords.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Node URLs (`redis://` or `rediss://`). One URL: a standalone server. Several, or
+    /// [`Config::cluster`] set: the seed nodes of a Redis Cluster.
+    pub nodes: Vec<String>,
+    /// Connect as a cluster client even with one seed node.
+    pub cluster: bool,
+    /// Prefix of every key this store writes (namespaces applications and tests).
+    pub prefix: String,
+    /// Bound on every operation and on each connection attempt.
+    pub timeout: Duration,
+}
+
+impl Config {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://...`, a comma-separated list of
+    /// cluster nodes (`redis://a:7000,redis://b:7001`), or `redis+cluster://host:port[,...]`.
+    /// Store options in the query string of the first URL: `session_prefix`,
+    /// `session_timeout_ms`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (list, query) = match url.split_once('?') {
+            Some((list, query)) => (list, query),
+            None => (url, ""),
+        };
+        let mut cluster = false;
+        let mut nodes = Vec::new();
+        for node in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let node = match node.strip_prefix("redis+cluster://") {
+                Some(rest) => {
+                    cluster = true;
+                    format!("redis://{rest}")
+                }
+                None if node.contains("://") => node.to_owned(),
+                None => format!("redis://{node}"),
+            };
+            if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+                return Err(Error::InvalidInput(format!(
+                    "not a Redis URL: {}",
+                    redact(&node)
+                )));
+            }
+            nodes.push(node);
+        }
+        if nodes.is_empty() {
+            return Err(Error::InvalidInput("no Redis node in the URL".into()));
+        }
+        let mut config = Config {
+            cluster: cluster || nodes.len() > 1,
+            nodes,
+            prefix: "session:".into(),
+            timeout: Duration::from_secs(2),
+        };
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "session_prefix" => config.prefix = value.to_owned(),
+                "session_timeout_ms" => {
+                    let ms = value.parse().map_err(|_| {
+                        Error::InvalidInput("session_timeout_ms needs a whole number".into())
+                    })?;
+                    config.timeout = Duration::from_millis(ms);
+                }
+                other => {
+                    return Err(Error::InvalidInput(format!(
+                        "unknown Redis store option `{other}`"
+                    )))
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Sets [`Config::prefix`].
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`Config::timeout`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// `scheme://user:***@host...`
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at]
+                .split_once(':')
+                .map_or(&rest[..at], |(user, _)| user);
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field(
+                "nodes",
+                &self.nodes.iter().map(|n| redact(n)).collect::<Vec<_>>(),
+            )
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let one = Config::from_url("redis://:s3cret@h:6379/0?session_prefix=app:").unwrap();
+        assert!(!one.cluster);
+        assert_eq!(one.prefix, "app:");
+        assert!(!format!("{one:?}").contains("s3cret"));
+        let many = Config::from_url("redis://a:7000,redis://b:7001").unwrap();
+        assert!(many.cluster);
+        assert_eq!(many.nodes.len(), 2);
+        assert!(Config::from_url("redis+cluster://a:7000").unwrap().cluster);
+        assert!(Config::from_url("http://a").is_err());
+        assert!(Config::from_url("redis://a?nope=1").is_err());
+    }
+}

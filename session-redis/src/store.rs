@@ -1,0 +1,581 @@
+//! The Redis store.
+//!
+//! # Expiry strategy
+//!
+//! One hash per session, key `<prefix>s:{<key hex>}`; the braces are a hash tag, so every key
+//! of a session stays in one Cluster slot. The key's own expiry is set to the session's deadline
+//! (PEXPIREAT) by every create, save and touch, so Redis evicts it exactly then; reads also
+//! compare the stored deadline, so a session is hidden at its deadline even before Redis gets
+//! to it. Create, save (delta merge, size limits, optimistic version check), touch and delete
+//! are single server-side scripts: one atomic round trip each. The principal index is one
+//! sorted set per principal, scored by each session's deadline and expiring with its latest
+//! member; it lives in its own slot, so it is updated right after the session script and
+//! checked against the sessions on every read, where dead members are pruned: it cannot leak,
+//! keyspace notifications or not.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+use session_core::time::now_millis;
+use session_core::{
+    async_trait, check_principal_query, report_undecodable, with_timeout, Bytes, Capabilities,
+    Error, EventSubscription, Result, Session, SessionId, SessionInfo, SessionKey, SessionRecord,
+    SessionRepository, SessionSettings, UndecodableRecord,
+};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::error::map;
+use crate::scripts;
+
+const ID_ATTEMPTS: usize = 4;
+
+/// A standalone connection (multiplexed, reconnecting) or a cluster connection.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+struct Inner {
+    connection: Connection,
+    config: Config,
+}
+
+/// Sessions in Redis or Redis Cluster.
+///
+/// Cloning, or [`RedisStore::with_settings`], gives another handle on the same connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+    settings: Arc<SessionSettings>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stored values of one session hash, split into metadata and attributes.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn number(bytes: Option<&Vec<u8>>) -> Option<u64> {
+    std::str::from_utf8(bytes?).ok()?.parse().ok()
+}
+
+impl RedisStore {
+    /// Connects (standalone or cluster, see [`Config::from_url`]).
+    pub async fn open(config: Config, settings: SessionSettings) -> Result<Self> {
+        let timeout = config.timeout;
+        let connection = with_timeout(timeout, async {
+            if config.cluster {
+                let client = redis::cluster::ClusterClient::builder(config.nodes.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()
+                    .map_err(map)?;
+                Ok(Connection::Cluster(
+                    client.get_async_connection().await.map_err(map)?,
+                ))
+            } else {
+                let client = redis::Client::open(config.nodes[0].as_str()).map_err(map)?;
+                let manager = client
+                    .get_connection_manager_with_config(
+                        ConnectionManagerConfig::new()
+                            .set_connection_timeout(timeout)
+                            .set_response_timeout(timeout)
+                            .set_number_of_retries(1),
+                    )
+                    .await
+                    .map_err(map)?;
+                Ok(Connection::Single(manager))
+            }
+        })
+        .await?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner { connection, config }),
+            settings: Arc::new(settings),
+        })
+    }
+
+    /// Another handle on the same connection with other session settings.
+    pub fn with_settings(&self, settings: SessionSettings) -> Self {
+        RedisStore {
+            inner: Arc::clone(&self.inner),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The Redis key of a session.
+    pub fn session_key(&self, key: &SessionKey) -> String {
+        format!("{}s:{{{}}}", self.inner.config.prefix, key.to_hex())
+    }
+
+    fn index_key(&self, principal: &str) -> String {
+        let digest = Sha256::digest(principal.as_bytes());
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}p:{{{hex}}}", self.inner.config.prefix)
+    }
+
+    fn connection(&self) -> Connection {
+        self.inner.connection.clone()
+    }
+
+    async fn run<T>(&self, operation: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        with_timeout(self.inner.config.timeout, operation).await
+    }
+
+    /// Replaces the session's metadata with `bytes` (as a foreign writer could), for the
+    /// conformance suite's corrupt-data cases.
+    pub async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
+        let redis_key = self.session_key(key);
+        self.run(async {
+            redis::cmd("HSET")
+                .arg(&redis_key)
+                .arg("\u{1}c")
+                .arg(bytes)
+                .arg("\u{1}v")
+                .arg(bytes)
+                .query_async::<()>(&mut self.connection())
+                .await
+                .map_err(map)
+        })
+        .await
+    }
+
+    /// Parses a session hash; `Err` if anything is missing or malformed.
+    fn parse(fields: Fields) -> Result<SessionRecord, UndecodableRecord> {
+        let mut meta: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+        let mut attributes = BTreeMap::new();
+        for (name, value) in fields {
+            match name.as_slice() {
+                [1, tag] => {
+                    meta.insert(*tag, value);
+                }
+                _ => {
+                    let name = String::from_utf8(name)
+                        .map_err(|_| UndecodableRecord::new("attribute name is not UTF-8"))?;
+                    attributes.insert(Arc::<str>::from(name), Bytes::from(value));
+                }
+            }
+        }
+        let get = |tag: u8| number(meta.get(&tag));
+        let missing = || UndecodableRecord::new("session metadata is missing or malformed");
+        let principal = match meta.get(&b'p') {
+            Some(bytes) => Some(
+                String::from_utf8(bytes.clone())
+                    .map_err(|_| UndecodableRecord::new("principal is not UTF-8"))?,
+            ),
+            None => None,
+        };
+        Ok(SessionRecord {
+            created_at_ms: get(b'c').ok_or_else(missing)?,
+            last_accessed_at_ms: get(b'a').ok_or_else(missing)?,
+            idle_timeout_ms: get(b'i').ok_or_else(missing)?,
+            absolute_lifetime_ms: match meta.get(&b'b') {
+                Some(_) => Some(get(b'b').ok_or_else(missing)?),
+                None => None,
+            },
+            principal,
+            version: get(b'v').ok_or_else(missing)?,
+            attributes,
+        })
+    }
+
+    /// Loads the live record of `key`.
+    async fn load(&self, key: &SessionKey, now: u64) -> Result<Option<SessionRecord>> {
+        let fields: Fields = redis::cmd("HGETALL")
+            .arg(self.session_key(key))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(map)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        match Self::parse(fields) {
+            Ok(record) if record.is_live_at(now) => Ok(Some(record)),
+            Ok(_) => Ok(None),
+            Err(error) => {
+                report_undecodable(key, &error);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The hash fields of a whole record, metadata first.
+    fn record_fields(record: &SessionRecord) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let meta = |tag: u8, value: String| (vec![1, tag], value.into_bytes());
+        let mut fields = vec![
+            meta(b'c', record.created_at_ms.to_string()),
+            meta(b'a', record.last_accessed_at_ms.to_string()),
+            meta(b'i', record.idle_timeout_ms.to_string()),
+            meta(b'd', record.deadline_ms().to_string()),
+            meta(b'v', record.version.to_string()),
+            meta(b's', record.attributes_size().to_string()),
+            meta(b'n', record.attributes.len().to_string()),
+        ];
+        if let Some(lifetime) = record.absolute_lifetime_ms {
+            fields.push(meta(b'b', lifetime.to_string()));
+        }
+        if let Some(principal) = &record.principal {
+            fields.push((vec![1, b'p'], principal.as_bytes().to_vec()));
+        }
+        for (name, value) in &record.attributes {
+            fields.push((name.as_bytes().to_vec(), value.to_vec()));
+        }
+        fields
+    }
+
+    /// Stores `record` under `key` unless the key exists.
+    async fn insert(&self, key: &SessionKey, record: &SessionRecord) -> Result<bool> {
+        let mut invocation = scripts::CREATE.key(self.session_key(key));
+        invocation.arg(record.deadline_ms());
+        for (name, value) in Self::record_fields(record) {
+            invocation.arg(name).arg(value);
+        }
+        let created: i64 = invocation
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(map)?;
+        Ok(created == 1)
+    }
+
+    async fn index_add(&self, principal: &str, key: &SessionKey, deadline: u64) -> Result<()> {
+        scripts::INDEX_ADD
+            .key(self.index_key(principal))
+            .arg(key.to_hex())
+            .arg(deadline)
+            .invoke_async::<i64>(&mut self.connection())
+            .await
+            .map_err(map)?;
+        Ok(())
+    }
+
+    async fn index_remove(&self, principal: &str, key: &SessionKey) -> Result<()> {
+        redis::cmd("ZREM")
+            .arg(self.index_key(principal))
+            .arg(key.to_hex())
+            .query_async::<i64>(&mut self.connection())
+            .await
+            .map_err(map)?;
+        Ok(())
+    }
+
+    /// Deletes `key` if its version is `expected` (any version when `None`); returns
+    /// `Some(principal)` when deleted, `None` when absent or changed.
+    async fn delete_if(
+        &self,
+        key: &SessionKey,
+        expected: Option<u64>,
+    ) -> Result<Option<Option<String>>> {
+        let reply: Vec<Value> = scripts::DELETE
+            .key(self.session_key(key))
+            .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(map)?;
+        let deleted = matches!(reply.first(), Some(Value::Int(1)));
+        if !deleted {
+            return Ok(None);
+        }
+        let principal = match reply.get(1) {
+            Some(Value::BulkString(bytes)) => String::from_utf8(bytes.clone()).ok(),
+            _ => None,
+        };
+        if let Some(principal) = &principal {
+            self.index_remove(principal, key).await?;
+        }
+        Ok(Some(principal))
+    }
+
+    async fn save_now(&self, session: &mut Session) -> Result<()> {
+        let now = now_millis();
+        let key = session.key();
+        let delta = session.delta(now)?;
+        let limits = &self.settings.limits;
+        let mut invocation = scripts::SAVE.key(self.session_key(&key));
+        invocation
+            .arg(now)
+            .arg(
+                delta
+                    .expected_version
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(limits.max_session_bytes)
+            .arg(limits.max_attributes);
+        match delta.principal {
+            None => invocation.arg("").arg(""),
+            Some(None) => invocation.arg("0").arg(""),
+            Some(Some(principal)) => invocation.arg("1").arg(principal),
+        };
+        invocation.arg(
+            delta
+                .idle_timeout_ms
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        );
+        match delta.absolute_lifetime_ms {
+            None => invocation.arg("").arg(""),
+            Some(None) => invocation.arg("0").arg(""),
+            Some(Some(lifetime)) => invocation.arg("1").arg(lifetime),
+        };
+        invocation.arg(delta.upserts.len());
+        for (name, value) in &delta.upserts {
+            invocation.arg(*name).arg(&value[..]);
+        }
+        invocation.arg(delta.removals.len());
+        for name in &delta.removals {
+            invocation.arg(*name);
+        }
+        let reply: Vec<Value> = invocation
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(map)?;
+        let int = |i: usize| match reply.get(i) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let text = |i: usize| match reply.get(i) {
+            Some(Value::BulkString(bytes)) => String::from_utf8(bytes.clone()).ok(),
+            _ => None,
+        };
+        match int(0) {
+            Some(-1) => Err(Error::NotFound),
+            Some(-2) => Err(Error::Conflict {
+                expected: session.version(),
+                actual: int(1).and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+            }),
+            Some(-3) => {
+                let count = int(2).and_then(|v| usize::try_from(v).ok()).unwrap_or(0);
+                let size = int(1).and_then(|v| usize::try_from(v).ok()).unwrap_or(0);
+                Err(if count > limits.max_attributes {
+                    Error::TooLarge {
+                        what: "attribute count",
+                        actual: count,
+                        limit: limits.max_attributes,
+                    }
+                } else {
+                    Error::TooLarge {
+                        what: "encoded session size",
+                        actual: size,
+                        limit: limits.max_session_bytes,
+                    }
+                })
+            }
+            Some(version) if version > 0 => {
+                let deadline = int(1).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+                let (old, new) = (text(2), text(3));
+                drop(delta);
+                session.mark_persisted(u64::try_from(version).unwrap_or(0), now);
+                if old != new {
+                    if let Some(old) = &old {
+                        self.index_remove(old, &key).await?;
+                    }
+                }
+                if let Some(new) = &new {
+                    self.index_add(new, &key, deadline).await?;
+                }
+                Ok(())
+            }
+            _ => Err(Error::backend(format!(
+                "unexpected reply from the save script: {reply:?}"
+            ))),
+        }
+    }
+
+    async fn change_id_now(&self, session: &mut Session) -> Result<()> {
+        let old_key = session.key();
+        for _ in 0..ID_ATTEMPTS {
+            let record = self
+                .load(&old_key, now_millis())
+                .await?
+                .ok_or(Error::NotFound)?;
+            // New key first, then the old one goes, only if nobody saved meanwhile.
+            let new_id = SessionId::generate();
+            let new_key = new_id.key();
+            if !self.insert(&new_key, &record).await? {
+                continue;
+            }
+            if let Some(principal) = &record.principal {
+                self.index_add(principal, &new_key, record.deadline_ms())
+                    .await?;
+            }
+            match self.delete_if(&old_key, Some(record.version)).await? {
+                Some(_) => {
+                    session.assign_id(new_id);
+                    return Ok(());
+                }
+                None => {
+                    // Saved (retry with the newer record) or deleted (NotFound) meanwhile.
+                    self.delete_if(&new_key, None).await?;
+                }
+            }
+        }
+        Err(Error::unavailable(
+            "change_id kept racing with concurrent saves",
+        ))
+    }
+}
+
+#[async_trait]
+impl SessionRepository for RedisStore {
+    fn settings(&self) -> &Arc<SessionSettings> {
+        &self.settings
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none().with_principal_index(true)
+    }
+
+    async fn create(&self, session: &mut Session) -> Result<()> {
+        let now = now_millis();
+        let record = session.record_for_create(now)?;
+        let mut id = session.id().clone();
+        for _ in 0..ID_ATTEMPTS {
+            let key = id.key();
+            if self.run(self.insert(&key, &record)).await? {
+                if let Some(principal) = &record.principal {
+                    self.run(self.index_add(principal, &key, record.deadline_ms()))
+                        .await?;
+                }
+                session.assign_id(id);
+                session.mark_persisted(record.version, now);
+                return Ok(());
+            }
+            id = SessionId::generate();
+        }
+        Err(Error::backend("no free session id after several attempts"))
+    }
+
+    async fn find(&self, id: &SessionId) -> Result<Option<Session>> {
+        let record = self.run(self.load(&id.key(), now_millis())).await?;
+        Ok(record
+            .map(|record| Session::from_record(id.clone(), record, Arc::clone(&self.settings))))
+    }
+
+    async fn save(&self, session: &mut Session) -> Result<()> {
+        let timeout = self.inner.config.timeout;
+        with_timeout(timeout, self.save_now(session)).await
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<()> {
+        let key = id.key();
+        self.run(async {
+            let reply: Vec<Value> = scripts::TOUCH
+                .key(self.session_key(&key))
+                .arg(now_millis())
+                .invoke_async(&mut self.connection())
+                .await
+                .map_err(map)?;
+            match (reply.first(), reply.get(1)) {
+                (Some(Value::Int(deadline)), principal) if *deadline > 0 => {
+                    if let Some(Value::BulkString(principal)) = principal {
+                        if let Ok(principal) = std::str::from_utf8(principal) {
+                            let deadline = u64::try_from(*deadline).unwrap_or(0);
+                            self.index_add(principal, &key, deadline).await?;
+                        }
+                    }
+                    Ok(())
+                }
+                _ => Err(Error::NotFound),
+            }
+        })
+        .await
+    }
+
+    async fn delete_by_key(&self, key: &SessionKey) -> Result<()> {
+        self.run(self.delete_if(key, None)).await.map(|_| ())
+    }
+
+    async fn change_id(&self, session: &mut Session) -> Result<()> {
+        if session.is_new() {
+            session.assign_id(SessionId::generate());
+            return Ok(());
+        }
+        let timeout = self.inner.config.timeout;
+        with_timeout(timeout, self.change_id_now(session)).await
+    }
+
+    async fn find_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>> {
+        check_principal_query(principal, &self.settings)?;
+        self.run(async {
+            let members: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.index_key(principal))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut self.connection())
+                .await
+                .map_err(map)?;
+            let now = now_millis();
+            let mut found = Vec::new();
+            for member in members {
+                let Some(key) = SessionKey::from_hex(&member) else {
+                    self.index_remove(principal, &SessionKey::from_bytes([0; 32]))
+                        .await
+                        .ok();
+                    continue;
+                };
+                match self.load(&key, now).await? {
+                    Some(record) if record.principal.as_deref() == Some(principal) => {
+                        found.extend(record.info(key));
+                    }
+                    // Gone, expired or moved to another principal: prune.
+                    _ => self.index_remove(principal, &key).await?,
+                }
+            }
+            found.sort_by_key(|info| info.created_at);
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
+        let mut deleted = 0;
+        for info in self.find_by_principal(principal).await? {
+            if self.run(self.delete_if(&info.key, None)).await?.is_some() {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn subscribe(&self) -> Result<EventSubscription> {
+        Err(Error::Unsupported("events (not implemented for Redis yet)"))
+    }
+}

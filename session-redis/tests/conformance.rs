@@ -1,0 +1,62 @@
+//! The conformance suite on a standalone Redis and on a 3-master Redis Cluster.
+#![allow(clippy::expect_used)] // test code
+
+use std::sync::Arc;
+
+use conformance_tests::servers::{provision, Backend};
+use conformance_tests::{conformance_suite, namespace, StoreFixture};
+use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
+use session_redis::{Config, RedisStore};
+
+/// A key prefix per case; every `open` is a new store with its own connection.
+struct RedisFixture {
+    name: &'static str,
+    config: Config,
+    first: RedisStore,
+}
+
+#[async_trait]
+impl StoreFixture for RedisFixture {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn open(&self, settings: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
+        Ok(Arc::new(
+            RedisStore::open(self.config.clone(), settings).await?,
+        ))
+    }
+
+    fn can_write_raw(&self) -> bool {
+        true
+    }
+
+    async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
+        self.first.write_raw(key, bytes).await
+    }
+}
+
+async fn fixture(name: &'static str, backend: Backend) -> Option<RedisFixture> {
+    let server = provision(backend).await?;
+    let config = Config::from_url(&server.url)
+        .expect("test URL")
+        .with_prefix(format!("{}:", namespace("t")));
+    let first = RedisStore::open(config.clone(), SessionSettings::default())
+        .await
+        .unwrap_or_else(|error| panic!("cannot open {name} store: {error}"));
+    Some(RedisFixture {
+        name,
+        config,
+        first,
+    })
+}
+
+mod standalone {
+    use super::*;
+
+    async fn redis() -> Option<RedisFixture> {
+        fixture("redis", Backend::Redis).await
+    }
+
+    conformance_suite!(redis);
+}

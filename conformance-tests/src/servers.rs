@@ -43,6 +43,8 @@ pub enum Backend {
     Postgres,
     /// MariaDB or MySQL.
     MySql,
+    /// A Redis Cluster of three masters (no replicas).
+    RedisCluster,
 }
 
 impl Backend {
@@ -53,6 +55,7 @@ impl Backend {
             Backend::Memcached => "memcached",
             Backend::Postgres => "postgres",
             Backend::MySql => "mysql",
+            Backend::RedisCluster => "redis-cluster",
         }
     }
 
@@ -97,6 +100,19 @@ impl Backend {
                 setup: Vec::new(),
                 after_start: Vec::new(),
             },
+            Backend::RedisCluster => {
+                let mut spec = Backend::Redis.spec();
+                spec.backend = self;
+                spec.args.extend(strings(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "{dir}/nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ]));
+                spec
+            }
             Backend::Memcached => ServerSpec {
                 backend: self,
                 program: "memcached".into(),
@@ -383,7 +399,11 @@ impl fmt::Debug for ServerProcess {
 impl ServerProcess {
     /// Starts a dedicated server on a free loopback port and waits until it answers.
     pub async fn start(spec: ServerSpec) -> std::io::Result<Arc<Self>> {
-        let port = free_port()?;
+        Self::start_on(spec, free_port()?).await
+    }
+
+    /// Starts a dedicated server on `port` and waits until it answers.
+    pub async fn start_on(spec: ServerSpec, port: u16) -> std::io::Result<Arc<Self>> {
         let dir = std::env::temp_dir().join(crate::namespace(&format!(
             "session-test-{}",
             spec.backend.name()
@@ -531,8 +551,8 @@ pub fn is_required(backend: Backend) -> bool {
 pub struct Provisioned {
     /// URL of the server.
     pub url: String,
-    /// The server process when the harness owns it (`None` for a URL from the environment).
-    pub process: Option<Arc<ServerProcess>>,
+    /// The server processes when the harness owns them (none for a URL from the environment).
+    pub processes: Vec<Arc<ServerProcess>>,
 }
 
 type Slot = Arc<tokio::sync::OnceCell<Option<Provisioned>>>;
@@ -557,29 +577,40 @@ async fn provision_uncached(backend: Backend) -> Option<Provisioned> {
     if let Ok(url) = std::env::var(&variable) {
         if !url.trim().is_empty() {
             report(&format!("{}: using {variable}", backend.name()));
-            return Some(Provisioned { url, process: None });
+            return Some(Provisioned {
+                url,
+                processes: Vec::new(),
+            });
         }
     }
     let spec = backend.spec();
-    let reason = if spec.available() {
-        match ServerProcess::start(spec).await {
-            Ok(process) => {
+    let cluster = backend == Backend::RedisCluster;
+    let reason = if spec.available() && (!cluster || find_on_path("redis-cli").is_some()) {
+        let started = if cluster {
+            start_redis_cluster().await
+        } else {
+            ServerProcess::start(spec.clone())
+                .await
+                .map(|process| Provisioned {
+                    url: process.url(),
+                    processes: vec![process],
+                })
+        };
+        match started {
+            Ok(provisioned) => {
                 report(&format!(
                     "{}: started a throwaway server at {}",
                     backend.name(),
-                    process.url()
+                    provisioned.url
                 ));
-                return Some(Provisioned {
-                    url: process.url(),
-                    process: Some(process),
-                });
+                return Some(provisioned);
             }
-            Err(error) => format!("starting {} failed: {error}", backend.spec().program),
+            Err(error) => format!("starting {} failed: {error}", spec.program),
         }
     } else {
         format!(
             "no {variable}, no {} on PATH, and no container support",
-            backend.spec().program
+            spec.program
         )
     };
     if is_required(backend) {
@@ -590,4 +621,61 @@ async fn provision_uncached(backend: Backend) -> Option<Provisioned> {
     }
     report(&format!("SKIPPED {}: {reason}", backend.name()));
     None
+}
+
+/// Three cluster-enabled redis-servers joined into a cluster with all 16384 slots.
+async fn start_redis_cluster() -> std::io::Result<Provisioned> {
+    let mut processes = Vec::new();
+    for _ in 0..3 {
+        let port = cluster_port()?;
+        processes.push(ServerProcess::start_on(Backend::RedisCluster.spec(), port).await?);
+    }
+    let mut create = Command::new("redis-cli");
+    create.arg("--cluster").arg("create");
+    for process in &processes {
+        create.arg(format!("127.0.0.1:{}", process.port()));
+    }
+    create
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    run_to_end(create).await?;
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    for process in &processes {
+        loop {
+            let info = tokio::process::Command::new("redis-cli")
+                .args(["-p", &process.port().to_string(), "cluster", "info"])
+                .output()
+                .await?;
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(std::io::Error::other(
+                    "the Redis Cluster did not reach cluster_state:ok",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let url = processes
+        .iter()
+        .map(|process| process.url())
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(Provisioned { url, processes })
+}
+
+/// A free port whose cluster bus port (port + 10000) is free too.
+fn cluster_port() -> std::io::Result<u16> {
+    for _ in 0..100 {
+        let port = free_port()?;
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other(
+        "no free port pair for a cluster node",
+    ))
 }

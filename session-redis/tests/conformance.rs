@@ -60,3 +60,13 @@ mod standalone {
 
     conformance_suite!(redis);
 }
+
+mod cluster {
+    use super::*;
+
+    async fn redis_cluster() -> Option<RedisFixture> {
+        fixture("redis-cluster", Backend::RedisCluster).await
+    }
+
+    conformance_suite!(redis_cluster);
+}

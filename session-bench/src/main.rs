@@ -52,7 +52,7 @@ impl Options {
                 "--backends" => options.backends = value()?.split(',').map(str::to_owned).collect(),
                 "--only" => options.only = Some(value()?),
                 "--help" | "-h" => {
-                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql] [--only cycle|read]".into())
+                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-cluster] [--only cycle|read]".into())
                 }
                 other => return Err(format!("unknown option {other}")),
             }
@@ -95,7 +95,7 @@ struct Target {
     sql: Option<SqlStore>,
 }
 
-const BACKENDS: &str = "memory, sqlite, postgres, mysql";
+const BACKENDS: &str = "memory, sqlite, postgres, mysql, redis, redis-cluster";
 
 async fn open_target(name: &str, options: &Options) -> std::result::Result<Target, String> {
     let url = match name {
@@ -113,6 +113,32 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             format!("sqlite://{}", path.display())
         }
         // Servers come from SESSION_TEST_<BACKEND>_URL or are started like the test suite does.
+        "redis" | "redis-cluster" => {
+            let backend = if name == "redis" {
+                Backend::Redis
+            } else {
+                Backend::RedisCluster
+            };
+            let url = provision(backend).await.ok_or("no Redis server")?.url;
+            let config = session_redis::Config::from_url(&url)
+                .map_err(|e| e.to_string())?
+                .with_prefix(format!("{}:", conformance_tests::namespace("bench")));
+            let store = session_redis::RedisStore::open(
+                config.clone(),
+                session_core::SessionSettings::default(),
+            )
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+            let raw = raw::RedisRaw::connect(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(Target {
+                name: name.into(),
+                repository: Arc::new(store),
+                raw: Arc::new(raw),
+                sql: None,
+            });
+        }
         "postgres" => {
             provision(Backend::Postgres)
                 .await

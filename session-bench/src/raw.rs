@@ -111,3 +111,64 @@ impl RawDriver for SqlRaw {
         Ok(())
     }
 }
+
+/// GET and SET EX of the same bytes with the redis crate's own connection types: the limit the
+/// Redis store can approach.
+pub enum RedisRaw {
+    /// Standalone: a multiplexed connection manager.
+    Single(session_redis::redis::aio::ConnectionManager),
+    /// Cluster connection.
+    Cluster(session_redis::redis::cluster_async::ClusterConnection),
+}
+
+impl RedisRaw {
+    /// Connects to the nodes of `config`.
+    pub async fn connect(config: &session_redis::Config) -> Result<Self> {
+        use session_redis::redis;
+        let backend = session_core::Error::backend;
+        Ok(if config.cluster {
+            let client =
+                redis::cluster::ClusterClient::new(config.nodes.clone()).map_err(backend)?;
+            RedisRaw::Cluster(client.get_async_connection().await.map_err(backend)?)
+        } else {
+            let client = redis::Client::open(config.nodes[0].as_str()).map_err(backend)?;
+            RedisRaw::Single(client.get_connection_manager().await.map_err(backend)?)
+        })
+    }
+
+    async fn query<T: session_redis::redis::FromRedisValue>(
+        &self,
+        cmd: &session_redis::redis::Cmd,
+    ) -> Result<T> {
+        let result = match self {
+            RedisRaw::Single(c) => cmd.query_async(&mut c.clone()).await,
+            RedisRaw::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        };
+        result.map_err(session_core::Error::backend)
+    }
+}
+
+fn raw_key(key: &SessionKey) -> String {
+    format!("bench-raw:{{{}}}", key.to_hex())
+}
+
+#[async_trait]
+impl RawDriver for RedisRaw {
+    async fn get(&self, key: &SessionKey) -> Result<Option<Arc<Vec<u8>>>> {
+        let value: Option<Vec<u8>> = self
+            .query(session_redis::redis::cmd("GET").arg(raw_key(key)))
+            .await?;
+        Ok(value.map(Arc::new))
+    }
+
+    async fn put(&self, key: &SessionKey, bytes: Vec<u8>) -> Result<()> {
+        self.query::<()>(
+            session_redis::redis::cmd("SET")
+                .arg(raw_key(key))
+                .arg(bytes)
+                .arg("EX")
+                .arg(1800),
+        )
+        .await
+    }
+}

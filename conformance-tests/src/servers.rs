@@ -92,6 +92,9 @@ impl Backend {
                     "no",
                     "--logfile",
                     "{dir}/redis.log",
+                    // Expired-key notifications, so that stores can report expiry events.
+                    "--notify-keyspace-events",
+                    "Ex",
                 ]),
                 probe: Probe::RedisPing,
                 url: "redis://127.0.0.1:{port}".into(),

@@ -11,13 +11,15 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// KEYS[1] session. ARGV[1] deadline, then field/value pairs. Returns 1, or 0 if the key exists.
+/// KEYS[1] session. ARGV[1] deadline, ARGV[2] event channel ('' = none), ARGV[3] key hex, then
+/// field/value pairs. Returns 1, or 0 if the key exists.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-        redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+        redis.call('HSET', KEYS[1], unpack(ARGV, 4))
         redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+        if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], 'c ' .. ARGV[3]) end
         return 1
         ",
     )
@@ -97,14 +99,17 @@ pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS[1] session. ARGV[1] expected version ('' = any). Returns {deleted 0/1, principal|false},
-/// or {-2} if the version differs (nothing deleted).
+/// KEYS[1] session. ARGV[1] expected version ('' = any), ARGV[2] event channel ('' = none),
+/// ARGV[3] key hex. Returns {deleted 0/1, principal|false}, or {-2} if the version differs
+/// (nothing deleted).
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local m = redis.call('HMGET', KEYS[1], '\1p', '\1v')
         if ARGV[1] ~= '' and m[2] and m[2] ~= ARGV[1] then return {-2} end
-        return {redis.call('DEL', KEYS[1]), m[1] or false}
+        local deleted = redis.call('DEL', KEYS[1])
+        if deleted == 1 and ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], 'd ' .. ARGV[3]) end
+        return {deleted, m[1] or false}
         ",
     )
 });

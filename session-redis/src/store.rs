@@ -22,8 +22,8 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use session_core::time::now_millis;
 use session_core::{
     async_trait, check_principal_query, report_undecodable, with_timeout, Bytes, Capabilities,
-    Error, EventSubscription, Result, Session, SessionId, SessionInfo, SessionKey, SessionRecord,
-    SessionRepository, SessionSettings, UndecodableRecord,
+    Error, EventBus, EventSubscription, Result, Session, SessionEvent, SessionId, SessionInfo,
+    SessionKey, SessionRecord, SessionRepository, SessionSettings, UndecodableRecord,
 };
 use sha2::{Digest, Sha256};
 
@@ -71,6 +71,12 @@ impl ConnectionLike for Connection {
 struct Inner {
     connection: Connection,
     config: Config,
+    /// Events received by this instance's listeners (see [`listen`]).
+    events: EventBus,
+    /// Whether keyspace notifications for expired keys are on, on every configured node.
+    expiry_events: bool,
+    /// Dropped with the store, which stops the listener tasks.
+    _stop_listeners: tokio::sync::watch::Sender<()>,
 }
 
 /// Sessions in Redis or Redis Cluster.
@@ -127,10 +133,23 @@ impl RedisStore {
             }
         })
         .await?;
+        let events = EventBus::default();
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let expiry_events = with_timeout(timeout, listen(&config, &events, stopped)).await?;
         Ok(RedisStore {
-            inner: Arc::new(Inner { connection, config }),
+            inner: Arc::new(Inner {
+                connection,
+                config,
+                events,
+                expiry_events,
+                _stop_listeners: stop,
+            }),
             settings: Arc::new(settings),
         })
+    }
+
+    fn channel(&self) -> String {
+        event_channel(&self.inner.config)
     }
 
     /// Another handle on the same connection with other session settings.
@@ -261,10 +280,22 @@ impl RedisStore {
         fields
     }
 
-    /// Stores `record` under `key` unless the key exists.
-    async fn insert(&self, key: &SessionKey, record: &SessionRecord) -> Result<bool> {
+    /// Stores `record` under `key` unless the key exists; publishes `Created` if `announce`.
+    async fn insert(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        announce: bool,
+    ) -> Result<bool> {
         let mut invocation = scripts::CREATE.key(self.session_key(key));
-        invocation.arg(record.deadline_ms());
+        invocation
+            .arg(record.deadline_ms())
+            .arg(if announce {
+                self.channel()
+            } else {
+                String::new()
+            })
+            .arg(key.to_hex());
         for (name, value) in Self::record_fields(record) {
             invocation.arg(name).arg(value);
         }
@@ -296,16 +327,24 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Deletes `key` if its version is `expected` (any version when `None`); returns
-    /// `Some(principal)` when deleted, `None` when absent or changed.
+    /// Deletes `key` if its version is `expected` (any version when `None`), publishing
+    /// `Deleted` if `announce`; returns `Some(principal)` when deleted, `None` when absent or
+    /// changed.
     async fn delete_if(
         &self,
         key: &SessionKey,
         expected: Option<u64>,
+        announce: bool,
     ) -> Result<Option<Option<String>>> {
         let reply: Vec<Value> = scripts::DELETE
             .key(self.session_key(key))
             .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+            .arg(if announce {
+                self.channel()
+            } else {
+                String::new()
+            })
+            .arg(key.to_hex())
             .invoke_async(&mut self.connection())
             .await
             .map_err(map)?;
@@ -429,21 +468,30 @@ impl RedisStore {
             // New key first, then the old one goes, only if nobody saved meanwhile.
             let new_id = SessionId::generate();
             let new_key = new_id.key();
-            if !self.insert(&new_key, &record).await? {
+            if !self.insert(&new_key, &record, false).await? {
                 continue;
             }
             if let Some(principal) = &record.principal {
                 self.index_add(principal, &new_key, record.deadline_ms())
                     .await?;
             }
-            match self.delete_if(&old_key, Some(record.version)).await? {
+            match self
+                .delete_if(&old_key, Some(record.version), false)
+                .await?
+            {
                 Some(_) => {
+                    redis::cmd("PUBLISH")
+                        .arg(self.channel())
+                        .arg(format!("i {} {}", old_key.to_hex(), new_key.to_hex()))
+                        .query_async::<i64>(&mut self.connection())
+                        .await
+                        .map_err(map)?;
                     session.assign_id(new_id);
                     return Ok(());
                 }
                 None => {
                     // Saved (retry with the newer record) or deleted (NotFound) meanwhile.
-                    self.delete_if(&new_key, None).await?;
+                    self.delete_if(&new_key, None, false).await?;
                 }
             }
         }
@@ -460,7 +508,10 @@ impl SessionRepository for RedisStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::none().with_principal_index(true)
+        Capabilities::none()
+            .with_principal_index(true)
+            .with_lifecycle_events(true)
+            .with_expiry_events(self.inner.expiry_events)
     }
 
     async fn create(&self, session: &mut Session) -> Result<()> {
@@ -469,7 +520,7 @@ impl SessionRepository for RedisStore {
         let mut id = session.id().clone();
         for _ in 0..ID_ATTEMPTS {
             let key = id.key();
-            if self.run(self.insert(&key, &record)).await? {
+            if self.run(self.insert(&key, &record, true)).await? {
                 if let Some(principal) = &record.principal {
                     self.run(self.index_add(principal, &key, record.deadline_ms()))
                         .await?;
@@ -520,7 +571,7 @@ impl SessionRepository for RedisStore {
     }
 
     async fn delete_by_key(&self, key: &SessionKey) -> Result<()> {
-        self.run(self.delete_if(key, None)).await.map(|_| ())
+        self.run(self.delete_if(key, None, true)).await.map(|_| ())
     }
 
     async fn change_id(&self, session: &mut Session) -> Result<()> {
@@ -568,7 +619,11 @@ impl SessionRepository for RedisStore {
     async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
         let mut deleted = 0;
         for info in self.find_by_principal(principal).await? {
-            if self.run(self.delete_if(&info.key, None)).await?.is_some() {
+            if self
+                .run(self.delete_if(&info.key, None, true))
+                .await?
+                .is_some()
+            {
                 deleted += 1;
             }
         }
@@ -576,6 +631,101 @@ impl SessionRepository for RedisStore {
     }
 
     fn subscribe(&self) -> Result<EventSubscription> {
-        Err(Error::Unsupported("events (not implemented for Redis yet)"))
+        Ok(self.inner.events.subscribe())
+    }
+}
+
+fn event_channel(config: &Config) -> String {
+    format!("{}events", config.prefix)
+}
+
+/// Starts the event listeners of a store and returns whether expiry events are on.
+///
+/// One pub/sub connection to the first node carries the store's own channel (creates, deletes
+/// and id changes published by the scripts of every instance; on a Cluster, classic pub/sub
+/// reaches every node). Where the server has keyspace notifications for expired keys enabled
+/// (`notify-keyspace-events` with `E` and `x`, or `A`), each configured node also reports the
+/// session keys it expires. Subscriptions are confirmed before this returns, so no event after
+/// `open` is missed; a listener ends when the store is dropped or its connection breaks.
+async fn listen(
+    config: &Config,
+    events: &EventBus,
+    stopped: tokio::sync::watch::Receiver<()>,
+) -> Result<bool> {
+    let mut expiry_everywhere = true;
+    for (index, node) in config.nodes.iter().enumerate() {
+        let client = redis::Client::open(node.as_str()).map_err(map)?;
+        let notifications: Vec<String> = {
+            let mut connection = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(map)?;
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("notify-keyspace-events")
+                .query_async(&mut connection)
+                .await
+                .unwrap_or_default()
+        };
+        let flags = notifications.get(1).cloned().unwrap_or_default();
+        let expiry = flags.contains('E') && (flags.contains('x') || flags.contains('A'));
+        expiry_everywhere &= expiry;
+        if index > 0 && !expiry {
+            continue;
+        }
+        let mut pubsub = client.get_async_pubsub().await.map_err(map)?;
+        if index == 0 {
+            pubsub.subscribe(event_channel(config)).await.map_err(map)?;
+        }
+        if expiry {
+            pubsub
+                .psubscribe("__keyevent@*__:expired")
+                .await
+                .map_err(map)?;
+        }
+        let session_prefix = format!("{}s:{{", config.prefix);
+        let events = events.clone();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt as _;
+            let mut messages = pubsub.into_on_message();
+            loop {
+                let message = tokio::select! {
+                    message = messages.next() => message,
+                    _ = stopped.changed() => None,
+                };
+                let Some(message) = message else {
+                    return;
+                };
+                let payload = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
+                if let Some(event) =
+                    parse_event(message.get_channel_name(), &payload, &session_prefix)
+                {
+                    events.publish(event);
+                }
+            }
+        });
+    }
+    Ok(expiry_everywhere)
+}
+
+/// A published lifecycle message (`c <hex>`, `d <hex>`, `i <old> <new>`) or an expired key of
+/// this store.
+fn parse_event(channel: &str, payload: &str, session_prefix: &str) -> Option<SessionEvent> {
+    if channel.starts_with("__keyevent@") {
+        let hex = payload.strip_prefix(session_prefix)?.strip_suffix('}')?;
+        return SessionKey::from_hex(hex).map(SessionEvent::Expired);
+    }
+    let mut words = payload.split(' ');
+    let kind = words.next()?;
+    let key = SessionKey::from_hex(words.next()?)?;
+    match kind {
+        "c" => Some(SessionEvent::Created(key)),
+        "d" => Some(SessionEvent::Deleted(key)),
+        "i" => Some(SessionEvent::IdChanged {
+            old: key,
+            new: SessionKey::from_hex(words.next()?)?,
+        }),
+        _ => None,
     }
 }

@@ -123,8 +123,8 @@ impl RedisStore {
                 let manager = client
                     .get_connection_manager_with_config(
                         ConnectionManagerConfig::new()
-                            .set_connection_timeout(timeout)
-                            .set_response_timeout(timeout)
+                            .set_connection_timeout(Some(timeout))
+                            .set_response_timeout(Some(timeout))
                             .set_number_of_retries(1),
                     )
                     .await

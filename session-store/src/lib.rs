@@ -1,0 +1,234 @@
+//! Open any session store from configuration, so that swapping stores is a configuration
+//! change, not a code change.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> session_core::Result<()> {
+//! use session_core::SessionRepositoryExt;
+//!
+//! let store = session_store::open("memory://").await?; // or redis://…, postgres://…, sqlite://…
+//! let mut session = store.new_session();
+//! store.create(&mut session).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! | scheme | store | cargo feature |
+//! |---|---|---|
+//! | `memory://` | [`session_memory`] | `memory` (default) |
+//! | `sqlite://path` | `session_sql` | `sqlite` (default) |
+//! | `postgres://`, `postgresql://` | `session_sql` | `postgres` |
+//! | `mysql://`, `mariadb://` | `session_sql` | `mysql` |
+//! | `redis://`, `rediss://`, `redis+cluster://`, comma-separated nodes | `session_redis` | `redis` |
+//!
+//! A URL whose store is not compiled in is [`Error::InvalidInput`] naming the feature to
+//! enable; an unknown scheme lists the known ones.
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use session_core::{
+    Concurrency, Error, Json, MessagePack, Result, SaveMode, SessionRepository, SessionSettings,
+};
+
+/// Where sessions live and how they behave, as it comes from a file or the environment.
+///
+/// ```
+/// let config: session_store::StoreConfig = serde_json::from_str(
+///     r#"{ "url": "redis://cache:6379", "idle_timeout_secs": 1800, "codec": "json" }"#,
+/// ).unwrap();
+/// assert_eq!(config.url, "redis://cache:6379");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// The store URL (see the crate docs for the schemes).
+    pub url: String,
+    /// Sliding idle timeout of new sessions, in seconds (default 1800).
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u64>,
+    /// Absolute lifetime cap of new sessions, in seconds (default none).
+    #[serde(default)]
+    pub absolute_lifetime_secs: Option<u64>,
+    /// `msgpack` (default) or `json`.
+    #[serde(default)]
+    pub codec: Option<String>,
+    /// `on-set` (default), `on-get` or `always`.
+    #[serde(default)]
+    pub save_mode: Option<String>,
+    /// `last-write-wins` (default) or `optimistic`.
+    #[serde(default)]
+    pub concurrency: Option<String>,
+}
+
+impl StoreConfig {
+    /// A config with only a URL; everything else default.
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreConfig {
+            url: url.into(),
+            idle_timeout_secs: None,
+            absolute_lifetime_secs: None,
+            codec: None,
+            save_mode: None,
+            concurrency: None,
+        }
+    }
+
+    /// Reads `<PREFIX>URL`, `<PREFIX>IDLE_TIMEOUT_SECS`, `<PREFIX>ABSOLUTE_LIFETIME_SECS`,
+    /// `<PREFIX>CODEC`, `<PREFIX>SAVE_MODE` and `<PREFIX>CONCURRENCY` from the environment,
+    /// e.g. with prefix `SESSION_STORE_`. `Ok(None)` when the URL variable is not set.
+    pub fn from_env(prefix: &str) -> Result<Option<Self>> {
+        let var = |name: &str| {
+            std::env::var(format!("{prefix}{name}"))
+                .ok()
+                .filter(|v| !v.is_empty())
+        };
+        let Some(url) = var("URL") else {
+            return Ok(None);
+        };
+        let number = |name: &str| -> Result<Option<u64>> {
+            var(name)
+                .map(|value| {
+                    value.parse().map_err(|_| {
+                        Error::InvalidInput(format!(
+                            "{prefix}{name} must be a whole number of seconds"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        Ok(Some(StoreConfig {
+            url,
+            idle_timeout_secs: number("IDLE_TIMEOUT_SECS")?,
+            absolute_lifetime_secs: number("ABSOLUTE_LIFETIME_SECS")?,
+            codec: var("CODEC"),
+            save_mode: var("SAVE_MODE"),
+            concurrency: var("CONCURRENCY"),
+        }))
+    }
+
+    /// The session settings this config describes.
+    pub fn settings(&self) -> Result<SessionSettings> {
+        let mut settings = SessionSettings::default();
+        if let Some(secs) = self.idle_timeout_secs {
+            settings = settings.with_idle_timeout(Duration::from_secs(secs));
+        }
+        settings =
+            settings.with_absolute_lifetime(self.absolute_lifetime_secs.map(Duration::from_secs));
+        settings = match self.codec.as_deref() {
+            None | Some("msgpack" | "messagepack") => settings.with_codec(MessagePack),
+            Some("json") => settings.with_codec(Json),
+            Some(other) => {
+                return Err(Error::InvalidInput(format!(
+                    "unknown codec `{other}` (msgpack, json)"
+                )))
+            }
+        };
+        settings = settings.with_save_mode(match self.save_mode.as_deref() {
+            None | Some("on-set") => SaveMode::OnSet,
+            Some("on-get") => SaveMode::OnGet,
+            Some("always") => SaveMode::Always,
+            Some(other) => {
+                return Err(Error::InvalidInput(format!(
+                    "unknown save mode `{other}` (on-set, on-get, always)"
+                )))
+            }
+        });
+        settings = settings.with_concurrency(match self.concurrency.as_deref() {
+            None | Some("last-write-wins") => Concurrency::LastWriteWinsPerAttribute,
+            Some("optimistic") => Concurrency::Optimistic,
+            Some(other) => {
+                return Err(Error::InvalidInput(format!(
+                    "unknown concurrency `{other}` (last-write-wins, optimistic)"
+                )))
+            }
+        });
+        Ok(settings)
+    }
+}
+
+/// Opens the store a URL names, with default session settings.
+pub async fn open(url: &str) -> Result<Arc<dyn SessionRepository>> {
+    open_with(&StoreConfig::new(url)).await
+}
+
+/// Opens the store `config` describes.
+pub async fn open_with(config: &StoreConfig) -> Result<Arc<dyn SessionRepository>> {
+    let settings = config.settings()?;
+    let url = config.url.trim();
+    let first = url.split(',').next().unwrap_or(url);
+    let scheme = first.split_once("://").map_or("", |(scheme, _)| scheme);
+    match scheme {
+        "memory" => open_memory(url, settings),
+        "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb" => open_sql(url, scheme, settings).await,
+        "redis" | "rediss" | "redis+cluster" => open_redis(url, settings).await,
+        other => Err(Error::InvalidInput(format!(
+            "unknown session store scheme `{other}`: use memory://, sqlite://, postgres://, mysql://, mariadb://, redis:// or rediss://"
+        ))),
+    }
+}
+
+fn missing(feature: &str, scheme: &str) -> Error {
+    Error::InvalidInput(format!(
+        "a {scheme}:// store needs the `{feature}` feature of session-store"
+    ))
+}
+
+#[cfg(feature = "memory")]
+fn open_memory(url: &str, settings: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
+    let config = session_memory::Config::from_url(url)?;
+    Ok(Arc::new(session_memory::MemoryStore::open(
+        config, settings,
+    )))
+}
+
+#[cfg(not(feature = "memory"))]
+fn open_memory(_: &str, _: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
+    Err(missing("memory", "memory"))
+}
+
+async fn open_sql(
+    url: &str,
+    scheme: &str,
+    settings: SessionSettings,
+) -> Result<Arc<dyn SessionRepository>> {
+    let feature = match scheme {
+        "sqlite" => "sqlite",
+        "mysql" | "mariadb" => "mysql",
+        _ => "postgres",
+    };
+    let compiled = match feature {
+        "sqlite" => cfg!(feature = "sqlite"),
+        "mysql" => cfg!(feature = "mysql"),
+        _ => cfg!(feature = "postgres"),
+    };
+    if !compiled {
+        return Err(missing(feature, scheme));
+    }
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    {
+        let config = session_sql::Config::from_url(url)?;
+        Ok(Arc::new(
+            session_sql::SqlStore::open(config, settings).await?,
+        ))
+    }
+    #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+    {
+        let _ = (url, settings);
+        Err(missing(feature, scheme))
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(url: &str, settings: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
+    let config = session_redis::Config::from_url(url)?;
+    Ok(Arc::new(
+        session_redis::RedisStore::open(config, settings).await?,
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(_: &str, _: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
+    Err(missing("redis", "redis"))
+}

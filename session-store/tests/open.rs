@@ -1,0 +1,101 @@
+//! Every store opens from its URL and behaves the same through `Arc<dyn SessionRepository>`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::sync::Arc;
+
+use conformance_tests::namespace;
+use conformance_tests::servers::{provision, Backend};
+use session_core::{Error, SessionRepository, SessionRepositoryExt};
+use session_store::{open, open_with, StoreConfig};
+
+/// The code an application would run, whatever the store.
+async fn round_trip(store: Arc<dyn SessionRepository>) {
+    let mut session = store.new_session();
+    session.insert("user", "morris").unwrap();
+    session.set_principal(Some("morris")).unwrap();
+    store.create(&mut session).await.unwrap();
+    let mut loaded = store.find(session.id()).await.unwrap().expect("created");
+    assert_eq!(
+        loaded.get::<String>("user").unwrap().as_deref(),
+        Some("morris")
+    );
+    loaded.insert("theme", "dark").unwrap();
+    store.save(&mut loaded).await.unwrap();
+    assert_eq!(store.find_by_principal("morris").await.unwrap().len(), 1);
+    store.delete(session.id()).await.unwrap();
+    assert!(store.find(session.id()).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_and_sqlite_open_by_url() {
+    round_trip(open("memory://").await.unwrap()).await;
+    let path = std::env::temp_dir().join(format!("{}.db", namespace("store_facade")));
+    round_trip(open(&format!("sqlite://{}", path.display())).await.unwrap()).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_stores_open_by_url() {
+    for backend in [
+        Backend::Postgres,
+        Backend::MySql,
+        Backend::Redis,
+        Backend::RedisCluster,
+    ] {
+        let Some(server) = provision(backend).await else {
+            continue;
+        };
+        let url = match backend {
+            Backend::Redis | Backend::RedisCluster => {
+                let (list, _) = server.url.split_once('?').unwrap_or((&server.url, ""));
+                format!("{list}?session_prefix={}:", namespace("facade"))
+            }
+            _ => format!("{}?session_table={}", server.url, namespace("facade")),
+        };
+        round_trip(open(&url).await.unwrap()).await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_schemes_and_bad_settings_are_clear_errors() {
+    for url in [
+        "http://example.com",
+        "memcache://127.0.0.1:11211",
+        "nonsense",
+    ] {
+        match open(url).await {
+            Err(Error::InvalidInput(message)) => assert!(message.contains("scheme"), "{message}"),
+            other => panic!("{url}: expected InvalidInput, got {other:?}"),
+        }
+    }
+    let mut config = StoreConfig::new("memory://");
+    config.codec = Some("yaml".into());
+    assert!(matches!(
+        open_with(&config).await,
+        Err(Error::InvalidInput(_))
+    ));
+}
+
+#[test]
+fn config_comes_from_json_or_the_environment() {
+    let config: StoreConfig = serde_json::from_str(
+        r#"{"url": "memory://", "idle_timeout_secs": 60, "codec": "json", "save_mode": "always", "concurrency": "optimistic"}"#,
+    )
+    .unwrap();
+    let settings = config.settings().unwrap();
+    assert_eq!(settings.idle_timeout.as_secs(), 60);
+    assert_eq!(settings.codec.format(), session_core::FORMAT_JSON);
+    assert!(serde_json::from_str::<StoreConfig>(r#"{"url": "memory://", "typo": 1}"#).is_err());
+
+    // A prefix no other test uses, so setting variables cannot disturb them.
+    let prefix = "SESSION_STORE_TEST_FROM_ENV_";
+    assert_eq!(StoreConfig::from_env(prefix).unwrap(), None);
+    // Only this test reads or writes these names, so setting them races with nothing.
+    std::env::set_var(format!("{prefix}URL"), "memory://");
+    std::env::set_var(format!("{prefix}IDLE_TIMEOUT_SECS"), "90");
+    let config = StoreConfig::from_env(prefix).unwrap().expect("URL set");
+    assert_eq!(config.url, "memory://");
+    assert_eq!(config.idle_timeout_secs, Some(90));
+}

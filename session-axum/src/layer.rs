@@ -1,0 +1,246 @@
+//! The tower layer: Spring's `SessionRepositoryFilter` for axum.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use axum::response::{IntoResponse, Response};
+use cookie::Cookie;
+use http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
+use http::{HeaderValue, Request};
+use session_core::{Error, SessionId, SessionRepository};
+use tower::{Layer, Service};
+
+use crate::config::{CookieLifetime, IdTransport, LayerConfig};
+use crate::handle::SessionHandle;
+
+/// Adds a [`SessionHandle`] to every request and finishes the session with the response.
+///
+/// - The id comes from the cookie (default), a header or `Authorization: Bearer`; a missing,
+///   malformed, unknown or expired id is simply no session.
+/// - The store is read only if the handler touches the session.
+/// - At the end of the request: a session that was invalidated is deleted and the client told
+///   to drop its id; a new session that got attributes is created; a changed session is saved
+///   once (after rotating its id if [`SessionHandle::cycle_id`] was called); an unchanged one is
+///   touched when more than [`LayerConfig::touch_after`] of its idle timeout has passed.
+/// - A store error while finishing answers [`LayerConfig::error_status`] (503), never a panic.
+#[derive(Clone)]
+pub struct SessionLayer {
+    repository: Arc<dyn SessionRepository>,
+    config: Arc<LayerConfig>,
+}
+
+impl std::fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionLayer {
+    /// A layer over `repository` with `config`.
+    pub fn new(repository: Arc<dyn SessionRepository>, config: LayerConfig) -> Self {
+        SessionLayer {
+            repository,
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            repository: Arc::clone(&self.repository),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    repository: Arc<dyn SessionRepository>,
+    config: Arc<LayerConfig>,
+}
+
+impl<S> std::fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionService").finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<B>> for SessionService<S>
+where
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let incoming = resolve_id(&request, &self.config.transport);
+        let handle = SessionHandle::new(Arc::clone(&self.repository), incoming);
+        request.extensions_mut().insert(handle.clone());
+        // The clone that was made ready serves this call; a fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = Arc::clone(&self.config);
+        Box::pin(async move {
+            let mut response = inner.call(request).await?;
+            match finish(&handle, &config).await {
+                Ok(Some(outcome)) => write_id(&mut response, &config, outcome),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "the session store failed while finishing a request");
+                    response = config.error_status.into_response();
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// What the client must be told about its id.
+enum IdOutcome {
+    /// Use this (new or rotated) id, valid for this idle timeout.
+    Set(SessionId, Duration),
+    /// Drop the id.
+    Clear,
+}
+
+fn resolve_id<B>(request: &Request<B>, transport: &IdTransport) -> Option<SessionId> {
+    let headers = request.headers();
+    match transport {
+        IdTransport::Cookie(cookie) => headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(Cookie::split_parse)
+            .filter_map(Result::ok)
+            .find(|c| c.name() == cookie.name)
+            .and_then(|c| c.value().parse().ok()),
+        IdTransport::Header(name) => headers.get(name)?.to_str().ok()?.trim().parse().ok(),
+        IdTransport::Bearer { .. } => headers
+            .get(AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?
+            .trim()
+            .parse()
+            .ok(),
+    }
+}
+
+async fn finish(handle: &SessionHandle, config: &LayerConfig) -> Result<Option<IdOutcome>, Error> {
+    let repository = handle.repository();
+    let mut state = handle.state().lock().await;
+    if state.invalidate {
+        let id = match &state.session {
+            Some(Some(session)) if !session.is_new() => Some(session.id().clone()),
+            Some(_) => None,
+            None => state.incoming.clone(),
+        };
+        if let Some(id) = id {
+            repository.delete(&id).await?;
+        }
+        return Ok(state.incoming.is_some().then_some(IdOutcome::Clear));
+    }
+    let cycle = state.cycle;
+    let incoming = state.incoming.clone();
+    let Some(Some(session)) = state.session.as_mut() else {
+        // Never loaded, or the request's id led nowhere and nothing was written: an unknown
+        // id the client keeps sending is dropped.
+        return Ok(match (&state.session, incoming) {
+            (Some(None), Some(_)) => Some(IdOutcome::Clear),
+            _ => None,
+        });
+    };
+    if session.is_new() {
+        if !session.is_modified() && !cycle {
+            return Ok(None);
+        }
+        repository.create(session).await?;
+        return Ok(Some(IdOutcome::Set(
+            session.id().clone(),
+            session.idle_timeout(),
+        )));
+    }
+    let before = session.id().clone();
+    if cycle {
+        repository.change_id(session).await?;
+    }
+    if session.is_modified() || cycle {
+        repository.save(session).await?;
+    } else if touch_due(session, config.touch_after) {
+        repository.touch(session.id()).await?;
+    } else {
+        return Ok(None);
+    }
+    let changed = session.id() != &before;
+    Ok(
+        (changed || matches!(config.transport, IdTransport::Cookie(ref c) if c.lifetime == CookieLifetime::IdleTimeout))
+            .then(|| IdOutcome::Set(session.id().clone(), session.idle_timeout())),
+    )
+}
+
+fn touch_due(session: &session_core::Session, share: f64) -> bool {
+    let since = SystemTime::now()
+        .duration_since(session.last_accessed_at())
+        .unwrap_or_default();
+    since.as_secs_f64() > session.idle_timeout().as_secs_f64() * share
+}
+
+fn write_id(response: &mut Response, config: &LayerConfig, outcome: IdOutcome) {
+    let headers = response.headers_mut();
+    match &config.transport {
+        IdTransport::Cookie(settings) => {
+            let (value, max_age) = match &outcome {
+                IdOutcome::Set(id, idle) => (
+                    id.expose_secret().to_owned(),
+                    (settings.lifetime == CookieLifetime::IdleTimeout).then_some(*idle),
+                ),
+                IdOutcome::Clear => (String::new(), Some(Duration::ZERO)),
+            };
+            let mut cookie = Cookie::build((settings.name.clone(), value))
+                .http_only(settings.http_only)
+                .secure(settings.secure)
+                .same_site(settings.same_site)
+                .path(settings.path.clone());
+            if let Some(domain) = &settings.domain {
+                cookie = cookie.domain(domain.clone());
+            }
+            if let Some(age) = max_age {
+                let seconds = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+                cookie = cookie.max_age(cookie::time::Duration::seconds(seconds));
+            }
+            if let Ok(value) = HeaderValue::from_str(&cookie.build().to_string()) {
+                headers.append(SET_COOKIE, value);
+            }
+        }
+        IdTransport::Header(name)
+        | IdTransport::Bearer {
+            response_header: name,
+        } => {
+            let value = match &outcome {
+                IdOutcome::Set(id, _) => id.expose_secret().to_owned(),
+                IdOutcome::Clear => String::new(),
+            };
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name.clone(), value);
+            }
+        }
+    }
+}

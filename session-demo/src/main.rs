@@ -1,0 +1,79 @@
+//! `cargo run -p session-demo [-- --store URL] [--ports 8081,8082] [--transport cookie|header|bearer]`
+//!
+//! Two service instances on 127.0.0.1 share one session store (a SQLite file by default; any
+//! store with `--store URL` or `SESSION_STORE_URL`). Log in on one, read your profile on the
+//! other.
+
+use std::net::SocketAddr;
+
+use session_demo::{instance, serve, Transport};
+
+#[tokio::main]
+async fn main() {
+    if let Err(error) = run().await {
+        eprintln!("session-demo: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut store = std::env::var("SESSION_STORE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "sqlite://session-demo.db".to_owned());
+    let mut ports = vec![8081u16, 8082];
+    let mut transport = Transport::Cookie;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--store" => store = value()?,
+            "--ports" => {
+                ports = value()?
+                    .split(',')
+                    .map(|p| p.trim().parse().map_err(|_| format!("bad port {p}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--transport" => {
+                transport = match value()?.as_str() {
+                    "cookie" => Transport::Cookie,
+                    "header" => Transport::Header,
+                    "bearer" => Transport::Bearer,
+                    other => return Err(format!("unknown transport {other}").into()),
+                }
+            }
+            _ => {
+                return Err(
+                    "usage: session-demo [--store URL] [--ports 8081,8082] [--transport cookie|header|bearer]".into(),
+                )
+            }
+        }
+    }
+    let mut servers = tokio::task::JoinSet::new();
+    for port in &ports {
+        let (listener, router) =
+            instance(SocketAddr::from(([127, 0, 0, 1], *port)), &store, transport).await?;
+        servers.spawn(serve(listener, router));
+    }
+    let shown_store = store.split('@').next_back().unwrap_or(&store);
+    println!(
+        "session-demo: {} instances share the store {shown_store}",
+        ports.len()
+    );
+    println!(
+        "  (plain HTTP on loopback, so the session cookie's Secure flag is OFF for this demo)"
+    );
+    println!("  users: morris/morris, alice/wonderland, bob/builder");
+    let (a, b) = (ports[0], ports[ports.len() - 1]);
+    println!("\nTry it (the cookie jar carries the session from one instance to the other):");
+    println!("  curl -c jar -H 'content-type: application/json' -d '{{\"username\":\"morris\",\"password\":\"morris\"}}' http://127.0.0.1:{a}/login");
+    println!("  curl -b jar http://127.0.0.1:{b}/profile");
+    println!("  curl -b jar http://127.0.0.1:{b}/sessions");
+    println!("  curl -b jar -c jar -X POST http://127.0.0.1:{a}/logout");
+    println!("  curl -b jar http://127.0.0.1:{b}/profile      # 401 now");
+    println!("\nCtrl-C stops both instances.");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        Some(result) = servers.join_next() => Err(format!("an instance stopped: {result:?}").into()),
+    }
+}

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use session_core::{Error, Result, SessionId, SessionKey, SessionRepository, SessionRepositoryExt};
 use session_memory::MemoryStore;
 
+mod http;
 mod layout;
 mod raw;
 
@@ -24,7 +25,7 @@ use session_sql::{Config, SqlStore};
 
 /// Benchmark parameters from the command line.
 #[derive(Debug, Clone)]
-struct Options {
+pub(crate) struct Options {
     seconds: f64,
     tasks: usize,
     sessions: usize,
@@ -52,7 +53,7 @@ impl Options {
                 "--backends" => options.backends = value()?.split(',').map(str::to_owned).collect(),
                 "--only" => options.only = Some(value()?),
                 "--help" | "-h" => {
-                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-cluster] [--only cycle|read]".into())
+                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-cluster] [--only cycle|read]; http-<backend> runs the HTTP-layer load".into())
                 }
                 other => return Err(format!("unknown option {other}")),
             }
@@ -172,7 +173,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
 
 /// One measured row.
 #[derive(Debug)]
-struct Row {
+pub(crate) struct Row {
     ops_per_sec: f64,
     p50: Duration,
     p99: Duration,
@@ -249,7 +250,7 @@ impl Workload for StoreRead {
 
 /// Runs `workload` from `tasks` tasks for `seconds`, each task walking its own stride of the
 /// session set so that tasks rarely contend on one session.
-async fn measure(workload: Arc<dyn Workload>, options: &Options) -> Result<Row> {
+pub(crate) async fn measure(workload: Arc<dyn Workload>, options: &Options) -> Result<Row> {
     let deadline = Instant::now() + Duration::from_secs_f64(options.seconds);
     let mut handles = Vec::with_capacity(options.tasks);
     for task in 0..options.tasks {
@@ -318,7 +319,13 @@ fn micros(duration: Duration) -> String {
     format!("{:.1}", duration.as_secs_f64() * 1e6)
 }
 
-fn print_row(backend: &str, shape: &str, workload: &str, row: &Row, baseline: Option<&Row>) {
+pub(crate) fn print_row(
+    backend: &str,
+    shape: &str,
+    workload: &str,
+    row: &Row,
+    baseline: Option<&Row>,
+) {
     let ratio = baseline.map_or(String::from("-"), |base| {
         format!("{:.2}x", row.ops_per_sec / base.ops_per_sec)
     });
@@ -352,6 +359,20 @@ async fn main() {
         "backend", "size", "workload", "ops/s", "p50 µs", "p99 µs", "ratio"
     );
     for name in &options.backends {
+        if let Some(store_name) = name.strip_prefix("http-") {
+            let target = match open_target(store_name, &options).await {
+                Ok(target) => target,
+                Err(message) => {
+                    eprintln!("{message}");
+                    std::process::exit(2);
+                }
+            };
+            if let Err(error) = http::bench(name, target.repository, &options).await {
+                eprintln!("{name}: {error}");
+                std::process::exit(1);
+            }
+            continue;
+        }
         let target = match open_target(name, &options).await {
             Ok(target) => target,
             Err(message) => {

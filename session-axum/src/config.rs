@@ -1,5 +1,7 @@
 //! How the layer carries the id and finishes a request.
 
+use std::time::Duration;
+
 use http::{HeaderName, StatusCode};
 
 /// `SameSite` attribute of the session cookie.
@@ -19,6 +21,54 @@ pub enum IdTransport {
         /// Response header that carries a new or rotated id.
         response_header: HeaderName,
     },
+    /// `Authorization: Bearer <JWT>`: the id travels inside a signed token with the user's
+    /// claims (see [`TokenConfig`]). The server still loads the session, so logout revokes a
+    /// token before it expires.
+    SignedToken(TokenConfig),
+}
+
+/// The signed-token (JWT, HS256) mode.
+///
+/// The token's claims are `sid` (the session id), `sub` (the principal, if any), `iat` and
+/// `exp`. A token that is forged, tampered with or expired is no session. A new token is sent
+/// in `response_header` whenever the id is new or rotated, and when the presented token is past
+/// half its lifetime (refresh), as long as the session lives.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenConfig {
+    /// HMAC secret (at least 32 random bytes).
+    pub secret: Vec<u8>,
+    /// How long a token is valid.
+    pub lifetime: Duration,
+    /// Response header that carries new tokens.
+    pub response_header: HeaderName,
+}
+
+impl TokenConfig {
+    /// A config with `secret`, 15-minute tokens, sent back in `x-auth-token`.
+    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        TokenConfig {
+            secret: secret.into(),
+            lifetime: Duration::from_secs(15 * 60),
+            response_header: HeaderName::from_static("x-auth-token"),
+        }
+    }
+
+    /// Sets [`TokenConfig::lifetime`].
+    pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("secret", &"***")
+            .field("lifetime", &self.lifetime)
+            .field("response_header", &self.response_header)
+            .finish()
+    }
 }
 
 /// How long the browser keeps the session cookie.

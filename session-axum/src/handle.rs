@@ -31,6 +31,8 @@ impl std::fmt::Debug for SessionHandle {
 pub(crate) struct State {
     /// The id the request carried, if it parsed.
     pub(crate) incoming: Option<SessionId>,
+    /// When the presented signed token was issued (epoch seconds), in token mode.
+    pub(crate) token_issued_at: Option<u64>,
     /// `None` until loaded; then the stored session, or a new one once something was written.
     pub(crate) session: Option<Option<session_core::Session>>,
     pub(crate) cycle: bool,
@@ -38,11 +40,16 @@ pub(crate) struct State {
 }
 
 impl SessionHandle {
-    pub(crate) fn new(repository: Arc<dyn SessionRepository>, incoming: Option<SessionId>) -> Self {
+    pub(crate) fn new(
+        repository: Arc<dyn SessionRepository>,
+        incoming: Option<SessionId>,
+        token_issued_at: Option<u64>,
+    ) -> Self {
         SessionHandle {
             repository,
             state: Arc::new(Mutex::new(State {
                 incoming,
+                token_issued_at,
                 session: None,
                 cycle: false,
                 invalidate: false,

@@ -13,7 +13,7 @@ use http::{HeaderValue, Request};
 use session_core::{Error, SessionId, SessionRepository};
 use tower::{Layer, Service};
 
-use crate::config::{CookieLifetime, IdTransport, LayerConfig};
+use crate::config::{CookieLifetime, IdTransport, LayerConfig, TokenConfig};
 use crate::handle::SessionHandle;
 
 /// Adds a [`SessionHandle`] to every request and finishes the session with the response.
@@ -91,8 +91,14 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let incoming = resolve_id(&request, &self.config.transport);
-        let handle = SessionHandle::new(Arc::clone(&self.repository), incoming);
+        let (incoming, token_issued_at) = match &self.config.transport {
+            IdTransport::SignedToken(token) => match verified_claims(&request, token) {
+                Some(claims) => (claims.sid.parse().ok(), Some(claims.iat)),
+                None => (None, None),
+            },
+            transport => (resolve_id(&request, transport), None),
+        };
+        let handle = SessionHandle::new(Arc::clone(&self.repository), incoming, token_issued_at);
         request.extensions_mut().insert(handle.clone());
         // The clone that was made ready serves this call; a fresh clone waits for the next.
         let clone = self.inner.clone();
@@ -115,10 +121,51 @@ where
 
 /// What the client must be told about its id.
 enum IdOutcome {
-    /// Use this (new or rotated) id, valid for this idle timeout.
-    Set(SessionId, Duration),
+    /// Use this (new, rotated or refreshed) id, valid for this idle timeout, of this principal.
+    Set(SessionId, Duration, Option<String>),
     /// Drop the id.
     Clear,
+}
+
+/// Claims of a signed session token.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Claims {
+    /// The session id.
+    sid: String,
+    /// The principal, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    iat: u64,
+    exp: u64,
+}
+
+fn token_validation() -> jsonwebtoken::Validation {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    // Expired means expired: no grace period beyond the configured lifetime.
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "iat"]);
+    validation
+}
+
+/// The claims of a valid token in `Authorization: Bearer`, if any.
+fn verified_claims<B>(request: &Request<B>, token: &TokenConfig) -> Option<Claims> {
+    let bearer = request
+        .headers()
+        .get(AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    let key = jsonwebtoken::DecodingKey::from_secret(&token.secret);
+    jsonwebtoken::decode::<Claims>(bearer, &key, &token_validation())
+        .ok()
+        .map(|data| data.claims)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn resolve_id<B>(request: &Request<B>, transport: &IdTransport) -> Option<SessionId> {
@@ -133,6 +180,8 @@ fn resolve_id<B>(request: &Request<B>, transport: &IdTransport) -> Option<Sessio
             .find(|c| c.name() == cookie.name)
             .and_then(|c| c.value().parse().ok()),
         IdTransport::Header(name) => headers.get(name)?.to_str().ok()?.trim().parse().ok(),
+        // Verified separately (see `verified_claims`).
+        IdTransport::SignedToken(_) => None,
         IdTransport::Bearer { .. } => headers
             .get(AUTHORIZATION)?
             .to_str()
@@ -160,6 +209,15 @@ async fn finish(handle: &SessionHandle, config: &LayerConfig) -> Result<Option<I
     }
     let cycle = state.cycle;
     let incoming = state.incoming.clone();
+    // Cookies with an idle-timeout lifetime and signed tokens past half their life are
+    // re-issued even when nothing else changed.
+    let refresh = match (&config.transport, state.token_issued_at) {
+        (IdTransport::SignedToken(token), Some(issued)) => {
+            now_secs().saturating_sub(issued) * 2 >= token.lifetime.as_secs()
+        }
+        (IdTransport::Cookie(cookie), _) => cookie.lifetime == CookieLifetime::IdleTimeout,
+        _ => false,
+    };
     let Some(Some(session)) = state.session.as_mut() else {
         // Never loaded, or the request's id led nowhere and nothing was written: an unknown
         // id the client keeps sending is dropped.
@@ -173,10 +231,7 @@ async fn finish(handle: &SessionHandle, config: &LayerConfig) -> Result<Option<I
             return Ok(None);
         }
         repository.create(session).await?;
-        return Ok(Some(IdOutcome::Set(
-            session.id().clone(),
-            session.idle_timeout(),
-        )));
+        return Ok(Some(set(session)));
     }
     let before = session.id().clone();
     if cycle {
@@ -186,13 +241,18 @@ async fn finish(handle: &SessionHandle, config: &LayerConfig) -> Result<Option<I
         repository.save(session).await?;
     } else if touch_due(session, config.touch_after) {
         repository.touch(session.id()).await?;
-    } else {
+    } else if !refresh {
         return Ok(None);
     }
     let changed = session.id() != &before;
-    Ok(
-        (changed || matches!(config.transport, IdTransport::Cookie(ref c) if c.lifetime == CookieLifetime::IdleTimeout))
-            .then(|| IdOutcome::Set(session.id().clone(), session.idle_timeout())),
+    Ok((changed || refresh).then(|| set(session)))
+}
+
+fn set(session: &session_core::Session) -> IdOutcome {
+    IdOutcome::Set(
+        session.id().clone(),
+        session.idle_timeout(),
+        session.principal().map(str::to_owned),
     )
 }
 
@@ -208,7 +268,7 @@ fn write_id(response: &mut Response, config: &LayerConfig, outcome: IdOutcome) {
     match &config.transport {
         IdTransport::Cookie(settings) => {
             let (value, max_age) = match &outcome {
-                IdOutcome::Set(id, idle) => (
+                IdOutcome::Set(id, idle, _) => (
                     id.expose_secret().to_owned(),
                     (settings.lifetime == CookieLifetime::IdleTimeout).then_some(*idle),
                 ),
@@ -235,11 +295,36 @@ fn write_id(response: &mut Response, config: &LayerConfig, outcome: IdOutcome) {
             response_header: name,
         } => {
             let value = match &outcome {
-                IdOutcome::Set(id, _) => id.expose_secret().to_owned(),
+                IdOutcome::Set(id, _, _) => id.expose_secret().to_owned(),
                 IdOutcome::Clear => String::new(),
             };
             if let Ok(value) = HeaderValue::from_str(&value) {
                 headers.insert(name.clone(), value);
+            }
+        }
+        IdTransport::SignedToken(token) => {
+            let value = match outcome {
+                IdOutcome::Set(id, _, principal) => {
+                    let iat = now_secs();
+                    let claims = Claims {
+                        sid: id.expose_secret().to_owned(),
+                        sub: principal,
+                        iat,
+                        exp: iat + token.lifetime.as_secs(),
+                    };
+                    let key = jsonwebtoken::EncodingKey::from_secret(&token.secret);
+                    match jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key) {
+                        Ok(jwt) => jwt,
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot sign a session token");
+                            return;
+                        }
+                    }
+                }
+                IdOutcome::Clear => String::new(),
+            };
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(token.response_header.clone(), value);
             }
         }
     }

@@ -25,6 +25,6 @@ mod config;
 mod handle;
 mod layer;
 
-pub use config::{CookieConfig, CookieLifetime, IdTransport, LayerConfig, SameSite};
+pub use config::{CookieConfig, CookieLifetime, IdTransport, LayerConfig, SameSite, TokenConfig};
 pub use handle::{SessionError, SessionHandle};
 pub use layer::{SessionLayer, SessionService};

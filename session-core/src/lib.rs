@@ -28,6 +28,7 @@ mod repository;
 mod session;
 mod settings;
 pub mod time;
+mod url;
 
 pub use codec::{Codec, Json, MessagePack, FORMAT_JSON, FORMAT_MESSAGEPACK};
 pub use error::{with_timeout, BoxError, Error, Result};
@@ -43,6 +44,7 @@ pub use repository::{
 };
 pub use session::{validate_principal, Session};
 pub use settings::{Concurrency, Limits, SaveMode, SessionSettings};
+pub use url::redact_url;
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;

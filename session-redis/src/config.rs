@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use session_core::{Error, Result};
+use session_core::{redact_url as redact, Error, Result};
 
 /// Settings of a [`RedisStore`](crate::RedisStore). `Debug` hides passwords.
 #[derive(Clone, PartialEq, Eq)]
@@ -88,23 +88,6 @@ impl Config {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
-    }
-}
-
-/// `scheme://user:***@host...`
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find('/').unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at]
-                .split_once(':')
-                .map_or(&rest[..at], |(user, _)| user);
-            format!("{scheme}://{user}:***{}", &rest[at..])
-        }
-        None => url.to_owned(),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use session_core::{Error, Result};
+use session_core::{redact_url as redact, Error, Result};
 
 use crate::dialect::Dialect;
 
@@ -131,21 +131,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-}
-
-/// `scheme://user:***@host/...`: the password never reaches a log.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 

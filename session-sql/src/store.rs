@@ -33,7 +33,7 @@ use session_core::{
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
-use crate::config::{redact, Config};
+use crate::config::Config;
 use crate::dialect::{Dialect, Statements};
 use crate::error::{is_unique_violation, map, retry_deadlocks};
 use crate::schema::{lock_key, migrate};
@@ -127,7 +127,7 @@ impl SqlStore {
         let pool = with_timeout(config.timeout, async { pool.await.map_err(map) })
             .await
             .map_err(|error| {
-                tracing::warn!(url = %redact(&config.url), %error, "cannot connect to the session database");
+                tracing::warn!(url = %session_core::redact_url(&config.url), %error, "cannot connect to the session database");
                 error
             })?;
         with_timeout(config.timeout * 6, migrate(&pool, dialect, &config.table)).await?;

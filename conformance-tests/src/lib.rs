@@ -35,6 +35,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cases;
+pub mod faults;
 mod fixture;
 mod registry;
 pub mod servers;

@@ -2,11 +2,13 @@
 //! and a server that dies and comes back.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use conformance_tests::faults::server_killed_and_restarted;
 use conformance_tests::namespace;
-use conformance_tests::servers::{is_required, provision, Backend, ServerProcess};
-use session_core::{Error, SessionRepository, SessionRepositoryExt, SessionSettings};
+use conformance_tests::servers::{provision, Backend};
+use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_sql::{Config, SqlStore};
 use sqlx::Row;
 
@@ -152,79 +154,20 @@ async fn sqlite_two_pools_share_one_file() {
     }
 }
 
-/// A server killed mid-run gives a retryable error within the configured timeout, no panic
-/// and no hang; once it is back, the same store works again without being rebuilt.
+/// A server killed mid-run gives a retryable error within the timeout; restarted, the same
+/// store works again (the suite's shared fault case).
 async fn server_dies_and_returns(backend: Backend) {
-    if provision(backend).await.is_none() {
-        assert!(!is_required(backend));
-        return;
-    }
-    let server = ServerProcess::start(backend.spec()).await.unwrap();
-    let timeout = Duration::from_secs(2);
-    let config = Config::from_url(&server.url())
-        .unwrap()
-        .with_table(namespace("fault"))
-        .with_timeout(timeout)
-        .with_cleanup_interval(None);
-    let store = SqlStore::open(config, SessionSettings::default())
-        .await
-        .unwrap();
-    let mut session = store.new_session();
-    session.insert("a", "1").unwrap();
-    store.create(&mut session).await.unwrap();
-
-    server.stop();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let error = store
-            .find(session.id())
-            .await
-            .expect_err("the server is down");
-        assert!(error.is_retryable(), "not retryable: {error:?}");
-        assert!(
-            started.elapsed() < timeout + Duration::from_secs(1),
-            "took {:?}",
-            started.elapsed()
-        );
-        let mut copy = session.clone();
-        copy.insert("b", "2").unwrap();
-        assert!(matches!(store.save(&mut copy).await, Err(e) if e.is_retryable()));
-    }
-
-    server.restart().await.unwrap();
-    let mut recovered = None;
-    for _ in 0..20 {
-        match store.find(session.id()).await {
-            Ok(found) => {
-                recovered = Some(found);
-                break;
-            }
-            Err(error) if error.is_retryable() => {
-                tokio::time::sleep(Duration::from_millis(250)).await
-            }
-            Err(error) => panic!("not retryable after restart: {error:?}"),
-        }
-    }
-    // Whether the session itself survived is the server's durability, which the throwaway
-    // servers trade for speed (no fsync, lazy commit flush); the store's part is to work again.
-    recovered.expect("the store works again after the restart");
-    let mut fresh = store.new_session();
-    fresh.insert("after", "restart").unwrap();
-    store.create(&mut fresh).await.unwrap();
-    store.touch(fresh.id()).await.unwrap();
-    let reloaded = store
-        .find(fresh.id())
-        .await
-        .unwrap()
-        .expect("created after the restart");
-    assert_eq!(
-        reloaded.get::<String>("after").unwrap().as_deref(),
-        Some("restart")
-    );
-    assert!(matches!(
-        store.touch(&session_core::SessionId::generate()).await,
-        Err(Error::NotFound)
-    ));
+    server_killed_and_restarted(backend, |url, timeout| async move {
+        let config = Config::from_url(&url)?
+            .with_table(namespace("fault"))
+            .with_timeout(timeout)
+            .with_cleanup_interval(None);
+        Ok(
+            Arc::new(SqlStore::open(config, SessionSettings::default()).await?)
+                as Arc<dyn SessionRepository>,
+        )
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

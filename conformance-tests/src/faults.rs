@@ -1,0 +1,101 @@
+//! Fault cases for stores whose server the harness can own: the server is killed under a live
+//! repository, then restarted.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use session_core::{Error, Result, SessionId, SessionRepository, SessionRepositoryExt};
+
+use crate::servers::{is_required, provision, Backend, ServerProcess};
+
+/// Bound given to the repository under test; errors must arrive within it (plus a second).
+pub const FAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Kills the store's server under a live repository: every operation fails with a retryable
+/// error within [`FAULT_TIMEOUT`], no panic, no hang. Restarts it: the same repository (not
+/// rebuilt) works again.
+///
+/// `open(url, timeout)` opens a repository on a dedicated server of `backend` with that
+/// operation timeout. Skips, like provisioning, when the backend's server cannot be started.
+/// Whether data written before the crash survives is the server's durability (the harness's
+/// throwaway servers run without fsync), so only the repository's recovery is checked.
+pub async fn server_killed_and_restarted<Open, Fut>(backend: Backend, open: Open)
+where
+    Open: Fn(String, Duration) -> Fut,
+    Fut: Future<Output = Result<Arc<dyn SessionRepository>>>,
+{
+    if provision(backend).await.is_none() {
+        assert!(!is_required(backend));
+        return;
+    }
+    let server = ServerProcess::start(backend.spec())
+        .await
+        .unwrap_or_else(|error| panic!("cannot start a dedicated {}: {error}", backend.name()));
+    let store = open(server.url(), FAULT_TIMEOUT)
+        .await
+        .expect("open the store");
+    let mut session = store.new_session();
+    session.insert("a", "1").unwrap();
+    store.create(&mut session).await.unwrap();
+
+    server.stop();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let error = store
+            .find(session.id())
+            .await
+            .expect_err("the server is down");
+        assert!(error.is_retryable(), "find: not retryable: {error:?}");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < FAULT_TIMEOUT + Duration::from_secs(1),
+            "find took {elapsed:?}"
+        );
+        let mut copy = session.clone();
+        copy.insert("b", "2").unwrap();
+        let saved = store.save(&mut copy).await;
+        assert!(
+            matches!(&saved, Err(e) if e.is_retryable()),
+            "save: {saved:?}"
+        );
+        let touched = store.touch(session.id()).await;
+        assert!(
+            matches!(&touched, Err(e) if e.is_retryable()),
+            "touch: {touched:?}"
+        );
+    }
+
+    server.restart().await.expect("restart the server");
+    let mut recovered = false;
+    for _ in 0..40 {
+        match store.find(session.id()).await {
+            Ok(_) => {
+                recovered = true;
+                break;
+            }
+            Err(error) if error.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Err(error) => panic!("not retryable after the restart: {error:?}"),
+        }
+    }
+    assert!(recovered, "the store did not work again after the restart");
+    let mut fresh = store.new_session();
+    fresh.insert("after", "restart").unwrap();
+    store.create(&mut fresh).await.unwrap();
+    store.touch(fresh.id()).await.unwrap();
+    let reloaded = store
+        .find(fresh.id())
+        .await
+        .unwrap()
+        .expect("created after the restart");
+    assert_eq!(
+        reloaded.get::<String>("after").unwrap().as_deref(),
+        Some("restart")
+    );
+    assert!(matches!(
+        store.touch(&SessionId::generate()).await,
+        Err(Error::NotFound)
+    ));
+}

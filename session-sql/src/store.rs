@@ -266,20 +266,17 @@ impl SqlStore {
         E: sqlx::Executor<'c, Database = sqlx::Any>,
     {
         let attributes = encode_attributes(&record.attributes)?;
-        let result = sqlx::query(&self.inner.sql.save_if_version)
-            .bind(ms(record.last_accessed_at_ms))
-            .bind(ms(record.idle_timeout_ms))
-            .bind(record.absolute_lifetime_ms.map(ms))
-            .bind(ms(record.deadline_ms()))
-            .bind(record.principal.as_ref().map(|p| p.as_bytes().to_vec()))
-            .bind(ms(record.version))
-            .bind(attributes)
-            .bind(key.as_bytes().to_vec())
-            .bind(ms(expected))
-            .bind(ms(now))
-            .execute(executor)
-            .await
-            .map_err(map)?;
+        let result = bind_record(
+            sqlx::query(&self.inner.sql.save_if_version),
+            record,
+            attributes,
+        )
+        .bind(key.as_bytes().to_vec())
+        .bind(ms(expected))
+        .bind(ms(now))
+        .execute(executor)
+        .await
+        .map_err(map)?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -384,16 +381,10 @@ impl SqlStore {
         attributes: &[u8],
     ) -> Result<bool> {
         let _turn = self.inner.write_turn().await;
-        let inserted = sqlx::query(&self.inner.sql.insert)
+        let query = sqlx::query(&self.inner.sql.insert)
             .bind(key.as_bytes().to_vec())
-            .bind(ms(record.created_at_ms))
-            .bind(ms(record.last_accessed_at_ms))
-            .bind(ms(record.idle_timeout_ms))
-            .bind(record.absolute_lifetime_ms.map(ms))
-            .bind(ms(record.deadline_ms()))
-            .bind(record.principal.as_ref().map(|p| p.as_bytes().to_vec()))
-            .bind(ms(record.version))
-            .bind(attributes.to_vec())
+            .bind(ms(record.created_at_ms));
+        let inserted = bind_record(query, record, attributes.to_vec())
             .execute(&self.inner.pool)
             .await;
         match inserted {
@@ -475,6 +466,26 @@ impl SqlStore {
         }
         Err(Error::backend("no free session id after several attempts"))
     }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the columns every write of a whole record sets, in the order the statements of
+/// `dialect.rs` list them: last access, idle timeout, absolute lifetime, deadline, principal,
+/// version, attributes.
+fn bind_record<'q>(
+    query: AnyQuery<'q>,
+    record: &SessionRecord,
+    attributes: Vec<u8>,
+) -> AnyQuery<'q> {
+    query
+        .bind(ms(record.last_accessed_at_ms))
+        .bind(ms(record.idle_timeout_ms))
+        .bind(record.absolute_lifetime_ms.map(ms))
+        .bind(ms(record.deadline_ms()))
+        .bind(record.principal.as_ref().map(|p| p.as_bytes().to_vec()))
+        .bind(ms(record.version))
+        .bind(attributes)
 }
 
 fn driver_compiled(dialect: Dialect) -> bool {

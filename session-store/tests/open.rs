@@ -79,7 +79,7 @@ async fn unknown_schemes_and_bad_settings_are_clear_errors() {
 }
 
 #[test]
-fn config_comes_from_json_or_the_environment() {
+fn config_comes_from_json() {
     let config: StoreConfig = serde_json::from_str(
         r#"{"url": "memory://", "idle_timeout_secs": 60, "codec": "json", "save_mode": "always", "concurrency": "optimistic"}"#,
     )
@@ -88,14 +88,4 @@ fn config_comes_from_json_or_the_environment() {
     assert_eq!(settings.idle_timeout.as_secs(), 60);
     assert_eq!(settings.codec.format(), session_core::FORMAT_JSON);
     assert!(serde_json::from_str::<StoreConfig>(r#"{"url": "memory://", "typo": 1}"#).is_err());
-
-    // A prefix no other test uses, so setting variables cannot disturb them.
-    let prefix = "SESSION_STORE_TEST_FROM_ENV_";
-    assert_eq!(StoreConfig::from_env(prefix).unwrap(), None);
-    // Only this test reads or writes these names, so setting them races with nothing.
-    std::env::set_var(format!("{prefix}URL"), "memory://");
-    std::env::set_var(format!("{prefix}IDLE_TIMEOUT_SECS"), "90");
-    let config = StoreConfig::from_env(prefix).unwrap().expect("URL set");
-    assert_eq!(config.url, "memory://");
-    assert_eq!(config.idle_timeout_secs, Some(90));
 }

@@ -280,6 +280,26 @@ impl SqlStore {
         Ok(result.rows_affected() == 1)
     }
 
+    /// The stored record of `key` for a merge (`sql` is `find_for_merge` or its locking
+    /// variant); absent or undecodable is `NotFound`. Liveness is checked by the merge itself.
+    async fn read_for_merge<'c, E>(
+        &self,
+        executor: E,
+        sql: &str,
+        key: &SessionKey,
+    ) -> Result<SessionRecord>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
+        let row = sqlx::query(sql)
+            .bind(key.as_bytes().to_vec())
+            .fetch_optional(executor)
+            .await
+            .map_err(map)?
+            .ok_or(Error::NotFound)?;
+        Self::record_from_row(key, &row)?.ok_or(Error::NotFound)
+    }
+
     /// The live stored version of `key`, if any.
     async fn live_version(&self, key: &SessionKey, now: u64) -> Result<Option<u64>> {
         let row = sqlx::query(&self.inner.sql.exists)
@@ -325,13 +345,9 @@ impl SqlStore {
         for _ in 0..attempts {
             // On SQLite the turn spans read and write, so only another process can get between.
             let _turn = self.inner.write_turn().await;
-            let row = sqlx::query(&self.inner.sql.find_for_merge)
-                .bind(key.as_bytes().to_vec())
-                .fetch_optional(&self.inner.pool)
-                .await
-                .map_err(map)?
-                .ok_or(Error::NotFound)?;
-            let mut record = Self::record_from_row(&key, &row)?.ok_or(Error::NotFound)?;
+            let mut record = self
+                .read_for_merge(&self.inner.pool, &self.inner.sql.find_for_merge, &key)
+                .await?;
             let read_version = record.version;
             record.apply(&delta, now, &self.settings.limits)?;
             if self
@@ -351,13 +367,7 @@ impl SqlStore {
         };
         // Hot session: merge under the row lock, where no other save can get in between.
         let mut tx = self.inner.pool.begin().await.map_err(map)?;
-        let row = sqlx::query(find_for_update)
-            .bind(key.as_bytes().to_vec())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map)?
-            .ok_or(Error::NotFound)?;
-        let mut record = Self::record_from_row(&key, &row)?.ok_or(Error::NotFound)?;
+        let mut record = self.read_for_merge(&mut *tx, find_for_update, &key).await?;
         let read_version = record.version;
         record.apply(&delta, now, &self.settings.limits)?;
         if !self

@@ -252,13 +252,12 @@ async fn two_instances_share_a_login() {
     );
 }
 
-/// A store that dies under the layer answers 503, never a panic; once it is back, so is the
-/// service.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_failure_is_503_and_recovers() {
+/// A Redis server owned by this test (so it can be killed) and a store on it with a short
+/// timeout; `None` when Redis cannot be provisioned and is not required.
+async fn dedicated_redis() -> Option<(Arc<ServerProcess>, session_redis::RedisStore)> {
     if provision(Backend::Redis).await.is_none() {
         assert!(!is_required(Backend::Redis));
-        return;
+        return None;
     }
     let server = ServerProcess::start(Backend::Redis.spec()).await.unwrap();
     let config = session_redis::Config::from_url(&server.url())
@@ -267,6 +266,16 @@ async fn store_failure_is_503_and_recovers() {
     let store = session_redis::RedisStore::open(config, SessionSettings::default())
         .await
         .unwrap();
+    Some((server, store))
+}
+
+/// A store that dies under the layer answers 503, never a panic; once it is back, so is the
+/// service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_failure_is_503_and_recovers() {
+    let Some((server, store)) = dedicated_redis().await else {
+        return;
+    };
     let app = app(Arc::new(store), LayerConfig::default());
     let transport = IdTransport::Cookie(CookieConfig::default());
     let id = issued(
@@ -305,17 +314,9 @@ async fn store_failure_is_503_and_recovers() {
 /// the layer answers 503 instead of the handler's 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_failure_while_finishing_is_503() {
-    if provision(Backend::Redis).await.is_none() {
-        assert!(!is_required(Backend::Redis));
+    let Some((server, store)) = dedicated_redis().await else {
         return;
-    }
-    let server = ServerProcess::start(Backend::Redis.spec()).await.unwrap();
-    let config = session_redis::Config::from_url(&server.url())
-        .unwrap()
-        .with_timeout(std::time::Duration::from_millis(500));
-    let store = session_redis::RedisStore::open(config, SessionSettings::default())
-        .await
-        .unwrap();
+    };
     let killer = Arc::clone(&server);
     let app = Router::new()
         .route(

@@ -45,6 +45,11 @@ async fn start(transport: Transport) -> Demo {
     }
 }
 
+/// Status of a GET with this client (and its cookies).
+async fn status_of(client: &reqwest::Client, url: String) -> StatusCode {
+    client.get(url).send().await.unwrap().status()
+}
+
 fn morris() -> Value {
     json!({"username": "morris", "password": "morris"})
 }
@@ -59,12 +64,7 @@ async fn login_on_one_instance_is_seen_on_the_other() {
         .unwrap();
 
     assert_eq!(
-        browser
-            .get(format!("{}/profile", demo.b))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(&browser, format!("{}/profile", demo.b)).await,
         StatusCode::UNAUTHORIZED
     );
     let wrong = browser
@@ -131,12 +131,7 @@ async fn login_on_one_instance_is_seen_on_the_other() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        browser
-            .get(format!("{}/profile", demo.b))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(&browser, format!("{}/profile", demo.b)).await,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -184,12 +179,7 @@ async fn logout_everywhere_ends_every_device() {
     for device in [&laptop, &phone] {
         for base in [&demo.a, &demo.b] {
             assert_eq!(
-                device
-                    .get(format!("{base}/profile"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status(),
+                status_of(device, format!("{base}/profile")).await,
                 StatusCode::UNAUTHORIZED
             );
         }

@@ -1,11 +1,22 @@
 //! Server-side scripts: each operation on a session is one atomic round trip (EVALSHA, with the
 //! driver falling back to EVAL when the server does not have the script cached).
 //!
-//! A session is one hash. Metadata fields start with `\1` (attribute names may not contain
-//! control characters, so they cannot collide): `\1c` created, `\1a` last access, `\1i` idle
-//! timeout, `\1b` absolute lifetime (absent: none), `\1d` deadline, `\1p` principal (absent:
-//! none), `\1v` version, `\1s` attribute bytes, `\1n` attribute count. Times are epoch ms. Every
-//! script that moves the deadline also moves the key's expiry to it (PEXPIREAT).
+//! A session is one hash: a field per attribute, plus two metadata fields whose names start
+//! with `\1` (attribute names may not contain control characters, so they cannot collide):
+//!
+//! - `\1m`: `version created accessed idle absolute size count`, decimal, space-separated;
+//!   times in epoch ms, durations in ms, `absolute` is `-` when the session has no absolute
+//!   lifetime, `size` and `count` are the attributes' accounted bytes and number (so size limits
+//!   are checked without reading every attribute). The deadline is derived:
+//!   `min(accessed + idle, created + absolute)`.
+//! - `\1p`: the principal, absent when none.
+//!
+//! The metadata is one field rather than one field per value because every `redis.call` and
+//! every number formatted in Lua costs the single-threaded server about a microsecond: this
+//! layout reads it with one call and writes it with the attributes in one HSET. Every script
+//! that moves the deadline also moves the key's expiry to it (PEXPIREAT). Every write that
+//! changes attributes, principal or timeouts increments the version; the near cache relies on
+//! that (see the `store` module).
 
 use std::sync::LazyLock;
 
@@ -25,57 +36,66 @@ pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS[1] session. ARGV: now, expected version ('' = any), max bytes, max count,
-/// principal op ('' keep, '0' clear, '1' set), principal, idle ('' keep), absolute op
-/// ('' keep, '0' none, '1' set), absolute, number of upserts, name/value pairs, number of
-/// removals, names.
+/// KEYS[1] session. ARGV: [1] now, [2] expected version ('' = any), [3] max bytes, [4] max
+/// count, [5] principal op ('' keep, '0' clear, '1' set), [6] principal, [7] idle ('' keep),
+/// [8] absolute op ('' keep, '0' none, '1' set), [9] absolute, [10] number of upserts U,
+/// [11 .. 10+2U] name/value pairs, [11+2U] '\1m', [12+2U] placeholder for the new metadata,
+/// [13+2U] number of removals R, then R names.
 /// Returns {version, deadline, old principal|false, new principal|false}, or {-1} not found,
 /// {-2, stored version} conflict, {-3, size, count} too large.
+///
+/// Unchanged metadata values are written back as the strings they were read as: formatting a
+/// number in Lua costs more than the rest of the arithmetic.
 pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local k = KEYS[1]
-        local m = redis.call('HMGET', k, '\1v', '\1d', '\1c', '\1a', '\1i', '\1b', '\1s', '\1n', '\1p')
-        local version, deadline = tonumber(m[1]), tonumber(m[2])
+        local m = redis.call('HMGET', k, '\1m', '\1p')
+        if not m[1] then return {-1} end
+        local vs, cs, as, is, bs, ss, ns =
+            string.match(m[1], '^(%d+) (%d+) (%d+) (%d+) ([%d-]+) (%d+) (%d+)$')
+        if not vs then return {-1} end
+        local v, c, a, i, b = tonumber(vs), tonumber(cs), tonumber(as), tonumber(is), tonumber(bs)
         local now = tonumber(ARGV[1])
-        if not version or not deadline or deadline <= now then return {-1} end
-        if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then return {-2, version} end
-        local size, count = tonumber(m[7]) or 0, tonumber(m[8]) or 0
+        local dl = a + i
+        if b and c + b < dl then dl = c + b end
+        if dl <= now then return {-1} end
+        if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= v then return {-2, v} end
         local ups = tonumber(ARGV[10])
-        local rem_at = 11 + 2 * ups
+        local rem_at = 13 + 2 * ups
         local removals = tonumber(ARGV[rem_at])
-        for i = 1, removals do
-            local name = ARGV[rem_at + i]
-            local old = redis.call('HSTRLEN', k, name)
-            if old > 0 then size = size - (#name + old + 8); count = count - 1 end
+        if ups > 0 or removals > 0 then
+            local s, n = tonumber(ss), tonumber(ns)
+            for j = rem_at + 1, rem_at + removals do
+                local old = redis.call('HSTRLEN', k, ARGV[j])
+                if old > 0 then s = s - (#ARGV[j] + old + 8); n = n - 1 end
+            end
+            for j = 11, 9 + 2 * ups, 2 do
+                local old = redis.call('HSTRLEN', k, ARGV[j])
+                if old > 0 then s = s - (#ARGV[j] + old + 8); n = n - 1 end
+                s = s + #ARGV[j] + #ARGV[j + 1] + 8; n = n + 1
+            end
+            if s > tonumber(ARGV[3]) or n > tonumber(ARGV[4]) then return {-3, s, n} end
+            if removals > 0 then
+                redis.call('HDEL', k, unpack(ARGV, rem_at + 1, rem_at + removals))
+            end
+            ss, ns = s, n
         end
-        for i = 0, ups - 1 do
-            local name, value = ARGV[11 + 2 * i], ARGV[12 + 2 * i]
-            local old = redis.call('HSTRLEN', k, name)
-            if old > 0 then size = size - (#name + old + 8); count = count - 1 end
-            size = size + #name + #value + 8; count = count + 1
-        end
-        if size > tonumber(ARGV[3]) or count > tonumber(ARGV[4]) then return {-3, size, count} end
-        for i = 1, removals do redis.call('HDEL', k, ARGV[rem_at + i]) end
-        if ups > 0 then redis.call('HSET', k, unpack(ARGV, 11, 10 + 2 * ups)) end
-        local old_principal = m[9] or false
+        local old_principal = m[2] or false
         local principal = old_principal
         if ARGV[5] == '0' then redis.call('HDEL', k, '\1p'); principal = false
         elseif ARGV[5] == '1' then redis.call('HSET', k, '\1p', ARGV[6]); principal = ARGV[6] end
-        local idle = tonumber(m[5])
-        if ARGV[7] ~= '' then idle = tonumber(ARGV[7]) end
-        local abs = tonumber(m[6])
-        if ARGV[8] == '0' then redis.call('HDEL', k, '\1b'); abs = nil
-        elseif ARGV[8] == '1' then abs = tonumber(ARGV[9]); redis.call('HSET', k, '\1b', ARGV[9]) end
-        local accessed = math.max(tonumber(m[4]), now)
-        local dl = accessed + idle
-        if abs then dl = math.min(dl, tonumber(m[3]) + abs) end
-        version = version + 1
-        local f = function(x) return string.format('%.0f', x) end
-        redis.call('HSET', k, '\1v', f(version), '\1a', f(accessed), '\1i', f(idle), '\1d', f(dl),
-            '\1s', f(size), '\1n', f(count))
-        redis.call('PEXPIREAT', k, f(dl))
-        return {version, dl, old_principal, principal}
+        if ARGV[7] ~= '' then is = ARGV[7]; i = tonumber(is) end
+        if ARGV[8] == '0' then bs = '-'; b = nil
+        elseif ARGV[8] == '1' then bs = ARGV[9]; b = tonumber(bs) end
+        if now > a then a = now; as = ARGV[1] end
+        dl = a + i
+        if b and c + b < dl then dl = c + b end
+        v = v + 1
+        ARGV[12 + 2 * ups] = v .. ' ' .. cs .. ' ' .. as .. ' ' .. is .. ' ' .. bs .. ' ' .. ss .. ' ' .. ns
+        redis.call('HSET', k, unpack(ARGV, 11, 12 + 2 * ups))
+        redis.call('PEXPIREAT', k, dl)
+        return {v, dl, old_principal, principal}
         ",
     )
 });
@@ -85,16 +105,21 @@ pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local k = KEYS[1]
-        local m = redis.call('HMGET', k, '\1d', '\1c', '\1a', '\1i', '\1b', '\1p')
-        local deadline, now = tonumber(m[1]), tonumber(ARGV[1])
-        if not deadline or deadline <= now or not tonumber(m[4]) then return {-1} end
-        local accessed = math.max(tonumber(m[3]) or 0, now)
-        local dl = accessed + tonumber(m[4])
-        if tonumber(m[5]) then dl = math.min(dl, tonumber(m[2]) + tonumber(m[5])) end
-        local f = function(x) return string.format('%.0f', x) end
-        redis.call('HSET', k, '\1a', f(accessed), '\1d', f(dl))
-        redis.call('PEXPIREAT', k, f(dl))
-        return {dl, m[6] or false}
+        local m = redis.call('HMGET', k, '\1m', '\1p')
+        if not m[1] then return {-1} end
+        local vs, cs, as, rest = string.match(m[1], '^(%d+) (%d+) (%d+) (.*)$')
+        local is, bs = string.match(rest or '', '^(%d+) ([%d-]+) ')
+        if not is then return {-1} end
+        local now, c, a, i, b = tonumber(ARGV[1]), tonumber(cs), tonumber(as), tonumber(is), tonumber(bs)
+        local dl = a + i
+        if b and c + b < dl then dl = c + b end
+        if dl <= now then return {-1} end
+        if now > a then a = now; as = ARGV[1] end
+        dl = a + i
+        if b and c + b < dl then dl = c + b end
+        redis.call('HSET', k, '\1m', vs .. ' ' .. cs .. ' ' .. as .. ' ' .. rest)
+        redis.call('PEXPIREAT', k, dl)
+        return {dl, m[2] or false}
         ",
     )
 });
@@ -105,8 +130,8 @@ pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        local m = redis.call('HMGET', KEYS[1], '\1p', '\1v')
-        if ARGV[1] ~= '' and m[2] and m[2] ~= ARGV[1] then return {-2} end
+        local m = redis.call('HMGET', KEYS[1], '\1p', '\1m')
+        if ARGV[1] ~= '' and m[2] and string.match(m[2], '^%d+') ~= ARGV[1] then return {-2} end
         local deleted = redis.call('DEL', KEYS[1])
         if deleted == 1 and ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], 'd ' .. ARGV[3]) end
         return {deleted, m[1] or false}

@@ -99,8 +99,73 @@ impl std::fmt::Debug for RedisStore {
 /// Stored values of one session hash, split into metadata and attributes.
 type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
-fn number(bytes: Option<&Vec<u8>>) -> Option<u64> {
-    std::str::from_utf8(bytes?).ok()?.parse().ok()
+/// The `\1m` field of a session hash (layout in the `scripts` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meta {
+    version: u64,
+    created: u64,
+    accessed: u64,
+    idle: u64,
+    absolute: Option<u64>,
+    size: u64,
+    count: u64,
+}
+
+impl Meta {
+    const FIELD: &'static [u8] = b"\x01m";
+    const PRINCIPAL: &'static [u8] = b"\x01p";
+
+    fn of(record: &SessionRecord) -> Self {
+        Meta {
+            version: record.version,
+            created: record.created_at_ms,
+            accessed: record.last_accessed_at_ms,
+            idle: record.idle_timeout_ms,
+            absolute: record.absolute_lifetime_ms,
+            size: record.attributes_size() as u64,
+            count: record.attributes.len() as u64,
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        let mut words = std::str::from_utf8(bytes).ok()?.split(' ');
+        let mut next = || -> Option<u64> { words.next()?.parse().ok() };
+        let (version, created, accessed, idle) = (next()?, next()?, next()?, next()?);
+        let absolute = match words.next()? {
+            "-" => None,
+            word => Some(word.parse().ok()?),
+        };
+        let mut next = || -> Option<u64> { words.next()?.parse().ok() };
+        let (size, count) = (next()?, next()?);
+        words.next().is_none().then_some(Meta {
+            version,
+            created,
+            accessed,
+            idle,
+            absolute,
+            size,
+            count,
+        })
+    }
+
+    fn to_field(self) -> Vec<u8> {
+        let absolute = self
+            .absolute
+            .map_or_else(|| "-".to_owned(), |ms| ms.to_string());
+        format!(
+            "{} {} {} {} {absolute} {} {}",
+            self.version, self.created, self.accessed, self.idle, self.size, self.count
+        )
+        .into_bytes()
+    }
+
+    /// Whether a record with this metadata is `record` apart from its last access time.
+    fn describes(&self, record: &SessionRecord) -> bool {
+        Meta {
+            accessed: record.last_accessed_at_ms,
+            ..*self
+        } == Meta::of(record)
+    }
 }
 
 impl RedisStore {
@@ -179,16 +244,14 @@ impl RedisStore {
         with_timeout(self.inner.config.timeout, operation).await
     }
 
-    /// Replaces the session's metadata with `bytes` (as a foreign writer could), for the
-    /// conformance suite's corrupt-data cases.
+    /// Replaces the session's metadata field with `bytes` (as a foreign writer could), for
+    /// the conformance suite's corrupt-data cases.
     pub async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
         let redis_key = self.session_key(key);
         self.run(async {
             redis::cmd("HSET")
                 .arg(&redis_key)
-                .arg("\u{1}c")
-                .arg(bytes)
-                .arg("\u{1}v")
+                .arg(Meta::FIELD)
                 .arg(bytes)
                 .query_async::<()>(&mut self.connection())
                 .await
@@ -199,39 +262,36 @@ impl RedisStore {
 
     /// Parses a session hash; `Err` if anything is missing or malformed.
     fn parse(fields: Fields) -> Result<SessionRecord, UndecodableRecord> {
-        let mut meta: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+        let mut meta = None;
+        let mut principal = None;
         let mut attributes = BTreeMap::new();
         for (name, value) in fields {
-            match name.as_slice() {
-                [1, tag] => {
-                    meta.insert(*tag, value);
-                }
-                _ => {
-                    let name = String::from_utf8(name)
-                        .map_err(|_| UndecodableRecord::new("attribute name is not UTF-8"))?;
-                    attributes.insert(Arc::<str>::from(name), Bytes::from(value));
-                }
+            if name == Meta::FIELD {
+                meta = Some(value);
+            } else if name == Meta::PRINCIPAL {
+                principal = Some(
+                    String::from_utf8(value)
+                        .map_err(|_| UndecodableRecord::new("principal is not UTF-8"))?,
+                );
+            } else if name.first() == Some(&1) {
+                // Metadata of a later layout: not an attribute.
+            } else {
+                let name = String::from_utf8(name)
+                    .map_err(|_| UndecodableRecord::new("attribute name is not UTF-8"))?;
+                attributes.insert(Arc::<str>::from(name), Bytes::from(value));
             }
         }
-        let get = |tag: u8| number(meta.get(&tag));
-        let missing = || UndecodableRecord::new("session metadata is missing or malformed");
-        let principal = match meta.get(&b'p') {
-            Some(bytes) => Some(
-                String::from_utf8(bytes.clone())
-                    .map_err(|_| UndecodableRecord::new("principal is not UTF-8"))?,
-            ),
-            None => None,
-        };
+        let meta = meta
+            .as_deref()
+            .and_then(Meta::parse)
+            .ok_or_else(|| UndecodableRecord::new("session metadata is missing or malformed"))?;
         Ok(SessionRecord {
-            created_at_ms: get(b'c').ok_or_else(missing)?,
-            last_accessed_at_ms: get(b'a').ok_or_else(missing)?,
-            idle_timeout_ms: get(b'i').ok_or_else(missing)?,
-            absolute_lifetime_ms: match meta.get(&b'b') {
-                Some(_) => Some(get(b'b').ok_or_else(missing)?),
-                None => None,
-            },
+            created_at_ms: meta.created,
+            last_accessed_at_ms: meta.accessed,
+            idle_timeout_ms: meta.idle,
+            absolute_lifetime_ms: meta.absolute,
             principal,
-            version: get(b'v').ok_or_else(missing)?,
+            version: meta.version,
             attributes,
         })
     }
@@ -258,21 +318,9 @@ impl RedisStore {
 
     /// The hash fields of a whole record, metadata first.
     fn record_fields(record: &SessionRecord) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let meta = |tag: u8, value: String| (vec![1, tag], value.into_bytes());
-        let mut fields = vec![
-            meta(b'c', record.created_at_ms.to_string()),
-            meta(b'a', record.last_accessed_at_ms.to_string()),
-            meta(b'i', record.idle_timeout_ms.to_string()),
-            meta(b'd', record.deadline_ms().to_string()),
-            meta(b'v', record.version.to_string()),
-            meta(b's', record.attributes_size().to_string()),
-            meta(b'n', record.attributes.len().to_string()),
-        ];
-        if let Some(lifetime) = record.absolute_lifetime_ms {
-            fields.push(meta(b'b', lifetime.to_string()));
-        }
+        let mut fields = vec![(Meta::FIELD.to_vec(), Meta::of(record).to_field())];
         if let Some(principal) = &record.principal {
-            fields.push((vec![1, b'p'], principal.as_bytes().to_vec()));
+            fields.push((Meta::PRINCIPAL.to_vec(), principal.as_bytes().to_vec()));
         }
         for (name, value) in &record.attributes {
             fields.push((name.as_bytes().to_vec(), value.to_vec()));
@@ -398,6 +446,8 @@ impl RedisStore {
         for (name, value) in &delta.upserts {
             invocation.arg(*name).arg(&value[..]);
         }
+        // The metadata field and a placeholder the script fills in.
+        invocation.arg(Meta::FIELD).arg("");
         invocation.arg(delta.removals.len());
         for name in &delta.removals {
             invocation.arg(*name);

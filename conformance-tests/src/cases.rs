@@ -1066,7 +1066,7 @@ fn corrupt_payloads() -> Vec<(&'static str, Vec<u8>)> {
         absolute_lifetime_ms: None,
         principal: None,
         version: 0,
-        attributes: BTreeMap::new(),
+        attributes: Default::default(),
     }
     .encode()
     .unwrap();
@@ -1279,6 +1279,31 @@ pub async fn two_instances_with_different_codecs(fixture: &dyn StoreFixture) {
         back.raw_attribute("reply").map(|b| b[0]),
         Some(session_core::FORMAT_JSON)
     );
+}
+
+/// An instance that read a session sees another instance's later touch, save and delete (a
+/// store that keeps copies of what it read must revalidate them).
+pub async fn instance_sees_later_writes_of_another(fixture: &dyn StoreFixture) {
+    let first = open(fixture, SessionSettings::default()).await;
+    let second = open(fixture, SessionSettings::default()).await;
+    let session = create_with(&*first, &[("step", "1")]).await;
+    let before = load(&*first, session.id()).await;
+    sleep(Duration::from_millis(20)).await;
+    second.touch(session.id()).await.unwrap();
+    let touched = load(&*first, session.id()).await;
+    assert!(
+        touched.last_accessed_at() > before.last_accessed_at(),
+        "the other instance's touch is not visible"
+    );
+    assert_eq!(touched.version(), before.version());
+    let mut other = load(&*second, session.id()).await;
+    other.insert("step", "2").unwrap();
+    second.save(&mut other).await.unwrap();
+    let saved = load(&*first, session.id()).await;
+    assert_eq!(text(&saved, "step").as_deref(), Some("2"));
+    assert_eq!(saved.version(), other.version());
+    second.delete(session.id()).await.unwrap();
+    assert!(!exists(&*first, session.id()).await);
 }
 
 // ----- events ---------------------------------------------------------------------------------

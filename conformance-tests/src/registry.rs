@@ -149,6 +149,8 @@ macro_rules! __with_cases {
             two_instances_share_sessions: Nothing,
             /// An instance on JSON reads and writes sessions of an instance on MessagePack.
             two_instances_with_different_codecs: Nothing,
+            /// An instance that read a session sees another instance's later touch, save and delete.
+            instance_sees_later_writes_of_another: Nothing,
             /// Create, change_id and delete emit Created, IdChanged and Deleted.
             lifecycle_events_are_emitted: LifecycleEvents,
             /// A session past its deadline is reported as Expired.

@@ -133,26 +133,20 @@ impl SessionKey {
 
     /// Lower-case hex, 64 characters: the form stores use inside key names.
     pub fn to_hex(&self) -> String {
-        self.to_string()
+        hex::encode(self.0)
     }
 
     /// Parses the 64-character lower- or upper-case hex form.
     pub fn from_hex(text: &str) -> Option<Self> {
-        if text.len() != 64 {
-            return None;
-        }
         let mut out = [0u8; 32];
-        for (slot, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
-            let pair = std::str::from_utf8(pair).ok()?;
-            *slot = u8::from_str_radix(pair, 16).ok()?;
-        }
+        hex::decode_to_slice(text, &mut out).ok()?;
         Some(SessionKey(out))
     }
 }
 
 impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        f.write_str(&self.to_hex())
     }
 }
 

@@ -35,8 +35,9 @@ pub use error::{with_timeout, BoxError, Error, Result};
 pub use event::{EventBus, EventError, EventSubscription, SessionEvent};
 pub use id::{InvalidSessionId, SessionId, SessionKey, SESSION_ID_LEN};
 pub use record::{
-    decode_attributes, encode_attributes, report_undecodable, undecodable_records, SessionDelta,
-    SessionInfo, SessionRecord, UndecodableRecord, ATTRIBUTES_FORMAT_V1, RECORD_FORMAT_V1,
+    decode_attributes, encode_attributes, report_undecodable, undecodable_records, Attributes,
+    SessionDelta, SessionInfo, SessionRecord, UndecodableRecord, ATTRIBUTES_FORMAT_V1,
+    RECORD_FORMAT_V1,
 };
 pub use repository::{
     check_principal_query, unsupported_principal_index, Capabilities, SessionRepository,

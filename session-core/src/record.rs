@@ -30,6 +30,10 @@ pub const ATTRIBUTES_FORMAT_V1: u8 = 0x01;
 /// slip past [`Limits::max_session_bytes`].
 const ATTRIBUTE_OVERHEAD: usize = 8;
 
+/// The attributes of a session: encoded values by name, shared copy-on-write so that a copy
+/// of a session (a cache hit, a snapshot after a save) costs a reference count, not a map.
+pub type Attributes = Arc<BTreeMap<Arc<str>, Bytes>>;
+
 /// A session as a store keeps it: metadata plus attributes already encoded by their codec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
@@ -47,7 +51,7 @@ pub struct SessionRecord {
     pub version: u64,
     /// Attribute name → encoded value (format byte first). Both are reference-counted, so
     /// cloning a record (an in-process store handing out a copy) copies no attribute bytes.
-    pub attributes: BTreeMap<Arc<str>, Bytes>,
+    pub attributes: Attributes,
 }
 
 /// What a save sends: the attributes that changed or were removed, metadata that moved, and
@@ -133,12 +137,14 @@ impl SessionRecord {
         }
         check_size(size, count, limits)?;
 
-        for name in &delta.removals {
-            self.attributes.remove(*name);
-        }
-        for (name, value) in &delta.upserts {
-            self.attributes
-                .insert(Arc::from(*name), Bytes::clone(value));
+        if !delta.removals.is_empty() || !delta.upserts.is_empty() {
+            let attributes = Arc::make_mut(&mut self.attributes);
+            for name in &delta.removals {
+                attributes.remove(*name);
+            }
+            for (name, value) in &delta.upserts {
+                attributes.insert(Arc::from(*name), Bytes::clone(value));
+            }
         }
         if let Some(principal) = delta.principal {
             self.principal = principal.map(str::to_owned);

@@ -1,6 +1,6 @@
 //! The session: metadata, typed attributes and the bookkeeping a delta save needs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -12,7 +12,9 @@ use serde::Serialize;
 use crate::codec::{decode_value, encode_value};
 use crate::error::{Error, Result};
 use crate::id::{SessionId, SessionKey};
-use crate::record::{attribute_size, check_size, size_of_attributes, SessionDelta, SessionRecord};
+use crate::record::{
+    attribute_size, check_size, size_of_attributes, Attributes, SessionDelta, SessionRecord,
+};
 use crate::settings::{Concurrency, SaveMode, SessionSettings};
 use crate::time::{deadline_millis, duration_millis, now_millis, system_time};
 
@@ -32,7 +34,7 @@ pub struct Session {
     absolute_lifetime_ms: Option<u64>,
     principal: Option<String>,
     version: u64,
-    attributes: BTreeMap<Arc<str>, Bytes>,
+    attributes: Attributes,
     changed: BTreeSet<String>,
     removed: BTreeSet<String>,
     /// Names read through `get`, written back by [`SaveMode::OnGet`].
@@ -66,7 +68,7 @@ impl Session {
             absolute_lifetime_ms: settings.absolute_lifetime.map(duration_millis),
             principal: None,
             version: 0,
-            attributes: BTreeMap::new(),
+            attributes: Attributes::default(),
         };
         Self::from_parts(id, record, settings, false)
     }
@@ -272,7 +274,7 @@ impl Session {
         size += attribute_size(name, &bytes);
         check_size(size, count + 1, limits)?;
 
-        self.attributes.insert(Arc::from(name), Bytes::from(bytes));
+        Arc::make_mut(&mut self.attributes).insert(Arc::from(name), Bytes::from(bytes));
         self.removed.remove(name);
         self.changed.insert(name.to_owned());
         Ok(())
@@ -288,7 +290,9 @@ impl Session {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
         self.removed.insert(name.to_owned());
-        self.attributes.remove(name).is_some()
+        // Only a copy that has the name needs a map of its own.
+        self.attributes.contains_key(name)
+            && Arc::make_mut(&mut self.attributes).remove(name).is_some()
     }
 
     /// Whether this copy has attribute `name`.

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use session_core::{redact_url as redact, Error, Result};
 
+const DEFAULT_NEAR_CACHE_BYTES: u64 = 32 << 20;
+
 /// Settings of a [`RedisStore`](crate::RedisStore). `Debug` hides passwords.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -18,13 +20,18 @@ pub struct Config {
     pub prefix: String,
     /// Bound on every operation and on each connection attempt.
     pub timeout: Duration,
+    /// Memory for the near cache: decoded copies of the sessions this instance read or wrote,
+    /// revalidated against the server's metadata field on every read, so that a read of an
+    /// unchanged session moves tens of bytes instead of the whole hash. `0` turns it off
+    /// (every read fetches the hash). Default 32 MiB.
+    pub near_cache_bytes: u64,
 }
 
 impl Config {
     /// `redis://[user:password@]host:port[/db]`, `rediss://...`, a comma-separated list of
     /// cluster nodes (`redis://a:7000,redis://b:7001`), or `redis+cluster://host:port[,...]`.
     /// Store options in the query string of the first URL: `session_prefix`,
-    /// `session_timeout_ms`.
+    /// `session_timeout_ms`, `session_near_cache_bytes`.
     pub fn from_url(url: &str) -> Result<Self> {
         let (list, query) = match url.split_once('?') {
             Some((list, query)) => (list, query),
@@ -57,6 +64,7 @@ impl Config {
             nodes,
             prefix: "session:".into(),
             timeout: Duration::from_secs(2),
+            near_cache_bytes: DEFAULT_NEAR_CACHE_BYTES,
         };
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -67,6 +75,11 @@ impl Config {
                         Error::InvalidInput("session_timeout_ms needs a whole number".into())
                     })?;
                     config.timeout = Duration::from_millis(ms);
+                }
+                "session_near_cache_bytes" => {
+                    config.near_cache_bytes = value.parse().map_err(|_| {
+                        Error::InvalidInput("session_near_cache_bytes needs a whole number".into())
+                    })?;
                 }
                 other => {
                     return Err(Error::InvalidInput(format!(
@@ -81,6 +94,12 @@ impl Config {
     /// Sets [`Config::prefix`].
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`Config::near_cache_bytes`] (`0` turns the near cache off).
+    pub fn with_near_cache_bytes(mut self, bytes: u64) -> Self {
+        self.near_cache_bytes = bytes;
         self
     }
 
@@ -101,6 +120,7 @@ impl fmt::Debug for Config {
             .field("cluster", &self.cluster)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
+            .field("near_cache_bytes", &self.near_cache_bytes)
             .finish()
     }
 }
@@ -121,5 +141,9 @@ mod tests {
         assert!(Config::from_url("redis+cluster://a:7000").unwrap().cluster);
         assert!(Config::from_url("http://a").is_err());
         assert!(Config::from_url("redis://a?nope=1").is_err());
+        assert_eq!(one.near_cache_bytes, 32 << 20);
+        let uncached = Config::from_url("redis://a?session_near_cache_bytes=0").unwrap();
+        assert_eq!(uncached.near_cache_bytes, 0);
+        assert!(Config::from_url("redis://a?session_near_cache_bytes=x").is_err());
     }
 }

@@ -68,8 +68,19 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// Decoded records this instance read or wrote, by session key. An entry is only a candidate:
+/// every read checks it against the server's metadata field (see [`RedisStore::load`]).
+type NearCache = moka::sync::Cache<SessionKey, Arc<Cached>>;
+
+/// A near-cache entry: the record and its metadata field as stored.
+struct Cached {
+    meta: Meta,
+    record: SessionRecord,
+}
+
 struct Inner {
     connection: Connection,
+    near_cache: Option<NearCache>,
     config: Config,
     /// Events received by this instance's listeners (see [`listen`]).
     events: EventBus,
@@ -159,12 +170,12 @@ impl Meta {
         .into_bytes()
     }
 
-    /// Whether a record with this metadata is `record` apart from its last access time.
-    fn describes(&self, record: &SessionRecord) -> bool {
+    /// Whether this is `other` apart from the last access time.
+    fn same_but_access(&self, other: &Meta) -> bool {
         Meta {
-            accessed: record.last_accessed_at_ms,
+            accessed: other.accessed,
             ..*self
-        } == Meta::of(record)
+        } == *other
     }
 }
 
@@ -201,9 +212,21 @@ impl RedisStore {
         let events = EventBus::default();
         let (stop, stopped) = tokio::sync::watch::channel(());
         let expiry_events = with_timeout(timeout, listen(&config, &events, stopped)).await?;
+        let near_cache = (config.near_cache_bytes > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(config.near_cache_bytes)
+                .weigher(|_: &SessionKey, cached: &Arc<Cached>| {
+                    let bytes = 128
+                        + usize::try_from(cached.meta.size).unwrap_or(usize::MAX)
+                        + cached.record.principal.as_ref().map_or(0, String::len);
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
+                .build()
+        });
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 connection,
+                near_cache,
                 config,
                 events,
                 expiry_events,
@@ -292,14 +315,41 @@ impl RedisStore {
             absolute_lifetime_ms: meta.absolute,
             principal,
             version: meta.version,
-            attributes,
+            attributes: attributes.into(),
         })
     }
 
     /// Loads the live record of `key`.
+    ///
+    /// With a near-cache entry for the key, the read fetches only the metadata field: if it
+    /// matches the entry in everything but the access time, the entry is the stored session
+    /// (every write of attributes, principal or timeouts increments the version), and only
+    /// the access time, which touches move, is taken from the server. Otherwise, and without
+    /// an entry, it fetches the whole hash and caches it.
     async fn load(&self, key: &SessionKey, now: u64) -> Result<Option<SessionRecord>> {
+        let redis_key = self.session_key(key);
+        let cached = self.inner.near_cache.as_ref().and_then(|c| c.get(key));
+        if let Some(cached) = cached {
+            let meta: Option<Vec<u8>> = redis::cmd("HGET")
+                .arg(&redis_key)
+                .arg(Meta::FIELD)
+                .query_async(&mut self.connection())
+                .await
+                .map_err(map)?;
+            let Some(meta) = meta else {
+                self.forget(key);
+                return Ok(None);
+            };
+            if let Some(meta) = Meta::parse(&meta).filter(|meta| meta.same_but_access(&cached.meta))
+            {
+                let mut record = cached.record.clone();
+                record.last_accessed_at_ms = meta.accessed;
+                return Ok(record.is_live_at(now).then_some(record));
+            }
+            self.forget(key);
+        }
         let fields: Fields = redis::cmd("HGETALL")
-            .arg(self.session_key(key))
+            .arg(&redis_key)
             .query_async(&mut self.connection())
             .await
             .map_err(map)?;
@@ -307,12 +357,33 @@ impl RedisStore {
             return Ok(None);
         }
         match Self::parse(fields) {
-            Ok(record) if record.is_live_at(now) => Ok(Some(record)),
+            Ok(record) if record.is_live_at(now) => {
+                self.remember(key, &record);
+                Ok(Some(record))
+            }
             Ok(_) => Ok(None),
             Err(error) => {
                 report_undecodable(key, &error);
                 Ok(None)
             }
+        }
+    }
+
+    /// Puts a copy of `record`, as stored now under `key`, in the near cache.
+    fn remember(&self, key: &SessionKey, record: &SessionRecord) {
+        if let Some(cache) = &self.inner.near_cache {
+            let cached = Cached {
+                meta: Meta::of(record),
+                record: record.clone(),
+            };
+            cache.insert(*key, Arc::new(cached));
+        }
+    }
+
+    /// Drops the near-cache entry of `key`.
+    fn forget(&self, key: &SessionKey) {
+        if let Some(cache) = &self.inner.near_cache {
+            cache.invalidate(key);
         }
     }
 
@@ -322,7 +393,7 @@ impl RedisStore {
         if let Some(principal) = &record.principal {
             fields.push((Meta::PRINCIPAL.to_vec(), principal.as_bytes().to_vec()));
         }
-        for (name, value) in &record.attributes {
+        for (name, value) in record.attributes.iter() {
             fields.push((name.as_bytes().to_vec(), value.to_vec()));
         }
         fields
@@ -384,6 +455,7 @@ impl RedisStore {
         expected: Option<u64>,
         announce: bool,
     ) -> Result<Option<Option<String>>> {
+        self.forget(key);
         let reply: Vec<Value> = scripts::DELETE
             .key(self.session_key(key))
             .arg(expected.map(|v| v.to_string()).unwrap_or_default())
@@ -464,6 +536,9 @@ impl RedisStore {
             Some(Value::BulkString(bytes)) => String::from_utf8(bytes.clone()).ok(),
             _ => None,
         };
+        if matches!(int(0), Some(-1 | -2)) {
+            self.forget(&key);
+        }
         match int(0) {
             Some(-1) => Err(Error::NotFound),
             Some(-2) => Err(Error::Conflict {
@@ -491,7 +566,15 @@ impl RedisStore {
                 let deadline = int(1).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
                 let (old, new) = (text(2), text(3));
                 drop(delta);
-                session.mark_persisted(u64::try_from(version).unwrap_or(0), now);
+                let version = u64::try_from(version).unwrap_or(0);
+                // The stored session was the one this save started from exactly when the
+                // version moved by one: the stored result is then this session as it is now.
+                let unchanged_meanwhile = version == session.version() + 1;
+                session.mark_persisted(version, now);
+                match session.snapshot(now) {
+                    Ok(record) if unchanged_meanwhile => self.remember(&key, &record),
+                    _ => self.forget(&key),
+                }
                 if old != new {
                     if let Some(old) = &old {
                         self.index_remove(old, &key).await?;
@@ -575,6 +658,7 @@ impl SessionRepository for RedisStore {
                     self.run(self.index_add(principal, &key, record.deadline_ms()))
                         .await?;
                 }
+                self.remember(&key, &record);
                 session.assign_id(id);
                 session.mark_persisted(record.version, now);
                 return Ok(());

@@ -61,6 +61,19 @@ mod standalone {
     conformance_suite!(redis);
 }
 
+/// The same suite with the near cache off: every read fetches the whole hash.
+mod standalone_uncached {
+    use super::*;
+
+    async fn redis_uncached() -> Option<RedisFixture> {
+        let mut fixture = fixture("redis", Backend::Redis).await?;
+        fixture.config = fixture.config.with_near_cache_bytes(0);
+        Some(fixture)
+    }
+
+    conformance_suite!(redis_uncached);
+}
+
 mod cluster {
     use super::*;
 

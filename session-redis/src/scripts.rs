@@ -10,6 +10,10 @@
 //!   are checked without reading every attribute). The deadline is derived:
 //!   `min(accessed + idle, created + absolute)`.
 //! - `\1p`: the principal, absent when none.
+//! - `\1x`: for a session with a principal, the score it has in its principal index: its
+//!   deadline when indexed plus a slack of a quarter of its idle timeout. Saves and touches
+//!   report that the index needs the session again only when the deadline passes it, so most
+//!   of them stay one round trip (the index lives in another Cluster slot).
 //!
 //! The metadata is one field rather than one field per value because every `redis.call` and
 //! every number formatted in Lua costs the single-threaded server about a microsecond: this
@@ -41,8 +45,9 @@ pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
 /// [8] absolute op ('' keep, '0' none, '1' set), [9] absolute, [10] number of upserts U,
 /// [11 .. 10+2U] name/value pairs, [11+2U] '\1m', [12+2U] placeholder for the new metadata,
 /// [13+2U] number of removals R, then R names.
-/// Returns {version, deadline, old principal|false, new principal|false}, or {-1} not found,
-/// {-2, stored version} conflict, {-3, size, count} too large.
+/// Returns {version, deadline, old principal|false, new principal|false, index score}, where a
+/// score above 0 means the session must be (re)added to its principal's index with it; or {-1}
+/// not found, {-2, stored version} conflict, {-3, size, count} too large.
 ///
 /// Unchanged metadata values are written back as the strings they were read as: formatting a
 /// number in Lua costs more than the rest of the arithmetic.
@@ -50,7 +55,7 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local k = KEYS[1]
-        local m = redis.call('HMGET', k, '\1m', '\1p')
+        local m = redis.call('HMGET', k, '\1m', '\1p', '\1x')
         if not m[1] then return {-1} end
         local vs, cs, as, is, bs, ss, ns =
             string.match(m[1], '^(%d+) (%d+) (%d+) (%d+) ([%d-]+) (%d+) (%d+)$')
@@ -95,17 +100,23 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
         ARGV[12 + 2 * ups] = v .. ' ' .. cs .. ' ' .. as .. ' ' .. is .. ' ' .. bs .. ' ' .. ss .. ' ' .. ns
         redis.call('HSET', k, unpack(ARGV, 11, 12 + 2 * ups))
         redis.call('PEXPIREAT', k, dl)
-        return {v, dl, old_principal, principal}
+        local score = 0
+        if principal and (principal ~= old_principal or not tonumber(m[3]) or dl > tonumber(m[3])) then
+            score = dl + math.floor(i / 4)
+            redis.call('HSET', k, '\1x', score)
+        end
+        return {v, dl, old_principal, principal, score}
         ",
     )
 });
 
-/// KEYS[1] session. ARGV[1] now. Returns {deadline, principal|false}, or {-1} not found.
+/// KEYS[1] session. ARGV[1] now. Returns {deadline, principal|false, index score} (as for
+/// [`SAVE`]), or {-1} not found.
 pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local k = KEYS[1]
-        local m = redis.call('HMGET', k, '\1m', '\1p')
+        local m = redis.call('HMGET', k, '\1m', '\1p', '\1x')
         if not m[1] then return {-1} end
         local vs, cs, as, rest = string.match(m[1], '^(%d+) (%d+) (%d+) (.*)$')
         local is, bs = string.match(rest or '', '^(%d+) ([%d-]+) ')
@@ -117,9 +128,16 @@ pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
         if now > a then a = now; as = ARGV[1] end
         dl = a + i
         if b and c + b < dl then dl = c + b end
-        redis.call('HSET', k, '\1m', vs .. ' ' .. cs .. ' ' .. as .. ' ' .. rest)
+        local meta = vs .. ' ' .. cs .. ' ' .. as .. ' ' .. rest
+        local score = 0
+        if m[2] and (not tonumber(m[3]) or dl > tonumber(m[3])) then
+            score = dl + math.floor(i / 4)
+            redis.call('HSET', k, '\1m', meta, '\1x', score)
+        else
+            redis.call('HSET', k, '\1m', meta)
+        end
         redis.call('PEXPIREAT', k, dl)
-        return {dl, m[2] or false}
+        return {dl, m[2] or false, score}
         ",
     )
 });

@@ -125,6 +125,7 @@ struct Meta {
 impl Meta {
     const FIELD: &'static [u8] = b"\x01m";
     const PRINCIPAL: &'static [u8] = b"\x01p";
+    const INDEX_SCORE: &'static [u8] = b"\x01x";
 
     fn of(record: &SessionRecord) -> Self {
         Meta {
@@ -392,6 +393,10 @@ impl RedisStore {
         let mut fields = vec![(Meta::FIELD.to_vec(), Meta::of(record).to_field())];
         if let Some(principal) = &record.principal {
             fields.push((Meta::PRINCIPAL.to_vec(), principal.as_bytes().to_vec()));
+            fields.push((
+                Meta::INDEX_SCORE.to_vec(),
+                index_score(record).to_string().into_bytes(),
+            ));
         }
         for (name, value) in record.attributes.iter() {
             fields.push((name.as_bytes().to_vec(), value.to_vec()));
@@ -580,8 +585,9 @@ impl RedisStore {
                         self.index_remove(old, &key).await?;
                     }
                 }
-                if let Some(new) = &new {
-                    self.index_add(new, &key, deadline).await?;
+                let score = int(4).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+                if let (Some(new), true) = (&new, score > 0) {
+                    self.index_add(new, &key, score.max(deadline)).await?;
                 }
                 Ok(())
             }
@@ -605,7 +611,7 @@ impl RedisStore {
                 continue;
             }
             if let Some(principal) = &record.principal {
-                self.index_add(principal, &new_key, record.deadline_ms())
+                self.index_add(principal, &new_key, index_score(&record))
                     .await?;
             }
             match self
@@ -655,7 +661,7 @@ impl SessionRepository for RedisStore {
             let key = id.key();
             if self.run(self.insert(&key, &record, true)).await? {
                 if let Some(principal) = &record.principal {
-                    self.run(self.index_add(principal, &key, record.deadline_ms()))
+                    self.run(self.index_add(principal, &key, index_score(&record)))
                         .await?;
                 }
                 self.remember(&key, &record);
@@ -688,12 +694,15 @@ impl SessionRepository for RedisStore {
                 .invoke_async(&mut self.connection())
                 .await
                 .map_err(map)?;
-            match (reply.first(), reply.get(1)) {
-                (Some(Value::Int(deadline)), principal) if *deadline > 0 => {
-                    if let Some(Value::BulkString(principal)) = principal {
+            match (reply.first(), reply.get(1), reply.get(2)) {
+                (Some(Value::Int(deadline)), principal, score) if *deadline > 0 => {
+                    let score = match score {
+                        Some(Value::Int(score)) => u64::try_from(*score).unwrap_or(0),
+                        _ => 0,
+                    };
+                    if let (Some(Value::BulkString(principal)), true) = (principal, score > 0) {
                         if let Ok(principal) = std::str::from_utf8(principal) {
-                            let deadline = u64::try_from(*deadline).unwrap_or(0);
-                            self.index_add(principal, &key, deadline).await?;
+                            self.index_add(principal, &key, score).await?;
                         }
                     }
                     Ok(())
@@ -767,6 +776,13 @@ impl SessionRepository for RedisStore {
     fn subscribe(&self) -> Result<EventSubscription> {
         Ok(self.inner.events.subscribe())
     }
+}
+
+/// The score of a session in its principal index (the `\x01x` field, see the `scripts`
+/// module): its deadline plus a quarter of its idle timeout, so that saves and touches need
+/// to re-add it only once the deadline has moved past that.
+fn index_score(record: &SessionRecord) -> u64 {
+    record.deadline_ms() + record.idle_timeout_ms / 4
 }
 
 fn event_channel(config: &Config) -> String {

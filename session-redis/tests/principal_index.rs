@@ -1,0 +1,93 @@
+//! The principal index on a real Redis: kept alive by saves and touches that rarely write it,
+//! and gone with its last session even when nobody reads it.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code
+
+use std::time::Duration;
+
+use conformance_tests::namespace;
+use conformance_tests::servers::{provision, Backend};
+use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
+use session_redis::redis::{self, AsyncCommands};
+use session_redis::{Config, RedisStore};
+
+const IDLE: Duration = Duration::from_millis(800);
+
+/// The store, a plain connection to its server and its key prefix; `None` when no server.
+async fn setup() -> Option<(RedisStore, redis::aio::MultiplexedConnection, String)> {
+    let server = provision(Backend::Redis).await?;
+    let prefix = format!("{}:", namespace("index"));
+    let config = Config::from_url(&server.url)
+        .expect("test URL")
+        .with_prefix(prefix.clone());
+    let store = RedisStore::open(config, SessionSettings::default().with_idle_timeout(IDLE))
+        .await
+        .expect("store");
+    let connection = redis::Client::open(server.url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    Some((store, connection, prefix))
+}
+
+async fn index_keys(
+    connection: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> Vec<String> {
+    connection.keys(format!("{prefix}p:*")).await.expect("KEYS")
+}
+
+/// Touches and saves over several idle periods keep the session in its principal's index and
+/// the index key alive at least as long as the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_keeps_the_index_alive() {
+    let Some((store, mut connection, prefix)) = setup().await else {
+        return;
+    };
+    let mut session = store.new_session();
+    session.set_principal(Some("ann")).unwrap();
+    store.create(&mut session).await.unwrap();
+    for round in 0..8 {
+        tokio::time::sleep(IDLE / 3).await;
+        if round % 2 == 0 {
+            store.touch(session.id()).await.unwrap();
+        } else {
+            let mut loaded = store.find(session.id()).await.unwrap().expect("live");
+            loaded.insert("round", &round).unwrap();
+            store.save(&mut loaded).await.unwrap();
+        }
+    }
+    let session_key = store.session_key(&session.key());
+    let index = index_keys(&mut connection, &prefix).await;
+    assert_eq!(index.len(), 1, "one index key for one principal");
+    let session_ttl: i64 = connection.pttl(&session_key).await.unwrap();
+    let index_ttl: i64 = connection.pttl(&index[0]).await.unwrap();
+    assert!(session_ttl > 0);
+    assert!(
+        index_ttl >= session_ttl,
+        "index expires before its session ({index_ttl} ms < {session_ttl} ms)"
+    );
+    let found = store.find_by_principal("ann").await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].key, session.key());
+}
+
+/// With nobody reading, the index key expires at most a quarter idle timeout after its last
+/// session: it cannot leak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_expires_after_its_last_session() {
+    let Some((store, mut connection, prefix)) = setup().await else {
+        return;
+    };
+    let mut session = store.new_session();
+    session.set_principal(Some("bob")).unwrap();
+    store.create(&mut session).await.unwrap();
+    store.touch(session.id()).await.unwrap();
+    assert_eq!(index_keys(&mut connection, &prefix).await.len(), 1);
+    tokio::time::sleep(IDLE + IDLE / 4 + Duration::from_millis(300)).await;
+    assert!(store.find(session.id()).await.unwrap().is_none());
+    assert!(
+        index_keys(&mut connection, &prefix).await.is_empty(),
+        "the index outlived its last session by more than the slack"
+    );
+}

@@ -2,7 +2,8 @@
 //!
 //! One hash per session with the key's expiry at the session's deadline; create, save, touch
 //! and delete as single server-side scripts; keys hash-tagged so a session lives in one Cluster
-//! slot; a principal index that cannot leak. See the `store` module docs and the README.
+//! slot; a near cache that every read revalidates with one small field; a principal index that
+//! cannot leak. See the `store` module docs and the README.
 //!
 //! ```no_run
 //! use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};

@@ -7,10 +7,12 @@
 //! (PEXPIREAT) by every create, save and touch, so Redis evicts it exactly then; reads also
 //! compare the stored deadline, so a session is hidden at its deadline even before Redis gets
 //! to it. Create, save (delta merge, size limits, optimistic version check), touch and delete
-//! are single server-side scripts: one atomic round trip each. The principal index is one
-//! sorted set per principal, scored by each session's deadline and expiring with its latest
-//! member; it lives in its own slot, so it is updated right after the session script and
-//! checked against the sessions on every read, where dead members are pruned: it cannot leak,
+//! are single server-side scripts: one atomic round trip each. A read is one HGET of the
+//! metadata field when the near cache holds a copy that the field confirms, else one HGETALL.
+//! The principal index is one sorted set per principal, scored by each session's deadline plus
+//! a slack and expiring with its highest score; it lives in its own slot, so it is updated
+//! after the session script when that script says the session outgrew its score, and checked
+//! against the sessions on every read, where dead members are pruned: it cannot leak,
 //! keyspace notifications or not.
 
 use std::collections::BTreeMap;

@@ -40,8 +40,8 @@ pub use record::{
     RECORD_FORMAT_V1,
 };
 pub use repository::{
-    check_principal_query, unsupported_principal_index, Capabilities, SessionRepository,
-    SessionRepositoryExt,
+    check_principal_query, insert_under_free_id, unsupported_principal_index, Capabilities,
+    SessionRepository, SessionRepositoryExt,
 };
 pub use session::{validate_principal, Session};
 pub use settings::{Concurrency, Limits, SaveMode, SessionSettings};

@@ -241,6 +241,28 @@ pub fn check_principal_query(principal: &str, settings: &SessionSettings) -> Res
     crate::session::validate_principal(principal, settings.limits.max_principal_len)
 }
 
+/// How many ids a create tries before giving up: with 256-bit random ids a second collision
+/// means something other than chance (a broken RNG, a store that reports every key as taken).
+const CREATE_ID_ATTEMPTS: usize = 4;
+
+/// For stores' `create`: runs `insert` (an insert that must not overwrite, answering whether
+/// it stored) with the key of `first`, then with fresh ids while the key is taken, and returns
+/// the id it stored under. The caller assigns that id to the session only after this succeeds.
+pub async fn insert_under_free_id<F, Fut>(first: SessionId, mut insert: F) -> Result<SessionId>
+where
+    F: FnMut(SessionKey) -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let mut id = first;
+    for _ in 0..CREATE_ID_ATTEMPTS {
+        if insert(id.key()).await? {
+            return Ok(id);
+        }
+        id = SessionId::generate();
+    }
+    Err(Error::backend("no free session id after several attempts"))
+}
+
 /// The error for principal operations of a store without a principal index.
 pub fn unsupported_principal_index() -> Error {
     Error::Unsupported("principal index")

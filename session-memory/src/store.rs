@@ -32,9 +32,6 @@ use session_core::{
 
 use crate::config::Config;
 
-/// Fresh ids tried by `create` and `change_id` before giving up. With 256-bit ids a second
-/// try already means a broken random source.
-const ID_ATTEMPTS: usize = 4;
 /// Weight of an entry beyond its bytes: key, metadata and moka's own bookkeeping.
 const ENTRY_OVERHEAD: usize = 128;
 
@@ -316,18 +313,12 @@ impl MemoryStore {
     }
 
     /// Inserts `entry` under `id`, or under fresh ids while the key is taken; returns the id used.
-    async fn insert_under_free_id(
-        &self,
-        mut id: SessionId,
-        entry: Arc<Entry>,
-    ) -> Result<SessionId> {
-        for _ in 0..ID_ATTEMPTS {
-            if self.insert_new(id.key(), Arc::clone(&entry)).await {
-                return Ok(id);
-            }
-            id = SessionId::generate();
-        }
-        Err(Error::backend("no free session id after several attempts"))
+    async fn insert_under_free_id(&self, id: SessionId, entry: Arc<Entry>) -> Result<SessionId> {
+        session_core::insert_under_free_id(id, |key| {
+            let entry = Arc::clone(&entry);
+            async move { Ok(self.insert_new(key, entry).await) }
+        })
+        .await
     }
 
     /// Stores `entry` under `key` unless the key is taken. Returns `false` on collision.

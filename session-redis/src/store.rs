@@ -23,9 +23,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use session_core::time::now_millis;
 use session_core::{
-    async_trait, check_principal_query, report_undecodable, with_timeout, Bytes, Capabilities,
-    Error, EventBus, EventSubscription, Result, Session, SessionEvent, SessionId, SessionInfo,
-    SessionKey, SessionRecord, SessionRepository, SessionSettings, UndecodableRecord,
+    async_trait, check_principal_query, insert_under_free_id, report_undecodable, with_timeout,
+    Bytes, Capabilities, Error, EventBus, EventSubscription, Result, Session, SessionEvent,
+    SessionId, SessionInfo, SessionKey, SessionRecord, SessionRepository, SessionSettings,
+    UndecodableRecord,
 };
 use sha2::{Digest, Sha256};
 
@@ -33,6 +34,7 @@ use crate::config::Config;
 use crate::error::map;
 use crate::scripts;
 
+/// Rounds `change_id` tries while saves race its copy or the fresh id is taken.
 const ID_ATTEMPTS: usize = 4;
 
 /// A standalone connection (multiplexed, reconnecting) or a cluster connection.
@@ -658,22 +660,20 @@ impl SessionRepository for RedisStore {
     async fn create(&self, session: &mut Session) -> Result<()> {
         let now = now_millis();
         let record = session.record_for_create(now)?;
-        let mut id = session.id().clone();
-        for _ in 0..ID_ATTEMPTS {
-            let key = id.key();
-            if self.run(self.insert(&key, &record, true)).await? {
-                if let Some(principal) = &record.principal {
-                    self.run(self.index_add(principal, &key, index_score(&record)))
-                        .await?;
-                }
-                self.remember(&key, &record);
-                session.assign_id(id);
-                session.mark_persisted(record.version, now);
-                return Ok(());
-            }
-            id = SessionId::generate();
+        let record = &record;
+        let id = insert_under_free_id(session.id().clone(), |key| async move {
+            self.run(self.insert(&key, record, true)).await
+        })
+        .await?;
+        let key = id.key();
+        if let Some(principal) = &record.principal {
+            self.run(self.index_add(principal, &key, index_score(record)))
+                .await?;
         }
-        Err(Error::backend("no free session id after several attempts"))
+        self.remember(&key, record);
+        session.assign_id(id);
+        session.mark_persisted(record.version, now);
+        Ok(())
     }
 
     async fn find(&self, id: &SessionId) -> Result<Option<Session>> {

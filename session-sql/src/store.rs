@@ -25,10 +25,10 @@ use std::time::Duration;
 
 use session_core::time::{now_millis, system_time};
 use session_core::{
-    async_trait, check_principal_query, decode_attributes, encode_attributes, report_undecodable,
-    with_timeout, Capabilities, Concurrency, Error, EventBus, EventSubscription, Result, Session,
-    SessionEvent, SessionId, SessionInfo, SessionKey, SessionRecord, SessionRepository,
-    SessionSettings,
+    async_trait, check_principal_query, decode_attributes, encode_attributes, insert_under_free_id,
+    report_undecodable, with_timeout, Capabilities, Concurrency, Error, EventBus,
+    EventSubscription, Result, Session, SessionEvent, SessionId, SessionInfo, SessionKey,
+    SessionRecord, SessionRepository, SessionSettings,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -38,7 +38,8 @@ use crate::dialect::{Dialect, Statements};
 use crate::error::{is_unique_violation, map, retry_deadlocks};
 use crate::schema::{lock_key, migrate};
 
-/// Fresh ids tried by `create` and `change_id` before giving up.
+/// Fresh ids tried by `change_id` before giving up (`create` goes through
+/// [`insert_under_free_id`]).
 const ID_ATTEMPTS: usize = 4;
 /// Compare-and-set rounds a contended save tries before it merges under a row lock.
 const MERGE_ATTEMPTS: usize = 8;
@@ -685,20 +686,15 @@ impl SessionRepository for SqlStore {
         let now = now_millis();
         let record = session.record_for_create(now)?;
         let attributes = encode_attributes(&record.attributes)?;
-        let mut id = session.id().clone();
-        for _ in 0..ID_ATTEMPTS {
-            let key = id.key();
-            let inserted = self
-                .run(async { retry_deadlocks!(self.insert_now(&key, &record, &attributes)) })
-                .await?;
-            if inserted {
-                session.assign_id(id);
-                session.mark_persisted(record.version, now);
-                return Ok(());
-            }
-            id = SessionId::generate();
-        }
-        Err(Error::backend("no free session id after several attempts"))
+        let (record, attributes) = (&record, &attributes);
+        let id = insert_under_free_id(session.id().clone(), |key| async move {
+            self.run(async { retry_deadlocks!(self.insert_now(&key, record, attributes)) })
+                .await
+        })
+        .await?;
+        session.assign_id(id);
+        session.mark_persisted(record.version, now);
+        Ok(())
     }
 
     async fn find(&self, id: &SessionId) -> Result<Option<Session>> {

@@ -145,22 +145,24 @@ impl Meta {
 
     fn parse(bytes: &[u8]) -> Option<Self> {
         let mut words = std::str::from_utf8(bytes).ok()?.split(' ');
-        let mut next = || -> Option<u64> { words.next()?.parse().ok() };
-        let (version, created, accessed, idle) = (next()?, next()?, next()?, next()?);
-        let absolute = match words.next()? {
-            "-" => None,
-            word => Some(word.parse().ok()?),
-        };
-        let mut next = || -> Option<u64> { words.next()?.parse().ok() };
-        let (size, count) = (next()?, next()?);
-        words.next().is_none().then_some(Meta {
-            version,
-            created,
-            accessed,
-            idle,
-            absolute,
-            size,
-            count,
+        // A missing word becomes "", which no field accepts.
+        let [version, created, accessed, idle, absolute, size, count] =
+            std::array::from_fn(|_| words.next().unwrap_or(""));
+        if words.next().is_some() {
+            return None;
+        }
+        let number = |word: &str| word.parse::<u64>().ok();
+        Some(Meta {
+            version: number(version)?,
+            created: number(created)?,
+            accessed: number(accessed)?,
+            idle: number(idle)?,
+            absolute: match absolute {
+                "-" => None,
+                word => Some(number(word)?),
+            },
+            size: number(size)?,
+            count: number(count)?,
         })
     }
 
@@ -572,7 +574,6 @@ impl RedisStore {
                 })
             }
             Some(version) if version > 0 => {
-                let deadline = int(1).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
                 let (old, new) = (text(2), text(3));
                 drop(delta);
                 let version = u64::try_from(version).unwrap_or(0);
@@ -591,7 +592,7 @@ impl RedisStore {
                 }
                 let score = int(4).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
                 if let (Some(new), true) = (&new, score > 0) {
-                    self.index_add(new, &key, score.max(deadline)).await?;
+                    self.index_add(new, &key, score).await?;
                 }
                 Ok(())
             }
@@ -879,5 +880,39 @@ fn parse_event(channel: &str, payload: &str, session_prefix: &str) -> Option<Ses
             new: SessionKey::from_hex(words.next()?)?,
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Meta;
+
+    #[test]
+    fn metadata_field_round_trips_and_refuses_malformed_text() {
+        let meta = Meta {
+            version: 7,
+            created: 1_795_300_000_000,
+            accessed: 1_795_300_001_000,
+            idle: 1_800_000,
+            absolute: None,
+            size: 1_100,
+            count: 10,
+        };
+        assert_eq!(Meta::parse(&meta.to_field()), Some(meta));
+        let capped = Meta {
+            absolute: Some(3_600_000),
+            ..meta
+        };
+        assert_eq!(Meta::parse(&capped.to_field()), Some(capped));
+        for bad in [
+            &b""[..],
+            b"7 1 2 3 - 4",
+            b"7 1 2 3 - 4 5 6",
+            b"7 1 2 3 x 4 5",
+            b"7 1 2 3  4 5",
+            b"7 1 2 3 - 4 \xff",
+        ] {
+            assert_eq!(Meta::parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -579,10 +579,10 @@ impl RedisStore {
                 let version = u64::try_from(version).unwrap_or(0);
                 // The stored session was the one this save started from exactly when the
                 // version moved by one: the stored result is then this session as it is now.
-                let unchanged_meanwhile = version == session.version() + 1;
+                let keep = version == session.version() + 1 && self.inner.near_cache.is_some();
                 session.mark_persisted(version, now);
-                match session.snapshot(now) {
-                    Ok(record) if unchanged_meanwhile => self.remember(&key, &record),
+                match keep.then(|| session.snapshot(now)) {
+                    Some(Ok(record)) => self.remember(&key, &record),
                     _ => self.forget(&key),
                 }
                 if old != new {

@@ -50,6 +50,19 @@ async fn status_of(client: &reqwest::Client, url: String) -> StatusCode {
     client.get(url).send().await.unwrap().status()
 }
 
+/// The JSON body of a GET.
+async fn json_of(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// A client that keeps cookies, as a browser does.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
 fn morris() -> Value {
     json!({"username": "morris", "password": "morris"})
 }
@@ -58,10 +71,7 @@ fn morris() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_on_one_instance_is_seen_on_the_other() {
     let demo = start(Transport::Cookie).await;
-    let browser = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap();
+    let browser = browser();
 
     assert_eq!(
         status_of(&browser, format!("{}/profile", demo.b)).await,
@@ -98,27 +108,13 @@ async fn login_on_one_instance_is_seen_on_the_other() {
         "the plain-HTTP demo turns Secure off: {set_cookie}"
     );
 
-    let profile: Value = browser
-        .get(format!("{}/profile", demo.b))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let profile = json_of(&browser, format!("{}/profile", demo.b)).await;
     assert_eq!(profile["username"], "morris");
     assert!(profile["served_by"]
         .as_str()
         .unwrap()
         .contains(&demo.b.rsplit(':').next().unwrap().to_string()));
-    let sessions: Value = browser
-        .get(format!("{}/sessions", demo.b))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sessions = json_of(&browser, format!("{}/sessions", demo.b)).await;
     assert_eq!(sessions.as_array().unwrap().len(), 1);
 
     assert_eq!(
@@ -140,14 +136,7 @@ async fn login_on_one_instance_is_seen_on_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_everywhere_ends_every_device() {
     let demo = start(Transport::Cookie).await;
-    let laptop = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap();
-    let phone = reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap();
+    let (laptop, phone) = (browser(), browser());
     for (device, base) in [(&laptop, &demo.a), (&phone, &demo.b)] {
         assert!(device
             .post(format!("{base}/login"))
@@ -158,14 +147,7 @@ async fn logout_everywhere_ends_every_device() {
             .status()
             .is_success());
     }
-    let sessions: Value = phone
-        .get(format!("{}/sessions", demo.a))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sessions = json_of(&phone, format!("{}/sessions", demo.a)).await;
     assert_eq!(sessions.as_array().unwrap().len(), 2);
     let ended: Value = laptop
         .post(format!("{}/logout-everywhere", demo.b))

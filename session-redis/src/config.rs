@@ -68,19 +68,15 @@ impl Config {
         };
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let number = || {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| Error::InvalidInput(format!("{name} needs a whole number")))
+            };
             match name {
                 "session_prefix" => config.prefix = value.to_owned(),
-                "session_timeout_ms" => {
-                    let ms = value.parse().map_err(|_| {
-                        Error::InvalidInput("session_timeout_ms needs a whole number".into())
-                    })?;
-                    config.timeout = Duration::from_millis(ms);
-                }
-                "session_near_cache_bytes" => {
-                    config.near_cache_bytes = value.parse().map_err(|_| {
-                        Error::InvalidInput("session_near_cache_bytes needs a whole number".into())
-                    })?;
-                }
+                "session_timeout_ms" => config.timeout = Duration::from_millis(number()?),
+                "session_near_cache_bytes" => config.near_cache_bytes = number()?,
                 other => {
                     return Err(Error::InvalidInput(format!(
                         "unknown Redis store option `{other}`"

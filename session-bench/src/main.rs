@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p session-bench -- [--seconds S] [--tasks N] [--sessions N] [--backends memory]
+//!     [--shapes small,large] [--only cycle|read|raw-cycle|raw-read]
 //! ```
 //!
 //! Prints ops/s, p50 and p99 latency, and each store row's ratio to its raw baseline.
@@ -30,7 +31,9 @@ pub(crate) struct Options {
     tasks: usize,
     sessions: usize,
     backends: Vec<String>,
-    /// Run only this store workload (`cycle` or `read`) with no baseline, for profiling.
+    /// Session shapes to run (`small`, `large`).
+    shapes: Vec<String>,
+    /// Run only this workload (`cycle`, `read`, `raw-cycle` or `raw-read`), for profiling.
     only: Option<String>,
 }
 
@@ -42,6 +45,7 @@ impl Options {
             sessions: 1_000,
             backends: vec!["memory".into()],
             only: None,
+            shapes: vec!["small".into(), "large".into()],
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -52,8 +56,9 @@ impl Options {
                 "--sessions" => options.sessions = number(&value()?)?,
                 "--backends" => options.backends = value()?.split(',').map(str::to_owned).collect(),
                 "--only" => options.only = Some(value()?),
+                "--shapes" => options.shapes = value()?.split(',').map(str::to_owned).collect(),
                 "--help" | "-h" => {
-                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-cluster] [--only cycle|read]; http-<backend> runs the HTTP-layer load".into())
+                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large]; http-<backend> runs the HTTP-layer load".into())
                 }
                 other => return Err(format!("unknown option {other}")),
             }
@@ -380,7 +385,10 @@ async fn main() {
                 std::process::exit(2);
             }
         };
-        for shape in SHAPES {
+        for shape in SHAPES
+            .into_iter()
+            .filter(|shape| options.shapes.iter().any(|s| s == shape.name))
+        {
             if let Err(error) = bench_shape(&target, shape, &options).await {
                 eprintln!("{} {}: {error}", target.name, shape.name);
                 std::process::exit(1);
@@ -409,6 +417,16 @@ async fn bench_shape(target: &Target, shape: Shape, options: &Options) -> Result
         Some("read") => {
             let row = measure(Arc::new(StoreRead(store)), options).await?;
             print_row(&target.name, shape.name, "read", &row, None);
+            return Ok(());
+        }
+        Some("raw-cycle") => {
+            let row = measure(Arc::new(raw), options).await?;
+            print_row(&target.name, shape.name, "raw-cycle", &row, None);
+            return Ok(());
+        }
+        Some("raw-read") => {
+            let row = measure(Arc::new(RawRead(raw)), options).await?;
+            print_row(&target.name, shape.name, "raw-read", &row, None);
             return Ok(());
         }
         _ => {}

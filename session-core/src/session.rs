@@ -152,6 +152,17 @@ impl Session {
         system_time(self.deadline_ms())
     }
 
+    /// Epoch ms of [`Session::created_at`].
+    pub fn created_at_ms(&self) -> u64 {
+        self.created_at_ms
+    }
+
+    /// Epoch ms of [`Session::last_accessed_at`]: for a loaded session, the stored access time
+    /// it was loaded with, which stores can compare to detect touches since the load.
+    pub fn last_accessed_at_ms(&self) -> u64 {
+        self.last_accessed_at_ms
+    }
+
     /// Epoch ms of [`Session::expires_at`].
     pub fn deadline_ms(&self) -> u64 {
         deadline_millis(

@@ -24,7 +24,32 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
+
+/// `EVALSHA <sha1> 1 <key>`; the caller appends the arguments. Built as one command buffer
+/// rather than through `Script::key`, which allocates a vector per argument and copies them.
+pub(crate) fn call(script: &Script, key: &str) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(1).arg(key);
+    cmd
+}
+
+/// Runs a command made by [`call`]; a server that does not have the script cached (restarted,
+/// flushed, failed over) gets it loaded and the command is sent again.
+pub(crate) async fn run<T: FromRedisValue>(
+    script: &Script,
+    cmd: &Cmd,
+    connection: &mut impl ConnectionLike,
+) -> RedisResult<T> {
+    match cmd.query_async(connection).await {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(connection).await?;
+            cmd.query_async(connection).await
+        }
+        result => result,
+    }
+}
 
 /// KEYS[1] session. ARGV[1] deadline, ARGV[2] event channel ('' = none), ARGV[3] key hex, then
 /// field/value pairs. Returns 1, or 0 if the key exists.
@@ -43,11 +68,20 @@ pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
 /// KEYS[1] session. ARGV: [1] now, [2] expected version ('' = any), [3] max bytes, [4] max
 /// count, [5] principal op ('' keep, '0' clear, '1' set), [6] principal, [7] idle ('' keep),
 /// [8] absolute op ('' keep, '0' none, '1' set), [9] absolute, [10] number of upserts U,
-/// [11 .. 10+2U] name/value pairs, [11+2U] '\1m', [12+2U] placeholder for the new metadata,
-/// [13+2U] number of removals R, then R names.
-/// Returns {version, deadline, old principal|false, new principal|false, index score}, where a
-/// score above 0 means the session must be (re)added to its principal's index with it; or {-1}
-/// not found, {-2, stored version} conflict, {-3, size, count} too large.
+/// [11 .. 10+2U] name/value pairs, [11+2U] '\1m', [12+2U] the new metadata as the saver
+/// computed it, [13+2U] number of removals R, then R names, then [F = 14+2U+R] the fast-path
+/// prefix ('' = none), [F+1] the new deadline, [F+2] the new index score.
+///
+/// Fast path: when the stored metadata starts with the prefix `version created accessed ` the
+/// saver loaded, nobody has written or touched the session since (every write increments the
+/// version), so the saver's own copy is what is stored and everything it computed from it
+/// (metadata, size, count, deadline) is exact: the script only writes. Returns the index
+/// score when the session must be (re)added to its principal's index, else 0.
+///
+/// Otherwise the script merges: it parses the stored metadata, checks liveness, version and
+/// limits, and computes the metadata itself. Returns {version, deadline, old principal|false,
+/// new principal|false, index score} (score as above), or {-1} not found, {-2, stored
+/// version} conflict, {-3, size, count} too large.
 ///
 /// Unchanged metadata values are written back as the strings they were read as: formatting a
 /// number in Lua costs more than the rest of the arithmetic.
@@ -55,8 +89,24 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local k = KEYS[1]
+        local ups = tonumber(ARGV[10])
+        local rem_at = 13 + 2 * ups
+        local removals = tonumber(ARGV[rem_at])
+        local fast = rem_at + removals + 1
         local m = redis.call('HMGET', k, '\1m', '\1p', '\1x')
         if not m[1] then return {-1} end
+        if ARGV[fast] ~= '' and string.sub(m[1], 1, #ARGV[fast]) == ARGV[fast] then
+            if removals > 0 then
+                redis.call('HDEL', k, unpack(ARGV, rem_at + 1, rem_at + removals))
+            end
+            redis.call('HSET', k, unpack(ARGV, 11, 12 + 2 * ups))
+            redis.call('PEXPIREAT', k, ARGV[fast + 1])
+            if m[2] and (not tonumber(m[3]) or tonumber(ARGV[fast + 1]) > tonumber(m[3])) then
+                redis.call('HSET', k, '\1x', ARGV[fast + 2])
+                return tonumber(ARGV[fast + 2])
+            end
+            return 0
+        end
         local vs, cs, as, is, bs, ss, ns =
             string.match(m[1], '^(%d+) (%d+) (%d+) (%d+) ([%d-]+) (%d+) (%d+)$')
         if not vs then return {-1} end
@@ -66,9 +116,6 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
         if b and c + b < dl then dl = c + b end
         if dl <= now then return {-1} end
         if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= v then return {-2, v} end
-        local ups = tonumber(ARGV[10])
-        local rem_at = 13 + 2 * ups
-        local removals = tonumber(ARGV[rem_at])
         if ups > 0 or removals > 0 then
             local s, n = tonumber(ss), tonumber(ns)
             for j = rem_at + 1, rem_at + removals do

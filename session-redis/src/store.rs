@@ -7,7 +7,10 @@
 //! (PEXPIREAT) by every create, save and touch, so Redis evicts it exactly then; reads also
 //! compare the stored deadline, so a session is hidden at its deadline even before Redis gets
 //! to it. Create, save (delta merge, size limits, optimistic version check), touch and delete
-//! are single server-side scripts: one atomic round trip each. A read is one HGET of the
+//! are single server-side scripts: one atomic round trip each. A save from a copy nobody wrote
+//! or touched since its load (the stored metadata still starts with the version and times it
+//! was loaded with) only writes what the client computed; any other save merges on the
+//! server. A read is one HGET of the
 //! metadata field when the near cache holds a copy that the field confirms, else one HGETALL.
 //! The principal index is one sorted set per principal, scored by each session's deadline plus
 //! a slack and expiring with its highest score; it lives in its own slot, so it is updated
@@ -378,9 +381,16 @@ impl RedisStore {
 
     /// Puts a copy of `record`, as stored now under `key`, in the near cache.
     fn remember(&self, key: &SessionKey, record: &SessionRecord) {
+        if self.inner.near_cache.is_some() {
+            self.remember_as(key, Meta::of(record), record);
+        }
+    }
+
+    /// [`RedisStore::remember`] with the record's metadata already at hand.
+    fn remember_as(&self, key: &SessionKey, meta: Meta, record: &SessionRecord) {
         if let Some(cache) = &self.inner.near_cache {
             let cached = Cached {
-                meta: Meta::of(record),
+                meta,
                 record: record.clone(),
             };
             cache.insert(*key, Arc::new(cached));
@@ -417,9 +427,8 @@ impl RedisStore {
         record: &SessionRecord,
         announce: bool,
     ) -> Result<bool> {
-        let mut invocation = scripts::CREATE.key(self.session_key(key));
-        invocation
-            .arg(record.deadline_ms())
+        let mut cmd = scripts::call(&scripts::CREATE, &self.session_key(key));
+        cmd.arg(record.deadline_ms())
             .arg(if announce {
                 self.channel()
             } else {
@@ -427,21 +436,18 @@ impl RedisStore {
             })
             .arg(key.to_hex());
         for (name, value) in Self::record_fields(record) {
-            invocation.arg(name).arg(value);
+            cmd.arg(name).arg(value);
         }
-        let created: i64 = invocation
-            .invoke_async(&mut self.connection())
+        let created: i64 = scripts::run(&scripts::CREATE, &cmd, &mut self.connection())
             .await
             .map_err(map)?;
         Ok(created == 1)
     }
 
     async fn index_add(&self, principal: &str, key: &SessionKey, deadline: u64) -> Result<()> {
-        scripts::INDEX_ADD
-            .key(self.index_key(principal))
-            .arg(key.to_hex())
-            .arg(deadline)
-            .invoke_async::<i64>(&mut self.connection())
+        let mut cmd = scripts::call(&scripts::INDEX_ADD, &self.index_key(principal));
+        cmd.arg(key.to_hex()).arg(deadline);
+        scripts::run::<i64>(&scripts::INDEX_ADD, &cmd, &mut self.connection())
             .await
             .map_err(map)?;
         Ok(())
@@ -467,16 +473,15 @@ impl RedisStore {
         announce: bool,
     ) -> Result<Option<Option<String>>> {
         self.forget(key);
-        let reply: Vec<Value> = scripts::DELETE
-            .key(self.session_key(key))
-            .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+        let mut cmd = scripts::call(&scripts::DELETE, &self.session_key(key));
+        cmd.arg(expected.map(|v| v.to_string()).unwrap_or_default())
             .arg(if announce {
                 self.channel()
             } else {
                 String::new()
             })
-            .arg(key.to_hex())
-            .invoke_async(&mut self.connection())
+            .arg(key.to_hex());
+        let reply: Vec<Value> = scripts::run(&scripts::DELETE, &cmd, &mut self.connection())
             .await
             .map_err(map)?;
         let deleted = matches!(reply.first(), Some(Value::Int(1)));
@@ -496,11 +501,23 @@ impl RedisStore {
     async fn save_now(&self, session: &mut Session) -> Result<()> {
         let now = now_millis();
         let key = session.key();
-        let delta = session.delta(now)?;
         let limits = &self.settings.limits;
-        let mut invocation = scripts::SAVE.key(self.session_key(&key));
-        invocation
-            .arg(now)
+        // The stored session after this save, if nobody wrote or touched it since this copy
+        // was loaded: then the script takes the fast path and stores exactly this.
+        let mut saved = session.snapshot(now)?;
+        saved.version += 1;
+        let meta = Meta::of(&saved);
+        let delta = session.delta(now)?;
+        // Principal changes need the old principal's index entry, timeout changes the old
+        // timeouts for the liveness check: both take the merging path.
+        let fast = delta.principal.is_none()
+            && delta.idle_timeout_ms.is_none()
+            && delta.absolute_lifetime_ms.is_none()
+            && session.deadline_ms() > now
+            && usize::try_from(meta.size).is_ok_and(|size| size <= limits.max_session_bytes)
+            && usize::try_from(meta.count).is_ok_and(|count| count <= limits.max_attributes);
+        let mut cmd = scripts::call(&scripts::SAVE, &self.session_key(&key));
+        cmd.arg(now)
             .arg(
                 delta
                     .expected_version
@@ -510,35 +527,63 @@ impl RedisStore {
             .arg(limits.max_session_bytes)
             .arg(limits.max_attributes);
         match delta.principal {
-            None => invocation.arg("").arg(""),
-            Some(None) => invocation.arg("0").arg(""),
-            Some(Some(principal)) => invocation.arg("1").arg(principal),
+            None => cmd.arg("").arg(""),
+            Some(None) => cmd.arg("0").arg(""),
+            Some(Some(principal)) => cmd.arg("1").arg(principal),
         };
-        invocation.arg(
+        cmd.arg(
             delta
                 .idle_timeout_ms
                 .map(|v| v.to_string())
                 .unwrap_or_default(),
         );
         match delta.absolute_lifetime_ms {
-            None => invocation.arg("").arg(""),
-            Some(None) => invocation.arg("0").arg(""),
-            Some(Some(lifetime)) => invocation.arg("1").arg(lifetime),
+            None => cmd.arg("").arg(""),
+            Some(None) => cmd.arg("0").arg(""),
+            Some(Some(lifetime)) => cmd.arg("1").arg(lifetime),
         };
-        invocation.arg(delta.upserts.len());
+        cmd.arg(delta.upserts.len());
         for (name, value) in &delta.upserts {
-            invocation.arg(*name).arg(&value[..]);
+            cmd.arg(*name).arg(&value[..]);
         }
-        // The metadata field and a placeholder the script fills in.
-        invocation.arg(Meta::FIELD).arg("");
-        invocation.arg(delta.removals.len());
+        cmd.arg(Meta::FIELD).arg(meta.to_field());
+        cmd.arg(delta.removals.len());
         for name in &delta.removals {
-            invocation.arg(*name);
+            cmd.arg(*name);
         }
-        let reply: Vec<Value> = invocation
-            .invoke_async(&mut self.connection())
+        if fast {
+            cmd.arg(format!(
+                "{} {} {} ",
+                session.version(),
+                session.created_at_ms(),
+                session.last_accessed_at_ms()
+            ))
+            .arg(saved.deadline_ms())
+            .arg(index_score(&saved));
+        } else {
+            cmd.arg("").arg("").arg("");
+        }
+        drop(delta);
+        let reply: Value = scripts::run(&scripts::SAVE, &cmd, &mut self.connection())
             .await
             .map_err(map)?;
+        let reply = match reply {
+            Value::Int(score) => {
+                session.mark_persisted(saved.version, now);
+                self.remember_as(&key, meta, &saved);
+                if let (Some(principal), Ok(score @ 1..)) = (&saved.principal, u64::try_from(score))
+                {
+                    self.index_add(principal, &key, score).await?;
+                }
+                return Ok(());
+            }
+            Value::Array(reply) => reply,
+            other => {
+                return Err(Error::backend(format!(
+                    "unexpected reply from the save script: {other:?}"
+                )))
+            }
+        };
         let int = |i: usize| match reply.get(i) {
             Some(Value::Int(n)) => Some(*n),
             _ => None,
@@ -575,7 +620,6 @@ impl RedisStore {
             }
             Some(version) if version > 0 => {
                 let (old, new) = (text(2), text(3));
-                drop(delta);
                 let version = u64::try_from(version).unwrap_or(0);
                 // The stored session was the one this save started from exactly when the
                 // version moved by one: the stored result is then this session as it is now.
@@ -691,10 +735,9 @@ impl SessionRepository for RedisStore {
     async fn touch(&self, id: &SessionId) -> Result<()> {
         let key = id.key();
         self.run(async {
-            let reply: Vec<Value> = scripts::TOUCH
-                .key(self.session_key(&key))
-                .arg(now_millis())
-                .invoke_async(&mut self.connection())
+            let mut cmd = scripts::call(&scripts::TOUCH, &self.session_key(&key));
+            cmd.arg(now_millis());
+            let reply: Vec<Value> = scripts::run(&scripts::TOUCH, &cmd, &mut self.connection())
                 .await
                 .map_err(map)?;
             match (reply.first(), reply.get(1), reply.get(2)) {

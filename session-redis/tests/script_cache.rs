@@ -1,0 +1,60 @@
+//! The script cache on a real Redis: scripts are loaded again when the server forgets them.
+//! A binary of its own, because `SCRIPT FLUSH` would race the scripts of parallel tests.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test code
+
+use conformance_tests::namespace;
+use conformance_tests::servers::{provision, Backend};
+use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
+use session_redis::redis::{self, AsyncCommands};
+use session_redis::{Config, RedisStore};
+
+/// The store and a plain connection to its server; `None` when no server.
+async fn setup() -> Option<(RedisStore, redis::aio::MultiplexedConnection)> {
+    let server = provision(Backend::Redis).await?;
+    let config = Config::from_url(&server.url)
+        .expect("test URL")
+        .with_prefix(format!("{}:", namespace("scripts")));
+    let store = RedisStore::open(config, SessionSettings::default())
+        .await
+        .expect("store");
+    let connection = redis::Client::open(server.url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    Some((store, connection))
+}
+
+/// After `SCRIPT FLUSH` (what a restart or failover does to the script cache) every operation
+/// loads its script again and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_scripts_are_loaded_again() {
+    let Some((store, mut connection)) = setup().await else {
+        return;
+    };
+    let flush = |mut connection: redis::aio::MultiplexedConnection| async move {
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async::<()>(&mut connection)
+            .await
+            .unwrap();
+    };
+    let mut session = store.new_session();
+    session.set_principal(Some("ann")).unwrap();
+    flush(connection.clone()).await;
+    store.create(&mut session).await.unwrap();
+    let mut loaded = store.find(session.id()).await.unwrap().expect("created");
+    loaded.insert("a", &1).unwrap();
+    flush(connection.clone()).await;
+    store.save(&mut loaded).await.unwrap();
+    flush(connection.clone()).await;
+    store.touch(session.id()).await.unwrap();
+    flush(connection.clone()).await;
+    store.delete(session.id()).await.unwrap();
+    assert!(store.find(session.id()).await.unwrap().is_none());
+    let stored: bool = connection
+        .exists(store.session_key(&session.key()))
+        .await
+        .unwrap();
+    assert!(!stored, "the deleted session is still stored");
+}

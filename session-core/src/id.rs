@@ -133,7 +133,12 @@ impl SessionKey {
 
     /// Lower-case hex, 64 characters: the form stores use inside key names.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        // Into a buffer: `hex::encode` collects char by char, which shows in store profiles.
+        let mut out = [0u8; 64];
+        match hex::encode_to_slice(self.0, &mut out) {
+            Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+            Err(_) => hex::encode(self.0),
+        }
     }
 
     /// Parses the 64-character lower- or upper-case hex form.

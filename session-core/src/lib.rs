@@ -19,6 +19,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod attributes;
 mod codec;
 mod error;
 mod event;
@@ -30,14 +31,14 @@ mod settings;
 pub mod time;
 mod url;
 
+pub use attributes::Attributes;
 pub use codec::{Codec, Json, MessagePack, FORMAT_JSON, FORMAT_MESSAGEPACK};
 pub use error::{with_timeout, BoxError, Error, Result};
 pub use event::{EventBus, EventError, EventSubscription, SessionEvent};
 pub use id::{InvalidSessionId, SessionId, SessionKey, SESSION_ID_LEN};
 pub use record::{
-    decode_attributes, encode_attributes, report_undecodable, undecodable_records, Attributes,
-    SessionDelta, SessionInfo, SessionRecord, UndecodableRecord, ATTRIBUTES_FORMAT_V1,
-    RECORD_FORMAT_V1,
+    decode_attributes, encode_attributes, report_undecodable, undecodable_records, SessionDelta,
+    SessionInfo, SessionRecord, UndecodableRecord, ATTRIBUTES_FORMAT_V1, RECORD_FORMAT_V1,
 };
 pub use repository::{
     check_principal_query, insert_under_free_id, unsupported_principal_index, Capabilities,

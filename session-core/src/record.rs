@@ -5,14 +5,13 @@
 //! the same fields in their own layout but must follow the same rules as
 //! [`SessionRecord::apply`] and [`SessionRecord::touch`]; the conformance suite checks that they do.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::attributes::{attribute_size, Attributes};
 use crate::error::{Error, Result};
 use crate::id::SessionKey;
 use crate::settings::Limits;
@@ -25,14 +24,6 @@ pub const RECORD_FORMAT_V1: u8 = 0x01;
 /// First byte of attributes encoded by [`encode_attributes`], for stores that keep metadata in
 /// their own columns and the attributes as one value.
 pub const ATTRIBUTES_FORMAT_V1: u8 = 0x01;
-
-/// Per-name overhead counted in a session's encoded size, so that many tiny attributes cannot
-/// slip past [`Limits::max_session_bytes`].
-const ATTRIBUTE_OVERHEAD: usize = 8;
-
-/// The attributes of a session: encoded values by name, shared copy-on-write so that a copy
-/// of a session (a cache hit, a snapshot after a save) costs a reference count, not a map.
-pub type Attributes = Arc<BTreeMap<Arc<str>, Bytes>>;
 
 /// A session as a store keeps it: metadata plus attributes already encoded by their codec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,8 +40,9 @@ pub struct SessionRecord {
     pub principal: Option<String>,
     /// Incremented by every save; compared by optimistic saves.
     pub version: u64,
-    /// Attribute name → encoded value (format byte first). Both are reference-counted, so
-    /// cloning a record (an in-process store handing out a copy) copies no attribute bytes.
+    /// Attribute name → encoded value (format byte first). A persistent map of
+    /// reference-counted names and values, so cloning a record (an in-process store handing
+    /// out a copy) copies no attribute bytes.
     pub attributes: Attributes,
 }
 
@@ -93,10 +85,7 @@ impl SessionRecord {
 
     /// Size counted against [`Limits::max_session_bytes`].
     pub fn attributes_size(&self) -> usize {
-        self.attributes
-            .iter()
-            .map(|(name, value)| attribute_size(name, value))
-            .sum()
+        self.attributes.size()
     }
 
     /// Applies a save to this record, following the contract:
@@ -122,13 +111,13 @@ impl SessionRecord {
         }
         let (mut size, mut count) = (self.attributes_size(), self.attributes.len());
         for name in &delta.removals {
-            if let Some(old) = self.attributes.get(*name) {
+            if let Some(old) = self.attributes.get(name) {
                 size -= attribute_size(name, old);
                 count -= 1;
             }
         }
         for (name, value) in &delta.upserts {
-            if let Some(old) = self.attributes.get(*name) {
+            if let Some(old) = self.attributes.get(name) {
                 size -= attribute_size(name, old);
                 count -= 1;
             }
@@ -137,14 +126,11 @@ impl SessionRecord {
         }
         check_size(size, count, limits)?;
 
-        if !delta.removals.is_empty() || !delta.upserts.is_empty() {
-            let attributes = Arc::make_mut(&mut self.attributes);
-            for name in &delta.removals {
-                attributes.remove(*name);
-            }
-            for (name, value) in &delta.upserts {
-                attributes.insert(Arc::from(*name), Bytes::clone(value));
-            }
+        for name in &delta.removals {
+            self.attributes.remove(name);
+        }
+        for (name, value) in &delta.upserts {
+            self.attributes.insert((*name).into(), Bytes::clone(value));
         }
         if let Some(principal) = delta.principal {
             self.principal = principal.map(str::to_owned);
@@ -193,16 +179,12 @@ impl SessionRecord {
 }
 
 /// `ATTRIBUTES_FORMAT_V1` followed by MessagePack of the attribute map.
-pub fn encode_attributes(attributes: &BTreeMap<Arc<str>, Bytes>) -> Result<Vec<u8>> {
-    encode_versioned(
-        ATTRIBUTES_FORMAT_V1,
-        attributes,
-        size_of_attributes(attributes),
-    )
+pub fn encode_attributes(attributes: &Attributes) -> Result<Vec<u8>> {
+    encode_versioned(ATTRIBUTES_FORMAT_V1, attributes, attributes.size())
 }
 
 /// Parses bytes written by [`encode_attributes`].
-pub fn decode_attributes(bytes: &[u8]) -> Result<BTreeMap<Arc<str>, Bytes>, UndecodableRecord> {
+pub fn decode_attributes(bytes: &[u8]) -> Result<Attributes, UndecodableRecord> {
     decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes")
 }
 
@@ -236,10 +218,6 @@ fn decode_versioned<T: serde::de::DeserializeOwned>(
     }
 }
 
-pub(crate) fn attribute_size(name: &str, value: &[u8]) -> usize {
-    name.len() + value.len() + ATTRIBUTE_OVERHEAD
-}
-
 /// Enforces the size and count limits on a session's attributes.
 pub(crate) fn check_size(size: usize, count: usize, limits: &Limits) -> Result<()> {
     if count > limits.max_attributes {
@@ -257,10 +235,6 @@ pub(crate) fn check_size(size: usize, count: usize, limits: &Limits) -> Result<(
         });
     }
     Ok(())
-}
-
-pub(crate) fn size_of_attributes(attributes: &BTreeMap<Arc<str>, Bytes>) -> usize {
-    attributes.iter().map(|(n, v)| attribute_size(n, v)).sum()
 }
 
 /// Stored bytes that are not a session record this version can read (corrupt, truncated or

@@ -9,12 +9,11 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::attributes::{attribute_size, Attributes};
 use crate::codec::{decode_value, encode_value};
 use crate::error::{Error, Result};
 use crate::id::{SessionId, SessionKey};
-use crate::record::{
-    attribute_size, check_size, size_of_attributes, Attributes, SessionDelta, SessionRecord,
-};
+use crate::record::{check_size, SessionDelta, SessionRecord};
 use crate::settings::{Concurrency, SaveMode, SessionSettings};
 use crate::time::{deadline_millis, duration_millis, now_millis, system_time};
 
@@ -276,7 +275,7 @@ impl Session {
             )));
         }
         reject_control_characters("attribute name", name)?;
-        let mut size = size_of_attributes(&self.attributes);
+        let mut size = self.attributes.size();
         let mut count = self.attributes.len();
         if let Some(old) = self.attributes.get(name) {
             size -= attribute_size(name, old);
@@ -285,7 +284,7 @@ impl Session {
         size += attribute_size(name, &bytes);
         check_size(size, count + 1, limits)?;
 
-        Arc::make_mut(&mut self.attributes).insert(Arc::from(name), Bytes::from(bytes));
+        self.attributes.insert(Arc::from(name), Bytes::from(bytes));
         self.removed.remove(name);
         self.changed.insert(name.to_owned());
         Ok(())
@@ -301,9 +300,7 @@ impl Session {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
         self.removed.insert(name.to_owned());
-        // Only a copy that has the name needs a map of its own.
-        self.attributes.contains_key(name)
-            && Arc::make_mut(&mut self.attributes).remove(name).is_some()
+        self.attributes.remove(name)
     }
 
     /// Whether this copy has attribute `name`.
@@ -313,7 +310,7 @@ impl Session {
 
     /// Names of the attributes of this copy, sorted.
     pub fn attribute_names(&self) -> impl Iterator<Item = &str> {
-        self.attributes.keys().map(|name| &**name)
+        self.attributes.keys()
     }
 
     /// Encoded bytes of attribute `name` (format byte first).

@@ -18,7 +18,6 @@
 //! against the sessions on every read, where dead members are pruned: it cannot leak,
 //! keyspace notifications or not.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -27,9 +26,9 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use session_core::time::now_millis;
 use session_core::{
     async_trait, check_principal_query, insert_under_free_id, report_undecodable, with_timeout,
-    Bytes, Capabilities, Error, EventBus, EventSubscription, Result, Session, SessionEvent,
-    SessionId, SessionInfo, SessionKey, SessionRecord, SessionRepository, SessionSettings,
-    UndecodableRecord,
+    Attributes, Bytes, Capabilities, Error, EventBus, EventSubscription, Result, Session,
+    SessionEvent, SessionId, SessionInfo, SessionKey, SessionRecord, SessionRepository,
+    SessionSettings, UndecodableRecord,
 };
 use sha2::{Digest, Sha256};
 
@@ -260,7 +259,13 @@ impl RedisStore {
 
     /// The Redis key of a session.
     pub fn session_key(&self, key: &SessionKey) -> String {
-        format!("{}s:{{{}}}", self.inner.config.prefix, key.to_hex())
+        let prefix = &self.inner.config.prefix;
+        let mut out = String::with_capacity(prefix.len() + 68);
+        out.push_str(prefix);
+        out.push_str("s:{");
+        out.push_str(&key.to_hex());
+        out.push('}');
+        out
     }
 
     fn index_key(&self, principal: &str) -> String {
@@ -297,7 +302,7 @@ impl RedisStore {
     fn parse(fields: Fields) -> Result<SessionRecord, UndecodableRecord> {
         let mut meta = None;
         let mut principal = None;
-        let mut attributes = BTreeMap::new();
+        let mut attributes = Attributes::new();
         for (name, value) in fields {
             if name == Meta::FIELD {
                 meta = Some(value);
@@ -325,7 +330,7 @@ impl RedisStore {
             absolute_lifetime_ms: meta.absolute,
             principal,
             version: meta.version,
-            attributes: attributes.into(),
+            attributes,
         })
     }
 

@@ -249,7 +249,7 @@ impl SqlStore {
             absolute_lifetime_ms: row.try_get::<Option<i64>, _>(3).map_err(map)?.map(unsigned),
             principal,
             version: unsigned(row.try_get(5).map_err(map)?),
-            attributes: attributes.into(),
+            attributes,
         }))
     }
 

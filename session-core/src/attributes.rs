@@ -1,0 +1,214 @@
+//! A session's attributes: encoded values by name, in a persistent map.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rpds::RedBlackTreeMapSync;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Per-name overhead counted in a session's size, so that many tiny attributes cannot slip
+/// past [`Limits::max_session_bytes`](crate::Limits).
+const ATTRIBUTE_OVERHEAD: usize = 8;
+
+/// The bytes an attribute counts against [`Limits::max_session_bytes`](crate::Limits): its
+/// name, its encoded value and a fixed overhead.
+pub(crate) fn attribute_size(name: &str, value: &[u8]) -> usize {
+    name.len() + value.len() + ATTRIBUTE_OVERHEAD
+}
+
+/// The attributes of a session: encoded values by name, in name order.
+///
+/// A persistent map (a red-black tree with structural sharing): a clone costs a reference
+/// count, and changing one attribute of a clone copies only the path to that name. A session
+/// loaded from a cache and changed in one attribute therefore shares every other attribute
+/// with the cached copy, instead of copying (and later freeing) the whole map on every request.
+/// The map also keeps the [size](Attributes::size) of its attributes, so limits are checked
+/// without walking them.
+#[derive(Clone, Default)]
+pub struct Attributes {
+    map: RedBlackTreeMapSync<Arc<str>, Bytes>,
+    size: usize,
+}
+
+impl Attributes {
+    /// No attributes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The encoded value of `name`.
+    pub fn get(&self, name: &str) -> Option<&Bytes> {
+        self.map.get(name)
+    }
+
+    /// The stored name and encoded value of `name`.
+    pub fn get_key_value(&self, name: &str) -> Option<(&Arc<str>, &Bytes)> {
+        self.map.get_key_value(name)
+    }
+
+    /// Whether `name` is set.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// Sets `name` to `value`, replacing any previous value.
+    pub fn insert(&mut self, name: Arc<str>, value: Bytes) {
+        if let Some(old) = self.map.get(&*name) {
+            self.size -= attribute_size(&name, old);
+        }
+        self.size += attribute_size(&name, &value);
+        self.map.insert_mut(name, value);
+    }
+
+    /// Removes `name`; `true` if it was set.
+    pub fn remove(&mut self, name: &str) -> bool {
+        match self.map.get(name) {
+            Some(old) => {
+                self.size -= attribute_size(name, old);
+                self.map.remove_mut(name)
+            }
+            None => false,
+        }
+    }
+
+    /// Number of attributes.
+    pub fn len(&self) -> usize {
+        self.map.size()
+    }
+
+    /// Whether there are no attributes.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The sum of [`attribute_size`] over all attributes: what counts against
+    /// [`Limits::max_session_bytes`](crate::Limits).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Names and encoded values, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Bytes)> + '_ {
+        self.map.iter()
+    }
+
+    /// Names, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.map.keys().map(|name| &**name)
+    }
+}
+
+impl PartialEq for Attributes {
+    fn eq(&self, other: &Self) -> bool {
+        self.size == other.size && self.map == other.map
+    }
+}
+
+impl Eq for Attributes {}
+
+impl fmt::Debug for Attributes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.map.iter()).finish()
+    }
+}
+
+impl FromIterator<(Arc<str>, Bytes)> for Attributes {
+    fn from_iter<I: IntoIterator<Item = (Arc<str>, Bytes)>>(iter: I) -> Self {
+        let mut attributes = Attributes::new();
+        for (name, value) in iter {
+            attributes.insert(name, value);
+        }
+        attributes
+    }
+}
+
+impl From<BTreeMap<Arc<str>, Bytes>> for Attributes {
+    fn from(map: BTreeMap<Arc<str>, Bytes>) -> Self {
+        map.into_iter().collect()
+    }
+}
+
+/// A map of names to byte strings, as `BTreeMap<Arc<str>, Bytes>` serializes: stored records
+/// are byte-for-byte what they were before this type.
+impl Serialize for Attributes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.map.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Attributes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AttributesVisitor;
+
+        impl<'de> Visitor<'de> for AttributesVisitor {
+            type Value = Attributes;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of attribute names to encoded values")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Attributes, A::Error> {
+                let mut attributes = Attributes::new();
+                while let Some((name, value)) = access.next_entry::<Arc<str>, Bytes>()? {
+                    attributes.insert(name, value);
+                }
+                Ok(attributes)
+            }
+        }
+
+        deserializer.deserialize_map(AttributesVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attributes(pairs: &[(&str, &str)]) -> Attributes {
+        pairs
+            .iter()
+            .map(|(name, value)| (Arc::from(*name), Bytes::from(value.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn size_follows_inserts_replacements_and_removals() {
+        let mut map = attributes(&[("a", "123"), ("bb", "4")]);
+        assert_eq!(map.size(), (1 + 3 + 8) + (2 + 1 + 8));
+        map.insert(Arc::from("a"), Bytes::from_static(b"1"));
+        assert_eq!(map.size(), (1 + 1 + 8) + (2 + 1 + 8));
+        assert!(map.remove("bb"));
+        assert!(!map.remove("bb"));
+        assert_eq!(map.size(), 1 + 1 + 8);
+        assert_eq!(map.len(), 1);
+    }
+
+    #[test]
+    fn a_changed_clone_leaves_the_original_alone() {
+        let original = attributes(&[("a", "1"), ("b", "2")]);
+        let mut copy = original.clone();
+        copy.insert(Arc::from("a"), Bytes::from_static(b"9"));
+        copy.remove("b");
+        assert_eq!(original.get("a").map(|v| &v[..]), Some(&b"1"[..]));
+        assert!(original.contains_key("b"));
+        assert_ne!(original, copy);
+    }
+
+    #[test]
+    fn encodes_like_the_ordered_map_it_replaced() {
+        let pairs = [("b", "2"), ("a", "1"), ("c", "3")];
+        let map: BTreeMap<Arc<str>, Bytes> = pairs
+            .iter()
+            .map(|(name, value)| (Arc::from(*name), Bytes::from(value.to_string())))
+            .collect();
+        let ours = attributes(&pairs);
+        let bytes = rmp_serde::to_vec(&ours).expect("encode");
+        assert_eq!(bytes, rmp_serde::to_vec(&map).expect("encode"));
+        let back: Attributes = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(back, ours);
+        assert_eq!(back.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+    }
+}

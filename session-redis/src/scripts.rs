@@ -30,8 +30,14 @@ use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind
 /// `EVALSHA <sha1> 1 <key>`; the caller appends the arguments. Built as one command buffer
 /// rather than through `Script::key`, which allocates a vector per argument and copies them.
 pub(crate) fn call(script: &Script, key: &str) -> Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(1).arg(key);
+    call_sized(script, key, 8, 64)
+}
+
+/// [`call`] with room for `args` more arguments of `bytes` bytes in all, so that appending
+/// them does not grow (and copy) the command buffer step by step.
+pub(crate) fn call_sized(script: &Script, key: &str, args: usize, bytes: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(4 + args, 64 + key.len() + bytes);
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(1).arg(key);
     cmd
 }
 

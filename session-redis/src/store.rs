@@ -358,7 +358,9 @@ impl RedisStore {
         let redis_key = self.session_key(key);
         let cached = self.inner.near_cache.as_ref().and_then(|c| c.get(key));
         if let Some(cached) = cached {
-            let meta: Option<Vec<u8>> = redis::cmd("HGET")
+            // Sized up front: a command buffer grown argument by argument reallocates.
+            let meta: Option<Vec<u8>> = Cmd::with_capacity(3, 16 + redis_key.len())
+                .arg("HGET")
                 .arg(&redis_key)
                 .arg(Meta::FIELD)
                 .query_async(&mut self.connection())
@@ -534,7 +536,18 @@ impl RedisStore {
             && session.deadline_ms() > now
             && usize::try_from(meta.size).is_ok_and(|size| size <= limits.max_session_bytes)
             && usize::try_from(meta.count).is_ok_and(|count| count <= limits.max_attributes);
-        let mut cmd = scripts::call(&scripts::SAVE, &self.session_key(&key));
+        let pairs: usize = delta
+            .upserts
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        let removed: usize = delta.removals.iter().map(|name| name.len()).sum();
+        let mut cmd = scripts::call_sized(
+            &scripts::SAVE,
+            &self.session_key(&key),
+            20 + 2 * delta.upserts.len() + delta.removals.len(),
+            256 + pairs + removed,
+        );
         cmd.arg(now)
             .arg(
                 delta

@@ -71,18 +71,21 @@ pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS[1] session. ARGV: [1] now, [2] expected version ('' = any), [3] max bytes, [4] max
-/// count, [5] principal op ('' keep, '0' clear, '1' set), [6] principal, [7] idle ('' keep),
-/// [8] absolute op ('' keep, '0' none, '1' set), [9] absolute, [10] number of upserts U,
-/// [11 .. 10+2U] name/value pairs, [11+2U] '\1m', [12+2U] the new metadata as the saver
-/// computed it, [13+2U] number of removals R, then R names, then [F = 14+2U+R] the fast-path
-/// prefix ('' = none), [F+1] the new deadline, [F+2] the new index score.
+/// KEYS[1] session. ARGV: [1] the fast-path prefix ('' = merge), [2] the new deadline, [3] the
+/// new index score ('' when the session has no principal), [4] `now expected max_bytes
+/// max_count idle absolute_op absolute` for the merging path (`-` = none / keep; absolute_op
+/// `0` none, `1` set), [5] principal op ('' keep, '0' clear, '1' set), [6] principal, [7]
+/// number of upserts U, [8 .. 7+2U] name/value pairs, [8+2U] '\1m', [9+2U] the new metadata as
+/// the saver computed it, [10+2U] number of removals R, then R names.
 ///
 /// Fast path: when the stored metadata starts with the prefix `version created accessed ` the
 /// saver loaded, nobody has written or touched the session since (every write increments the
 /// version), so the saver's own copy is what is stored and everything it computed from it
-/// (metadata, size, count, deadline) is exact: the script only writes. Returns the index
-/// score when the session must be (re)added to its principal's index, else 0.
+/// (metadata, size, count, deadline) is exact: the script only writes. It reads only the
+/// fields it needs (a session without a principal has no index score to compare) and the
+/// merging path's parameters come packed in one argument: every argument and every
+/// `redis.call` costs the server a share of a microsecond. Returns the index score when the
+/// session must be (re)added to its principal's index, else 0.
 ///
 /// Otherwise the script merges: it parses the stored metadata, checks liveness, version and
 /// limits, and computes the metadata itself. Returns {version, deadline, old principal|false,
@@ -95,45 +98,56 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local k = KEYS[1]
-        local ups = tonumber(ARGV[10])
-        local rem_at = 13 + 2 * ups
+        local ups = tonumber(ARGV[7])
+        local rem_at = 10 + 2 * ups
         local removals = tonumber(ARGV[rem_at])
-        local fast = rem_at + removals + 1
+        if ARGV[1] ~= '' then
+            local meta, score
+            if ARGV[3] == '' then
+                meta = redis.call('HGET', k, '\1m')
+            else
+                local f = redis.call('HMGET', k, '\1m', '\1x')
+                meta, score = f[1], f[2]
+            end
+            if not meta then return {-1} end
+            if string.sub(meta, 1, #ARGV[1]) == ARGV[1] then
+                if removals > 0 then
+                    redis.call('HDEL', k, unpack(ARGV, rem_at + 1, rem_at + removals))
+                end
+                redis.call('HSET', k, unpack(ARGV, 8, 9 + 2 * ups))
+                redis.call('PEXPIREAT', k, ARGV[2])
+                if ARGV[3] ~= '' and (not tonumber(score) or tonumber(ARGV[2]) > tonumber(score)) then
+                    redis.call('HSET', k, '\1x', ARGV[3])
+                    return tonumber(ARGV[3])
+                end
+                return 0
+            end
+        end
         local m = redis.call('HMGET', k, '\1m', '\1p', '\1x')
         if not m[1] then return {-1} end
-        if ARGV[fast] ~= '' and string.sub(m[1], 1, #ARGV[fast]) == ARGV[fast] then
-            if removals > 0 then
-                redis.call('HDEL', k, unpack(ARGV, rem_at + 1, rem_at + removals))
-            end
-            redis.call('HSET', k, unpack(ARGV, 11, 12 + 2 * ups))
-            redis.call('PEXPIREAT', k, ARGV[fast + 1])
-            if m[2] and (not tonumber(m[3]) or tonumber(ARGV[fast + 1]) > tonumber(m[3])) then
-                redis.call('HSET', k, '\1x', ARGV[fast + 2])
-                return tonumber(ARGV[fast + 2])
-            end
-            return 0
-        end
+        local nows, expected, max_bytes, max_count, idle, abs_op, abs =
+            string.match(ARGV[4], '^(%d+) (%S+) (%d+) (%d+) (%S+) (%S+) (%S+)$')
         local vs, cs, as, is, bs, ss, ns =
             string.match(m[1], '^(%d+) (%d+) (%d+) (%d+) ([%d-]+) (%d+) (%d+)$')
         if not vs then return {-1} end
         local v, c, a, i, b = tonumber(vs), tonumber(cs), tonumber(as), tonumber(is), tonumber(bs)
-        local now = tonumber(ARGV[1])
+        local now = tonumber(nows)
         local dl = a + i
         if b and c + b < dl then dl = c + b end
         if dl <= now then return {-1} end
-        if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= v then return {-2, v} end
+        if expected ~= '-' and tonumber(expected) ~= v then return {-2, v} end
         if ups > 0 or removals > 0 then
             local s, n = tonumber(ss), tonumber(ns)
             for j = rem_at + 1, rem_at + removals do
                 local old = redis.call('HSTRLEN', k, ARGV[j])
                 if old > 0 then s = s - (#ARGV[j] + old + 8); n = n - 1 end
             end
-            for j = 11, 9 + 2 * ups, 2 do
+            for j = 8, 6 + 2 * ups, 2 do
                 local old = redis.call('HSTRLEN', k, ARGV[j])
                 if old > 0 then s = s - (#ARGV[j] + old + 8); n = n - 1 end
                 s = s + #ARGV[j] + #ARGV[j + 1] + 8; n = n + 1
             end
-            if s > tonumber(ARGV[3]) or n > tonumber(ARGV[4]) then return {-3, s, n} end
+            if s > tonumber(max_bytes) or n > tonumber(max_count) then return {-3, s, n} end
             if removals > 0 then
                 redis.call('HDEL', k, unpack(ARGV, rem_at + 1, rem_at + removals))
             end
@@ -143,15 +157,15 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
         local principal = old_principal
         if ARGV[5] == '0' then redis.call('HDEL', k, '\1p'); principal = false
         elseif ARGV[5] == '1' then redis.call('HSET', k, '\1p', ARGV[6]); principal = ARGV[6] end
-        if ARGV[7] ~= '' then is = ARGV[7]; i = tonumber(is) end
-        if ARGV[8] == '0' then bs = '-'; b = nil
-        elseif ARGV[8] == '1' then bs = ARGV[9]; b = tonumber(bs) end
-        if now > a then a = now; as = ARGV[1] end
+        if idle ~= '-' then is = idle; i = tonumber(is) end
+        if abs_op == '0' then bs = '-'; b = nil
+        elseif abs_op == '1' then bs = abs; b = tonumber(bs) end
+        if now > a then a = now; as = nows end
         dl = a + i
         if b and c + b < dl then dl = c + b end
         v = v + 1
-        ARGV[12 + 2 * ups] = v .. ' ' .. cs .. ' ' .. as .. ' ' .. is .. ' ' .. bs .. ' ' .. ss .. ' ' .. ns
-        redis.call('HSET', k, unpack(ARGV, 11, 12 + 2 * ups))
+        ARGV[9 + 2 * ups] = v .. ' ' .. cs .. ' ' .. as .. ' ' .. is .. ' ' .. bs .. ' ' .. ss .. ' ' .. ns
+        redis.call('HSET', k, unpack(ARGV, 8, 9 + 2 * ups))
         redis.call('PEXPIREAT', k, dl)
         local score = 0
         if principal and (principal ~= old_principal or not tonumber(m[3]) or dl > tonumber(m[3])) then

@@ -545,33 +545,43 @@ impl RedisStore {
         let mut cmd = scripts::call_sized(
             &scripts::SAVE,
             &self.session_key(&key),
-            20 + 2 * delta.upserts.len() + delta.removals.len(),
+            12 + 2 * delta.upserts.len() + delta.removals.len(),
             256 + pairs + removed,
         );
-        cmd.arg(now)
-            .arg(
-                delta
-                    .expected_version
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
-            )
-            .arg(limits.max_session_bytes)
-            .arg(limits.max_attributes);
+        if fast {
+            cmd.arg(format!(
+                "{} {} {} ",
+                session.version(),
+                session.created_at_ms(),
+                session.last_accessed_at_ms()
+            ))
+            .arg(saved.deadline_ms());
+            match saved.principal {
+                Some(_) => cmd.arg(index_score(&saved)),
+                None => cmd.arg(""),
+            };
+        } else {
+            cmd.arg("").arg("").arg("");
+        }
+        // The merging path's parameters, in one argument (see the script).
+        let or_dash = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        let (absolute_op, absolute) = match delta.absolute_lifetime_ms {
+            None => ("-", None),
+            Some(None) => ("0", None),
+            Some(Some(lifetime)) => ("1", Some(lifetime)),
+        };
+        cmd.arg(format!(
+            "{now} {} {} {} {} {absolute_op} {}",
+            or_dash(delta.expected_version),
+            limits.max_session_bytes,
+            limits.max_attributes,
+            or_dash(delta.idle_timeout_ms),
+            or_dash(absolute),
+        ));
         match delta.principal {
             None => cmd.arg("").arg(""),
             Some(None) => cmd.arg("0").arg(""),
             Some(Some(principal)) => cmd.arg("1").arg(principal),
-        };
-        cmd.arg(
-            delta
-                .idle_timeout_ms
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-        );
-        match delta.absolute_lifetime_ms {
-            None => cmd.arg("").arg(""),
-            Some(None) => cmd.arg("0").arg(""),
-            Some(Some(lifetime)) => cmd.arg("1").arg(lifetime),
         };
         cmd.arg(delta.upserts.len());
         for (name, value) in &delta.upserts {
@@ -581,18 +591,6 @@ impl RedisStore {
         cmd.arg(delta.removals.len());
         for name in &delta.removals {
             cmd.arg(*name);
-        }
-        if fast {
-            cmd.arg(format!(
-                "{} {} {} ",
-                session.version(),
-                session.created_at_ms(),
-                session.last_accessed_at_ms()
-            ))
-            .arg(saved.deadline_ms())
-            .arg(index_score(&saved));
-        } else {
-            cmd.arg("").arg("").arg("");
         }
         drop(delta);
         let reply: Value = scripts::run(&scripts::SAVE, &cmd, &mut self.connection())

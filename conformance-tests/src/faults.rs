@@ -5,7 +5,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use session_core::{Error, Result, SessionId, SessionRepository, SessionRepositoryExt};
+use session_core::{
+    Error, EventError, Result, SessionEvent, SessionId, SessionRepository, SessionRepositoryExt,
+};
 
 use crate::servers::{is_required, provision, Backend, ServerProcess};
 
@@ -14,7 +16,9 @@ pub const FAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Kills the store's server under a live repository: every operation fails with a retryable
 /// error within [`FAULT_TIMEOUT`], no panic, no hang. Restarts it: the same repository (not
-/// rebuilt) works again.
+/// rebuilt) works again, and with
+/// [`Capabilities::lifecycle_events`](session_core::Capabilities::lifecycle_events) a subscription taken
+/// before the crash delivers the events of operations after the restart.
 ///
 /// `open(url, timeout)` opens a repository on a dedicated server of `backend` with that
 /// operation timeout. Skips, like provisioning, when the backend's server cannot be started.
@@ -38,6 +42,10 @@ where
     let mut session = store.new_session();
     session.insert("a", "1").unwrap();
     store.create(&mut session).await.unwrap();
+    let mut events = store
+        .capabilities()
+        .lifecycle_events
+        .then(|| store.subscribe().expect("subscribe"));
 
     server.stop();
     for _ in 0..3 {
@@ -98,4 +106,26 @@ where
         store.touch(&SessionId::generate()).await,
         Err(Error::NotFound)
     ));
+
+    if let Some(events) = &mut events {
+        // The listener may reconnect a little after the store's own connection: create until
+        // an event arrives.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut heard = false;
+        while !heard && Instant::now() < deadline {
+            let mut probe = store.new_session();
+            store.create(&mut probe).await.unwrap();
+            let wait = tokio::time::timeout(Duration::from_millis(500), async {
+                loop {
+                    match events.recv().await {
+                        Ok(SessionEvent::Created(key)) if key == probe.key() => return true,
+                        Ok(_) | Err(EventError::Lagged(_)) => {}
+                        Err(_) => return false,
+                    }
+                }
+            });
+            heard = wait.await.unwrap_or(false);
+        }
+        assert!(heard, "no lifecycle event after the restart");
+    }
 }

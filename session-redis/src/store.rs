@@ -19,10 +19,13 @@
 //! keyspace notifications or not.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{
+    Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, PushKind, RedisFuture, Value,
+};
 use session_core::time::now_millis;
 use session_core::{
     async_trait, check_principal_query, insert_under_free_id, report_undecodable, with_timeout,
@@ -871,7 +874,13 @@ fn event_channel(config: &Config) -> String {
 /// reaches every node). Where the server has keyspace notifications for expired keys enabled
 /// (`notify-keyspace-events` with `E` and `x`, or `A`), each configured node also reports the
 /// session keys it expires. Subscriptions are confirmed before this returns, so no event after
-/// `open` is missed; a listener ends when the store is dropped or its connection breaks.
+/// `open` is missed.
+///
+/// The listeners are RESP3 connection managers (Redis 6 or later): when a connection breaks
+/// (server restart, failover) they reconnect and subscribe again by themselves; a ping every
+/// [`LISTENER_PING`] makes a broken connection noticed, and a failed reconnect retried, even
+/// while no event arrives. Events published while a listener is disconnected are lost (pub/sub
+/// keeps nothing). A listener ends when the store is dropped.
 async fn listen(
     config: &Config,
     events: &EventBus,
@@ -879,31 +888,44 @@ async fn listen(
 ) -> Result<bool> {
     let mut expiry_everywhere = true;
     for (index, node) in config.nodes.iter().enumerate() {
-        let client = redis::Client::open(node.as_str()).map_err(map)?;
-        let notifications: Vec<String> = {
-            let mut connection = client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(map)?;
-            redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("notify-keyspace-events")
-                .query_async(&mut connection)
-                .await
-                .unwrap_or_default()
-        };
+        let info = node.as_str().into_connection_info().map_err(map)?;
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(map)?;
+        let (sender, mut pushes) = tokio::sync::mpsc::unbounded_channel::<PushInfo>();
+        let mut manager = client
+            .get_connection_manager_with_config(
+                ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.timeout))
+                    .set_response_timeout(Some(config.timeout))
+                    .set_push_sender(sender)
+                    .set_automatic_resubscription(),
+            )
+            .await
+            .map_err(map)?;
+        // Managed services may refuse CONFIG: then no expiry events are assumed.
+        let notifications: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query_async(&mut manager)
+            .await
+            .unwrap_or_default();
         let flags = notifications.get(1).cloned().unwrap_or_default();
         let expiry = flags.contains('E') && (flags.contains('x') || flags.contains('A'));
         expiry_everywhere &= expiry;
         if index > 0 && !expiry {
             continue;
         }
-        let mut pubsub = client.get_async_pubsub().await.map_err(map)?;
         if index == 0 {
-            pubsub.subscribe(event_channel(config)).await.map_err(map)?;
+            manager
+                .subscribe(event_channel(config))
+                .await
+                .map_err(map)?;
         }
         if expiry {
-            pubsub
+            manager
                 .psubscribe("__keyevent@*__:expired")
                 .await
                 .map_err(map)?;
@@ -912,26 +934,43 @@ async fn listen(
         let events = events.clone();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
-            use futures_util::StreamExt as _;
-            let mut messages = pubsub.into_on_message();
+            let mut ping = tokio::time::interval(LISTENER_PING);
+            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let message = tokio::select! {
-                    message = messages.next() => message,
-                    _ = stopped.changed() => None,
-                };
-                let Some(message) = message else {
-                    return;
-                };
-                let payload = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
-                if let Some(event) =
-                    parse_event(message.get_channel_name(), &payload, &session_prefix)
-                {
-                    events.publish(event);
+                tokio::select! {
+                    push = pushes.recv() => {
+                        let Some(push) = push else { return };
+                        if let Some(event) = push_event(&push, &session_prefix) {
+                            events.publish(event);
+                        }
+                    }
+                    _ = ping.tick() => {
+                        // Errors are what the ping is for: the manager reconnects on them.
+                        let _ = redis::cmd("PING").query_async::<()>(&mut manager).await;
+                    }
+                    _ = stopped.changed() => return,
                 }
             }
         });
     }
     Ok(expiry_everywhere)
+}
+
+/// How often an event listener pings its server (see [`listen`]).
+const LISTENER_PING: Duration = Duration::from_secs(1);
+
+/// The event in a pub/sub message of the store's channel or of an expired key.
+fn push_event(push: &PushInfo, session_prefix: &str) -> Option<SessionEvent> {
+    let text = |value: &Value| match value {
+        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        _ => None,
+    };
+    let (channel, payload) = match (&push.kind, push.data.as_slice()) {
+        (PushKind::Message, [channel, payload]) => (text(channel)?, text(payload)?),
+        (PushKind::PMessage, [_pattern, channel, payload]) => (text(channel)?, text(payload)?),
+        _ => return None,
+    };
+    parse_event(&channel, &payload, session_prefix)
 }
 
 /// A published lifecycle message (`c <hex>`, `d <hex>`, `i <old> <new>`) or an expired key of

@@ -84,7 +84,7 @@ impl Attributes {
         self.map.is_empty()
     }
 
-    /// The sum of [`attribute_size`] over all attributes: what counts against
+    /// Name length + value length + 8 bytes, summed over all attributes: what counts against
     /// [`Limits::max_session_bytes`](crate::Limits).
     pub fn size(&self) -> usize {
         self.size

@@ -408,28 +408,21 @@ async fn bench_shape(target: &Target, shape: Shape, options: &Options) -> Result
         ids,
         value: "y".repeat(shape.value_len),
     };
-    match options.only.as_deref() {
-        Some("cycle") => {
-            let row = measure(Arc::new(store), options).await?;
-            print_row(&target.name, shape.name, "cycle", &row, None);
-            return Ok(());
-        }
-        Some("read") => {
-            let row = measure(Arc::new(StoreRead(store)), options).await?;
-            print_row(&target.name, shape.name, "read", &row, None);
-            return Ok(());
-        }
-        Some("raw-cycle") => {
-            let row = measure(Arc::new(raw), options).await?;
-            print_row(&target.name, shape.name, "raw-cycle", &row, None);
-            return Ok(());
-        }
-        Some("raw-read") => {
-            let row = measure(Arc::new(RawRead(raw)), options).await?;
-            print_row(&target.name, shape.name, "raw-read", &row, None);
-            return Ok(());
-        }
-        _ => {}
+    if let Some(only) = options.only.as_deref() {
+        let workload: Arc<dyn Workload> = match only {
+            "cycle" => Arc::new(store),
+            "read" => Arc::new(StoreRead(store)),
+            "raw-cycle" => Arc::new(raw),
+            "raw-read" => Arc::new(RawRead(raw)),
+            other => {
+                return Err(Error::InvalidInput(format!(
+                    "--only {other}: expected cycle, read, raw-cycle or raw-read"
+                )))
+            }
+        };
+        let row = measure(workload, options).await?;
+        print_row(&target.name, shape.name, only, &row, None);
+        return Ok(());
     }
     let raw_cycle = measure(Arc::new(raw.clone()), options).await?;
     let cycle = measure(Arc::new(store.clone()), options).await?;

@@ -2,33 +2,14 @@
 //! and gone with its last session even when nobody reads it.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
 
+mod common;
+
 use std::time::Duration;
 
-use conformance_tests::namespace;
-use conformance_tests::servers::{provision, Backend};
 use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_redis::redis::{self, AsyncCommands};
-use session_redis::{Config, RedisStore};
 
 const IDLE: Duration = Duration::from_millis(800);
-
-/// The store, a plain connection to its server and its key prefix; `None` when no server.
-async fn setup() -> Option<(RedisStore, redis::aio::MultiplexedConnection, String)> {
-    let server = provision(Backend::Redis).await?;
-    let prefix = format!("{}:", namespace("index"));
-    let config = Config::from_url(&server.url)
-        .expect("test URL")
-        .with_prefix(prefix.clone());
-    let store = RedisStore::open(config, SessionSettings::default().with_idle_timeout(IDLE))
-        .await
-        .expect("store");
-    let connection = redis::Client::open(server.url.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
-    Some((store, connection, prefix))
-}
 
 async fn index_keys(
     connection: &mut redis::aio::MultiplexedConnection,
@@ -41,7 +22,10 @@ async fn index_keys(
 /// the index key alive at least as long as the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activity_keeps_the_index_alive() {
-    let Some((store, mut connection, prefix)) = setup().await else {
+    let Some((store, mut connection, prefix)) =
+        common::store_and_connection("index", SessionSettings::default().with_idle_timeout(IDLE))
+            .await
+    else {
         return;
     };
     let mut session = store.new_session();
@@ -76,7 +60,10 @@ async fn activity_keeps_the_index_alive() {
 /// session: it cannot leak.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_expires_after_its_last_session() {
-    let Some((store, mut connection, prefix)) = setup().await else {
+    let Some((store, mut connection, prefix)) =
+        common::store_and_connection("index", SessionSettings::default().with_idle_timeout(IDLE))
+            .await
+    else {
         return;
     };
     let mut session = store.new_session();

@@ -2,36 +2,20 @@
 //! nobody wrote or touched since its load.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
 
+mod common;
+
 use std::time::{Duration, SystemTime};
 
-use conformance_tests::namespace;
-use conformance_tests::servers::{provision, Backend};
 use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
-use session_redis::redis::{self, AsyncCommands};
-use session_redis::{Config, RedisStore};
-
-/// The store and a plain connection to its server; `None` when no server.
-async fn setup() -> Option<(RedisStore, redis::aio::MultiplexedConnection)> {
-    let server = provision(Backend::Redis).await?;
-    let config = Config::from_url(&server.url)
-        .expect("test URL")
-        .with_prefix(format!("{}:", namespace("scripts")));
-    let store = RedisStore::open(config, SessionSettings::default())
-        .await
-        .expect("store");
-    let connection = redis::Client::open(server.url.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
-    Some((store, connection))
-}
+use session_redis::redis::AsyncCommands;
 
 /// A save from a copy loaded before another instance touched the session never moves the
 /// stored access time back, even when that instance's clock runs ahead of the saver's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_after_a_later_touch_keeps_the_later_access_time() {
-    let Some((store, mut connection)) = setup().await else {
+    let Some((store, mut connection, _)) =
+        common::store_and_connection("paths", SessionSettings::default()).await
+    else {
         return;
     };
     let mut session = store.new_session();

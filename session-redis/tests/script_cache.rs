@@ -2,34 +2,18 @@
 //! A binary of its own, because `SCRIPT FLUSH` would race the scripts of parallel tests.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
 
-use conformance_tests::namespace;
-use conformance_tests::servers::{provision, Backend};
+mod common;
+
 use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_redis::redis::{self, AsyncCommands};
-use session_redis::{Config, RedisStore};
-
-/// The store and a plain connection to its server; `None` when no server.
-async fn setup() -> Option<(RedisStore, redis::aio::MultiplexedConnection)> {
-    let server = provision(Backend::Redis).await?;
-    let config = Config::from_url(&server.url)
-        .expect("test URL")
-        .with_prefix(format!("{}:", namespace("scripts")));
-    let store = RedisStore::open(config, SessionSettings::default())
-        .await
-        .expect("store");
-    let connection = redis::Client::open(server.url.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
-    Some((store, connection))
-}
 
 /// After `SCRIPT FLUSH` (what a restart or failover does to the script cache) every operation
 /// loads its script again and succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushed_scripts_are_loaded_again() {
-    let Some((store, mut connection)) = setup().await else {
+    let Some((store, mut connection, _)) =
+        common::store_and_connection("scripts", SessionSettings::default()).await
+    else {
         return;
     };
     let flush = |mut connection: redis::aio::MultiplexedConnection| async move {

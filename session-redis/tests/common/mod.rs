@@ -1,0 +1,29 @@
+//! Setup shared by the Redis-specific test binaries.
+#![allow(clippy::expect_used)] // test code
+
+use conformance_tests::namespace;
+use conformance_tests::servers::{provision, Backend};
+use session_core::SessionSettings;
+use session_redis::redis;
+use session_redis::{Config, RedisStore};
+
+/// A store with `settings` under a fresh key prefix named after `name`, a plain connection to
+/// its server, and the prefix; `None` when no server (provisioning fails the test instead when
+/// Redis is required).
+pub async fn store_and_connection(
+    name: &str,
+    settings: SessionSettings,
+) -> Option<(RedisStore, redis::aio::MultiplexedConnection, String)> {
+    let server = provision(Backend::Redis).await?;
+    let prefix = format!("{}:", namespace(name));
+    let config = Config::from_url(&server.url)
+        .expect("test URL")
+        .with_prefix(prefix.clone());
+    let store = RedisStore::open(config, settings).await.expect("store");
+    let connection = redis::Client::open(server.url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    Some((store, connection, prefix))
+}

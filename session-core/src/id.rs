@@ -133,11 +133,21 @@ impl SessionKey {
 
     /// Lower-case hex, 64 characters: the form stores use inside key names.
     pub fn to_hex(&self) -> String {
-        // Into a buffer: `hex::encode` collects char by char, which shows in store profiles.
-        let mut out = [0u8; 64];
-        match hex::encode_to_slice(self.0, &mut out) {
-            Ok(()) => String::from_utf8_lossy(&out).into_owned(),
-            Err(_) => hex::encode(self.0),
+        let mut out = String::with_capacity(64);
+        self.push_hex(&mut out);
+        out
+    }
+
+    /// Appends [`SessionKey::to_hex`] to `out`, for stores that build key names on every
+    /// operation (no allocation of its own; `hex::encode` collects char by char, which showed
+    /// in store profiles).
+    pub fn push_hex(&self, out: &mut String) {
+        let mut digits = [0u8; 64];
+        // 32 bytes always fit 64 digits, and hex digits are ASCII: neither branch can fail.
+        if hex::encode_to_slice(self.0, &mut digits).is_ok() {
+            if let Ok(text) = std::str::from_utf8(&digits) {
+                out.push_str(text);
+            }
         }
     }
 

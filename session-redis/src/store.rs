@@ -285,7 +285,7 @@ impl RedisStore {
         let mut out = String::with_capacity(prefix.len() + 68);
         out.push_str(prefix);
         out.push_str("s:{");
-        out.push_str(&key.to_hex());
+        key.push_hex(&mut out);
         out.push('}');
         out
     }

@@ -129,3 +129,72 @@ where
         assert!(heard, "no lifecycle event after the restart");
     }
 }
+
+/// Freezes the store's server under a live repository (a hang, not a crash): every operation
+/// fails with a retryable error within [`FAULT_TIMEOUT`], no panic, no hang of its own. Lets
+/// it run again: the same repository works again and the data stored before is all there.
+///
+/// `open` as for [`server_killed_and_restarted`]. An operation that timed out may still be
+/// carried out by the server once it runs again (a timeout says nothing about the outcome),
+/// so only what was stored before the freeze is checked afterwards.
+pub async fn server_paused_and_resumed<Open, Fut>(backend: Backend, open: Open)
+where
+    Open: Fn(String, Duration) -> Fut,
+    Fut: Future<Output = Result<Arc<dyn SessionRepository>>>,
+{
+    if provision(backend).await.is_none() {
+        assert!(!is_required(backend));
+        return;
+    }
+    let server = ServerProcess::start(backend.spec())
+        .await
+        .unwrap_or_else(|error| panic!("cannot start a dedicated {}: {error}", backend.name()));
+    let store = open(server.url(), FAULT_TIMEOUT)
+        .await
+        .expect("open the store");
+    let mut session = store.new_session();
+    session.insert("a", "1").unwrap();
+    store.create(&mut session).await.unwrap();
+
+    server.pause().await.expect("pause the server");
+    let bound = FAULT_TIMEOUT + Duration::from_secs(1);
+    for _ in 0..2 {
+        let started = Instant::now();
+        let found = store.find(session.id()).await;
+        assert!(
+            matches!(&found, Err(e) if e.is_retryable()),
+            "find: {found:?}"
+        );
+        let mut copy = session.clone();
+        copy.insert("b", "2").unwrap();
+        let saved = store.save(&mut copy).await;
+        assert!(
+            matches!(&saved, Err(e) if e.is_retryable()),
+            "save: {saved:?}"
+        );
+        let elapsed = started.elapsed();
+        assert!(elapsed < 2 * bound, "find and save took {elapsed:?}");
+    }
+
+    server.resume().await.expect("resume the server");
+    let mut reloaded = None;
+    for _ in 0..40 {
+        match store.find(session.id()).await {
+            Ok(found) => {
+                reloaded = Some(found);
+                break;
+            }
+            Err(error) if error.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Err(error) => panic!("not retryable after the resume: {error:?}"),
+        }
+    }
+    let reloaded = reloaded
+        .expect("the store did not work again after the resume")
+        .expect("the session stored before the freeze is gone");
+    assert_eq!(reloaded.get::<String>("a").unwrap().as_deref(), Some("1"));
+    let mut fresh = store.new_session();
+    store.create(&mut fresh).await.unwrap();
+    store.touch(fresh.id()).await.unwrap();
+}

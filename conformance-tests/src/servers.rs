@@ -211,6 +211,8 @@ impl Backend {
                     args: strings(&[
                         "--no-defaults",
                         "--datadir={dir}/data",
+                        // Its own temp dir: servers sharing /tmp collide on temp-table names.
+                        "--tmpdir={dir}",
                         "--user=mysql",
                         "--port={port}",
                         "--bind-address=127.0.0.1",
@@ -227,6 +229,8 @@ impl Backend {
                         "mariadb-install-db",
                         "--no-defaults",
                         "--datadir={dir}/data",
+                        // Concurrent bootstraps in one /tmp fail on each other's temp tables.
+                        "--tmpdir={dir}",
                         "--user=mysql",
                         "--auth-root-authentication-method=normal",
                         "--skip-test-db",
@@ -455,6 +459,47 @@ impl ServerProcess {
             let _ = watchdog.kill();
             let _ = watchdog.wait();
         }
+    }
+
+    /// Freezes the server (SIGSTOP to it and its child processes): connections stay open and
+    /// connects are still accepted by the kernel, but nothing answers — a hung server.
+    pub async fn pause(&self) -> std::io::Result<()> {
+        self.signal("STOP").await
+    }
+
+    /// Lets a [paused](ServerProcess::pause) server run again.
+    pub async fn resume(&self) -> std::io::Result<()> {
+        self.signal("CONT").await
+    }
+
+    /// Sends `signal` to the server and to its children (PostgreSQL serves each connection
+    /// from a child of the postmaster).
+    async fn signal(&self, signal: &str) -> std::io::Result<()> {
+        let pid = lock(&self.child)
+            .as_ref()
+            .map(Child::id)
+            .ok_or_else(|| std::io::Error::other("the server is not running"))?;
+        let pid = pid.to_string();
+        // The children first on STOP and last on CONT, so none runs while the parent is stopped.
+        let children = || {
+            let mut pkill = Command::new("pkill");
+            pkill.arg(format!("-{signal}")).arg("-P").arg(&pid);
+            pkill
+        };
+        let parent = || {
+            let mut kill = Command::new("kill");
+            kill.arg(format!("-{signal}")).arg(&pid);
+            kill
+        };
+        if signal == "CONT" {
+            run_to_end(parent()).await?;
+            // pkill exits 1 when the server has no children: not an error.
+            let _ = tokio::process::Command::from(children()).status().await;
+        } else {
+            let _ = tokio::process::Command::from(children()).status().await;
+            run_to_end(parent()).await?;
+        }
+        Ok(())
     }
 
     /// Starts the server again on the same port and waits until it answers.

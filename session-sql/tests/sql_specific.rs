@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conformance_tests::faults::server_killed_and_restarted;
+use conformance_tests::faults::{server_killed_and_restarted, server_paused_and_resumed};
 use conformance_tests::namespace;
 use conformance_tests::servers::{provision, Backend};
 use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
@@ -178,4 +178,30 @@ async fn postgres_dies_and_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_dies_and_returns() {
     server_dies_and_returns(Backend::MySql).await;
+}
+
+/// A server frozen mid-run (a hang) gives a retryable error within the timeout; resumed, the
+/// same store works again with its data intact (the suite's shared fault case).
+async fn server_hangs_and_recovers(backend: Backend) {
+    server_paused_and_resumed(backend, |url, timeout| async move {
+        let config = Config::from_url(&url)?
+            .with_table(namespace("hang"))
+            .with_timeout(timeout)
+            .with_cleanup_interval(None);
+        Ok(
+            Arc::new(SqlStore::open(config, SessionSettings::default()).await?)
+                as Arc<dyn SessionRepository>,
+        )
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hangs_and_recovers() {
+    server_hangs_and_recovers(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_hangs_and_recovers() {
+    server_hangs_and_recovers(Backend::MySql).await;
 }

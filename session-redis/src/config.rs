@@ -1,6 +1,7 @@
 //! Configuration of the Redis store.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use session_core::{redact_url as redact, Error, Result};
@@ -25,13 +26,19 @@ pub struct Config {
     /// unchanged session moves tens of bytes instead of the whole hash. `0` turns it off
     /// (every read fetches the hash). Default 32 MiB.
     pub near_cache_bytes: u64,
+    /// For `rediss://`: a PEM file with the CA certificate(s) to trust instead of the system's
+    /// trust store (a private CA, a self-signed server). Needs the `tls` feature.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Config {
     /// `redis://[user:password@]host:port[/db]`, `rediss://...`, a comma-separated list of
     /// cluster nodes (`redis://a:7000,redis://b:7001`), or `redis+cluster://host:port[,...]`.
     /// Store options in the query string of the first URL: `session_prefix`,
-    /// `session_timeout_ms`, `session_near_cache_bytes`.
+    /// `session_timeout_ms`, `session_near_cache_bytes`, `session_tls_ca_file`.
+    ///
+    /// `rediss://` needs the `tls` feature (on by default); without it such a URL is
+    /// [`Error::InvalidInput`] here rather than a connection error later.
     pub fn from_url(url: &str) -> Result<Self> {
         let (list, query) = match url.split_once('?') {
             Some((list, query)) => (list, query),
@@ -54,6 +61,11 @@ impl Config {
                     redact(&node)
                 )));
             }
+            if node.starts_with("rediss://") && !cfg!(feature = "tls") {
+                return Err(Error::InvalidInput(
+                    "rediss:// needs the `tls` feature of session-redis".into(),
+                ));
+            }
             nodes.push(node);
         }
         if nodes.is_empty() {
@@ -65,6 +77,7 @@ impl Config {
             prefix: "session:".into(),
             timeout: Duration::from_secs(2),
             near_cache_bytes: DEFAULT_NEAR_CACHE_BYTES,
+            tls_ca_file: None,
         };
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -77,12 +90,18 @@ impl Config {
                 "session_prefix" => config.prefix = value.to_owned(),
                 "session_timeout_ms" => config.timeout = Duration::from_millis(number()?),
                 "session_near_cache_bytes" => config.near_cache_bytes = number()?,
+                "session_tls_ca_file" => config.tls_ca_file = Some(PathBuf::from(value)),
                 other => {
                     return Err(Error::InvalidInput(format!(
                         "unknown Redis store option `{other}`"
                     )))
                 }
             }
+        }
+        if config.tls_ca_file.is_some() && !cfg!(feature = "tls") {
+            return Err(Error::InvalidInput(
+                "session_tls_ca_file needs the `tls` feature of session-redis".into(),
+            ));
         }
         Ok(config)
     }
@@ -96,6 +115,12 @@ impl Config {
     /// Sets [`Config::near_cache_bytes`] (`0` turns the near cache off).
     pub fn with_near_cache_bytes(mut self, bytes: u64) -> Self {
         self.near_cache_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Config::tls_ca_file`].
+    pub fn with_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
         self
     }
 
@@ -117,6 +142,7 @@ impl fmt::Debug for Config {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("near_cache_bytes", &self.near_cache_bytes)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }
@@ -141,5 +167,15 @@ mod tests {
         let uncached = Config::from_url("redis://a?session_near_cache_bytes=0").unwrap();
         assert_eq!(uncached.near_cache_bytes, 0);
         assert!(Config::from_url("redis://a?session_near_cache_bytes=x").is_err());
+        let tls = Config::from_url("rediss://a:6380?session_tls_ca_file=/etc/ca.pem");
+        if cfg!(feature = "tls") {
+            let tls = tls.unwrap();
+            assert_eq!(
+                tls.tls_ca_file.as_deref(),
+                Some(std::path::Path::new("/etc/ca.pem"))
+            );
+        } else {
+            assert!(tls.is_err(), "rediss:// without the tls feature");
+        }
     }
 }

@@ -219,19 +219,27 @@ impl RedisStore {
     /// Connects (standalone or cluster, see [`Config::from_url`]).
     pub async fn open(config: Config, settings: SessionSettings) -> Result<Self> {
         let timeout = config.timeout;
+        let ca = trusted_ca(&config).await?;
         let connection = with_timeout(timeout, async {
             if config.cluster {
-                let client = redis::cluster::ClusterClient::builder(config.nodes.clone())
+                let builder = redis::cluster::ClusterClient::builder(config.nodes.clone())
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
-                    .retries(2)
-                    .build()
-                    .map_err(map)?;
+                    .retries(2);
+                #[cfg(feature = "tls")]
+                let builder = match &ca {
+                    Some(pem) => builder.certs(redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem.clone()),
+                    }),
+                    None => builder,
+                };
+                let client = builder.build().map_err(map)?;
                 Ok(Connection::Cluster(
                     client.get_async_connection().await.map_err(map)?,
                 ))
             } else {
-                let client = redis::Client::open(config.nodes[0].as_str()).map_err(map)?;
+                let client = node_client(&config.nodes[0], false, ca.as_deref())?;
                 let manager = client
                     .get_connection_manager_with_config(
                         ConnectionManagerConfig::new()
@@ -247,7 +255,8 @@ impl RedisStore {
         .await?;
         let events = EventBus::default();
         let (stop, stopped) = tokio::sync::watch::channel(());
-        let expiry_events = with_timeout(timeout, listen(&config, &events, stopped)).await?;
+        let expiry_events =
+            with_timeout(timeout, listen(&config, ca.as_deref(), &events, stopped)).await?;
         let near_cache = (config.near_cache_bytes > 0).then(|| {
             let entries = usize::try_from(config.near_cache_bytes / TYPICAL_ENTRY_BYTES)
                 .unwrap_or(usize::MAX)
@@ -917,17 +926,13 @@ fn event_channel(config: &Config) -> String {
 /// keeps nothing). A listener ends when the store is dropped.
 async fn listen(
     config: &Config,
+    ca: Option<&[u8]>,
     events: &EventBus,
     stopped: tokio::sync::watch::Receiver<()>,
 ) -> Result<bool> {
     let mut expiry_everywhere = true;
     for (index, node) in config.nodes.iter().enumerate() {
-        let info = node.as_str().into_connection_info().map_err(map)?;
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(map)?;
+        let client = node_client(node, true, ca)?;
         let (sender, mut pushes) = tokio::sync::mpsc::unbounded_channel::<PushInfo>();
         let mut manager = client
             .get_connection_manager_with_config(
@@ -988,6 +993,49 @@ async fn listen(
         });
     }
     Ok(expiry_everywhere)
+}
+
+/// The PEM bytes of [`Config::tls_ca_file`], if set.
+async fn trusted_ca(config: &Config) -> Result<Option<Vec<u8>>> {
+    let Some(path) = &config.tls_ca_file else {
+        return Ok(None);
+    };
+    if !cfg!(feature = "tls") {
+        return Err(Error::InvalidInput(
+            "a TLS CA file needs the `tls` feature of session-redis".into(),
+        ));
+    }
+    tokio::fs::read(path).await.map(Some).map_err(|error| {
+        Error::InvalidInput(format!(
+            "cannot read the TLS CA file {}: {error}",
+            path.display()
+        ))
+    })
+}
+
+/// A client for one node, speaking RESP3 if `resp3` (the event listeners), trusting `ca`
+/// (PEM) instead of the system's trust store when given.
+fn node_client(node: &str, resp3: bool, ca: Option<&[u8]>) -> Result<redis::Client> {
+    let mut info = node.into_connection_info().map_err(map)?;
+    if resp3 {
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        info = info.set_redis_settings(settings);
+    }
+    match ca {
+        #[cfg(feature = "tls")]
+        Some(pem) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        )
+        .map_err(map),
+        _ => redis::Client::open(info).map_err(map),
+    }
 }
 
 /// How often an event listener pings its server (see [`listen`]).

@@ -716,7 +716,7 @@ async fn start_redis_cluster() -> std::io::Result<Provisioned> {
 }
 
 /// A free port whose cluster bus port (port + 10000) is free too.
-fn cluster_port() -> std::io::Result<u16> {
+pub fn cluster_port() -> std::io::Result<u16> {
     for _ in 0..100 {
         let port = free_port()?;
         if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use conformance_tests::namespace;
 use conformance_tests::servers::{
-    is_required, provision, Backend, Probe, ServerProcess, ServerSpec,
+    cluster_port, is_required, provision, Backend, Probe, ServerProcess, ServerSpec,
 };
 use session_core::{SessionEvent, SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_redis::{Config, RedisStore};
@@ -77,10 +77,98 @@ fn tls_server(dir: &Path) -> ServerSpec {
     spec
 }
 
-/// Over TLS with the CA from the configuration: every operation and the event listener work;
-/// without it the server's certificate is refused (verification is on).
+/// Three TLS-only cluster nodes (the cluster bus on TLS too) joined into one Cluster.
+async fn tls_cluster(dir: &Path) -> Vec<std::sync::Arc<ServerProcess>> {
+    let ca = dir.join("ca.crt").display().to_string();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let mut spec = tls_server(dir);
+        spec.args.extend(
+            [
+                "--tls-cluster",
+                "yes",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "{dir}/nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+            ]
+            .map(String::from),
+        );
+        let port = cluster_port().expect("a free port pair");
+        nodes.push(
+            ServerProcess::start_on(spec, port)
+                .await
+                .expect("start a TLS cluster node"),
+        );
+    }
+    let mut create = tokio::process::Command::new("redis-cli");
+    create.args(["--tls", "--cacert", &ca, "--cluster", "create"]);
+    for node in &nodes {
+        create.arg(format!("127.0.0.1:{}", node.port()));
+    }
+    let created = create
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .await
+        .expect("redis-cli --cluster create");
+    assert!(created.status.success(), "{created:?}");
+    for node in &nodes {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let info = tokio::process::Command::new("redis-cli")
+                .args(["--tls", "--cacert", &ca, "-p", &node.port().to_string()])
+                .args(["cluster", "info"])
+                .output()
+                .await
+                .expect("redis-cli cluster info");
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the TLS cluster is not ok"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    nodes
+}
+
+/// Every operation, the principal index and the event listener, on `store`.
+async fn exercise(store: &RedisStore) {
+    let mut events = store.subscribe().unwrap();
+    let mut session = store.new_session();
+    session.set_principal(Some("ann")).unwrap();
+    session.insert("a", &1).unwrap();
+    store.create(&mut session).await.unwrap();
+    let mut loaded = store.find(session.id()).await.unwrap().expect("created");
+    loaded.insert("b", &2).unwrap();
+    store.save(&mut loaded).await.unwrap();
+    store.touch(session.id()).await.unwrap();
+    assert_eq!(store.find_by_principal("ann").await.unwrap().len(), 1);
+    let reloaded = store.find(session.id()).await.unwrap().expect("saved");
+    assert_eq!(reloaded.get::<i32>("b").unwrap(), Some(2));
+    let created = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(SessionEvent::Created(key)) = events.recv().await {
+                return key;
+            }
+        }
+    })
+    .await
+    .expect("the listener heard no event over TLS");
+    assert_eq!(created, session.key());
+    store.delete(session.id()).await.unwrap();
+    assert!(store.find(session.id()).await.unwrap().is_none());
+}
+
+/// Over TLS with the CA from the configuration, standalone and Cluster: every operation and
+/// the event listener work; without the CA the server's certificate is refused (verification
+/// is on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rediss_with_a_private_ca() {
+async fn rediss_with_a_private_ca_standalone_and_cluster() {
     if provision(Backend::Redis).await.is_none() {
         assert!(!is_required(Backend::Redis));
         return;
@@ -117,30 +205,23 @@ async fn rediss_with_a_private_ca() {
     )
     .await
     .expect("open over TLS");
-    let mut events = store.subscribe().unwrap();
-    let mut session = store.new_session();
-    session.set_principal(Some("ann")).unwrap();
-    session.insert("a", &1).unwrap();
-    store.create(&mut session).await.unwrap();
-    let mut loaded = store.find(session.id()).await.unwrap().expect("created");
-    loaded.insert("b", &2).unwrap();
-    store.save(&mut loaded).await.unwrap();
-    store.touch(session.id()).await.unwrap();
-    assert_eq!(store.find_by_principal("ann").await.unwrap().len(), 1);
-    let reloaded = store.find(session.id()).await.unwrap().expect("saved");
-    assert_eq!(reloaded.get::<i32>("b").unwrap(), Some(2));
-    let created = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Ok(SessionEvent::Created(key)) = events.recv().await {
-                return key;
-            }
-        }
-    })
-    .await
-    .expect("the listener heard no event over TLS");
-    assert_eq!(created, session.key());
-    store.delete(session.id()).await.unwrap();
-    assert!(store.find(session.id()).await.unwrap().is_none());
+    exercise(&store).await;
     drop(server);
+
+    // The same over a Cluster whose nodes and bus speak only TLS.
+    let nodes = tls_cluster(&dir).await;
+    let urls: Vec<String> = nodes.iter().map(|node| node.url()).collect();
+    let config = Config::from_url(&format!(
+        "{}?session_prefix={}:",
+        urls.join(","),
+        namespace("tls-cluster")
+    ))
+    .unwrap()
+    .with_tls_ca_file(dir.join("ca.crt"));
+    let store = RedisStore::open(config, SessionSettings::default())
+        .await
+        .expect("open a Cluster over TLS");
+    exercise(&store).await;
+    drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -449,6 +449,11 @@ impl ServerProcess {
         self.port
     }
 
+    /// The server's process id while it runs (benchmarks pin it to a CPU).
+    pub fn pid(&self) -> Option<u32> {
+        lock(&self.child).as_ref().map(Child::id)
+    }
+
     /// Kills the server (SIGKILL: a crash, not a clean shutdown) and waits for it to exit.
     pub fn stop(&self) {
         if let Some(mut child) = lock(&self.child).take() {

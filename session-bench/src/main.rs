@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p session-bench -- [--seconds S] [--tasks N] [--sessions N] [--backends memory]
-//!     [--shapes small,large] [--only cycle|read|raw-cycle|raw-read]
+//!     [--shapes small,large] [--only cycle|read|raw-cycle|raw-read] [--pin]
 //! ```
 //!
 //! Prints ops/s, p50 and p99 latency, and each store row's ratio to its raw baseline.
@@ -20,7 +20,7 @@ mod http;
 mod layout;
 mod raw;
 
-use conformance_tests::servers::{provision, Backend};
+use conformance_tests::servers::{provision, Backend, Provisioned};
 use raw::{MokaRaw, RawDriver, SqlRaw};
 use session_sql::{Config, SqlStore};
 
@@ -35,6 +35,10 @@ pub(crate) struct Options {
     shapes: Vec<String>,
     /// Run only this workload (`cycle`, `read`, `raw-cycle` or `raw-read`), for profiling.
     only: Option<String>,
+    /// `--pin`: give the servers this run starts a CPU of their own (see [`place`]).
+    pin: bool,
+    /// CPUs this process may use when it starts.
+    cpus: usize,
 }
 
 impl Options {
@@ -46,6 +50,8 @@ impl Options {
             backends: vec!["memory".into()],
             only: None,
             shapes: vec!["small".into(), "large".into()],
+            pin: false,
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -57,8 +63,9 @@ impl Options {
                 "--backends" => options.backends = value()?.split(',').map(str::to_owned).collect(),
                 "--only" => options.only = Some(value()?),
                 "--shapes" => options.shapes = value()?.split(',').map(str::to_owned).collect(),
+                "--pin" => options.pin = true,
                 "--help" | "-h" => {
-                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large]; http-<backend> runs the HTTP-layer load".into())
+                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--pin]; http-<backend> runs the HTTP-layer load".into())
                 }
                 other => return Err(format!("unknown option {other}")),
             }
@@ -125,7 +132,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             } else {
                 Backend::RedisCluster
             };
-            let url = provision(backend).await.ok_or("no Redis server")?.url;
+            let url = server(backend, options).await?;
             let config = session_redis::Config::from_url(&url)
                 .map_err(|e| e.to_string())?
                 .with_prefix(format!("{}:", conformance_tests::namespace("bench")));
@@ -145,18 +152,8 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
                 sql: None,
             });
         }
-        "postgres" => {
-            provision(Backend::Postgres)
-                .await
-                .ok_or("no PostgreSQL server")?
-                .url
-        }
-        "mysql" => {
-            provision(Backend::MySql)
-                .await
-                .ok_or("no MariaDB/MySQL server")?
-                .url
-        }
+        "postgres" => server(Backend::Postgres, options).await?,
+        "mysql" => server(Backend::MySql, options).await?,
         other => return Err(format!("unknown backend `{other}` (available: {BACKENDS})")),
     };
     let config = Config::from_url(&url)
@@ -174,6 +171,61 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
         raw: Arc::new(raw),
         sql: Some(store),
     })
+}
+
+/// The URL of a server for `backend` (from `SESSION_TEST_<BACKEND>_URL`, or started like the
+/// test suite does), placed by [`place`].
+async fn server(backend: Backend, options: &Options) -> std::result::Result<String, String> {
+    let provisioned = provision(backend)
+        .await
+        .ok_or_else(|| format!("no {} server", backend.name()))?;
+    place(backend, &provisioned, options);
+    Ok(provisioned.url)
+}
+
+/// With `--pin` and at least two CPUs, puts the server processes this run started on the last
+/// CPU and this process (all its threads) on the others, and says so.
+///
+/// Client and server then do not take turns on the same cores, as on separate hosts: without
+/// it, a store that spends server time (scripts) is charged that time twice, once as server
+/// work and once as client CPU lost to it, and rows move ±15% with the scheduler. The raw
+/// baseline runs under the same placement. A server from the environment is left alone.
+fn place(backend: Backend, provisioned: &Provisioned, options: &Options) {
+    let pids: Vec<u32> = provisioned
+        .processes
+        .iter()
+        .filter_map(|process| process.pid())
+        .collect();
+    let name = backend.name();
+    if !options.pin || options.cpus < 2 || pids.is_empty() {
+        let why = match (options.pin, options.cpus >= 2, pids.is_empty()) {
+            (false, _, _) => "no --pin",
+            (_, false, _) => "one CPU",
+            _ => "a server this run did not start",
+        };
+        println!("{name}: client and server share all CPUs ({why})");
+        return;
+    }
+    let server_cpu = options.cpus - 1;
+    let taskset = |cpus: &str, pid: u32| {
+        std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let servers = pids
+        .iter()
+        .all(|pid| taskset(&server_cpu.to_string(), *pid));
+    let client = taskset(&format!("0-{}", server_cpu - 1), std::process::id());
+    if servers && client {
+        println!(
+            "{name}: server on CPU {server_cpu}, session-bench on CPUs 0-{}",
+            server_cpu - 1
+        );
+    } else {
+        println!("{name}: could not pin with taskset; client and server share all CPUs");
+    }
 }
 
 /// One measured row.

@@ -1,12 +1,13 @@
 //! Fault cases for stores whose server the harness can own: the server is killed under a live
-//! repository, then restarted.
+//! repository, then restarted; or frozen, then let run again.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use session_core::{
-    Error, EventError, Result, SessionEvent, SessionId, SessionRepository, SessionRepositoryExt,
+    Error, EventError, Result, Session, SessionEvent, SessionId, SessionRepository,
+    SessionRepositoryExt,
 };
 
 use crate::servers::{is_required, provision, Backend, ServerProcess};
@@ -29,19 +30,9 @@ where
     Open: Fn(String, Duration) -> Fut,
     Fut: Future<Output = Result<Arc<dyn SessionRepository>>>,
 {
-    if provision(backend).await.is_none() {
-        assert!(!is_required(backend));
+    let Some((server, store, session)) = live_store(backend, open).await else {
         return;
-    }
-    let server = ServerProcess::start(backend.spec())
-        .await
-        .unwrap_or_else(|error| panic!("cannot start a dedicated {}: {error}", backend.name()));
-    let store = open(server.url(), FAULT_TIMEOUT)
-        .await
-        .expect("open the store");
-    let mut session = store.new_session();
-    session.insert("a", "1").unwrap();
-    store.create(&mut session).await.unwrap();
+    };
     let mut events = store
         .capabilities()
         .lifecycle_events
@@ -75,20 +66,7 @@ where
     }
 
     server.restart().await.expect("restart the server");
-    let mut recovered = false;
-    for _ in 0..40 {
-        match store.find(session.id()).await {
-            Ok(_) => {
-                recovered = true;
-                break;
-            }
-            Err(error) if error.is_retryable() => {
-                tokio::time::sleep(Duration::from_millis(250)).await
-            }
-            Err(error) => panic!("not retryable after the restart: {error:?}"),
-        }
-    }
-    assert!(recovered, "the store did not work again after the restart");
+    find_when_back(&*store, session.id(), "restart").await;
     let mut fresh = store.new_session();
     fresh.insert("after", "restart").unwrap();
     store.create(&mut fresh).await.unwrap();
@@ -142,19 +120,9 @@ where
     Open: Fn(String, Duration) -> Fut,
     Fut: Future<Output = Result<Arc<dyn SessionRepository>>>,
 {
-    if provision(backend).await.is_none() {
-        assert!(!is_required(backend));
+    let Some((server, store, session)) = live_store(backend, open).await else {
         return;
-    }
-    let server = ServerProcess::start(backend.spec())
-        .await
-        .unwrap_or_else(|error| panic!("cannot start a dedicated {}: {error}", backend.name()));
-    let store = open(server.url(), FAULT_TIMEOUT)
-        .await
-        .expect("open the store");
-    let mut session = store.new_session();
-    session.insert("a", "1").unwrap();
-    store.create(&mut session).await.unwrap();
+    };
 
     server.pause().await.expect("pause the server");
     let bound = FAULT_TIMEOUT + Duration::from_secs(1);
@@ -177,24 +145,57 @@ where
     }
 
     server.resume().await.expect("resume the server");
-    let mut reloaded = None;
-    for _ in 0..40 {
-        match store.find(session.id()).await {
-            Ok(found) => {
-                reloaded = Some(found);
-                break;
-            }
-            Err(error) if error.is_retryable() => {
-                tokio::time::sleep(Duration::from_millis(250)).await
-            }
-            Err(error) => panic!("not retryable after the resume: {error:?}"),
-        }
-    }
-    let reloaded = reloaded
-        .expect("the store did not work again after the resume")
+    let reloaded = find_when_back(&*store, session.id(), "resume")
+        .await
         .expect("the session stored before the freeze is gone");
     assert_eq!(reloaded.get::<String>("a").unwrap().as_deref(), Some("1"));
     let mut fresh = store.new_session();
     store.create(&mut fresh).await.unwrap();
     store.touch(fresh.id()).await.unwrap();
+}
+
+/// A dedicated server of `backend`, a repository opened on it with [`FAULT_TIMEOUT`], and a
+/// session stored there (attribute `a` = `"1"`); `None` when the backend is skipped.
+async fn live_store<Open, Fut>(
+    backend: Backend,
+    open: Open,
+) -> Option<(Arc<ServerProcess>, Arc<dyn SessionRepository>, Session)>
+where
+    Open: Fn(String, Duration) -> Fut,
+    Fut: Future<Output = Result<Arc<dyn SessionRepository>>>,
+{
+    if provision(backend).await.is_none() {
+        assert!(!is_required(backend));
+        return None;
+    }
+    let server = ServerProcess::start(backend.spec())
+        .await
+        .unwrap_or_else(|error| panic!("cannot start a dedicated {}: {error}", backend.name()));
+    let store = open(server.url(), FAULT_TIMEOUT)
+        .await
+        .expect("open the store");
+    let mut session = store.new_session();
+    session.insert("a", "1").unwrap();
+    store.create(&mut session).await.unwrap();
+    Some((server, store, session))
+}
+
+/// `find(id)` once the server is back (after a `restart` or `resume`): retryable errors are
+/// waited out for up to ten seconds, any other error or a store that never answers fails the
+/// case.
+async fn find_when_back(
+    store: &dyn SessionRepository,
+    id: &SessionId,
+    after: &str,
+) -> Option<Session> {
+    for _ in 0..40 {
+        match store.find(id).await {
+            Ok(found) => return found,
+            Err(error) if error.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Err(error) => panic!("not retryable after the {after}: {error:?}"),
+        }
+    }
+    panic!("the store did not work again after the {after}");
 }

@@ -2,6 +2,7 @@
 //! suite's shared fault cases).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use conformance_tests::faults::{server_killed_and_restarted, server_paused_and_resumed};
 use conformance_tests::namespace;
@@ -9,30 +10,26 @@ use conformance_tests::servers::Backend;
 use session_core::{SessionRepository, SessionSettings};
 use session_redis::{Config, RedisStore};
 
+/// The store the shared fault cases run on: a key prefix of its own, their operation timeout.
+async fn fault_store(
+    url: String,
+    timeout: Duration,
+) -> session_core::Result<Arc<dyn SessionRepository>> {
+    let config = Config::from_url(&url)?
+        .with_prefix(format!("{}:", namespace("fault")))
+        .with_timeout(timeout);
+    Ok(
+        Arc::new(RedisStore::open(config, SessionSettings::default()).await?)
+            as Arc<dyn SessionRepository>,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_dies_and_returns() {
-    server_killed_and_restarted(Backend::Redis, |url, timeout| async move {
-        let config = Config::from_url(&url)?
-            .with_prefix(format!("{}:", namespace("fault")))
-            .with_timeout(timeout);
-        Ok(
-            Arc::new(RedisStore::open(config, SessionSettings::default()).await?)
-                as Arc<dyn SessionRepository>,
-        )
-    })
-    .await;
+    server_killed_and_restarted(Backend::Redis, fault_store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_hangs_and_recovers() {
-    server_paused_and_resumed(Backend::Redis, |url, timeout| async move {
-        let config = Config::from_url(&url)?
-            .with_prefix(format!("{}:", namespace("hang")))
-            .with_timeout(timeout);
-        Ok(
-            Arc::new(RedisStore::open(config, SessionSettings::default()).await?)
-                as Arc<dyn SessionRepository>,
-        )
-    })
-    .await;
+    server_paused_and_resumed(Backend::Redis, fault_store).await;
 }

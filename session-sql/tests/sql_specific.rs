@@ -154,54 +154,44 @@ async fn sqlite_two_pools_share_one_file() {
     }
 }
 
+/// The store the shared fault cases run on: a table of its own, their operation timeout, no
+/// background purge.
+async fn fault_store(
+    url: String,
+    timeout: Duration,
+) -> session_core::Result<Arc<dyn SessionRepository>> {
+    let config = Config::from_url(&url)?
+        .with_table(namespace("fault"))
+        .with_timeout(timeout)
+        .with_cleanup_interval(None);
+    Ok(
+        Arc::new(SqlStore::open(config, SessionSettings::default()).await?)
+            as Arc<dyn SessionRepository>,
+    )
+}
+
 /// A server killed mid-run gives a retryable error within the timeout; restarted, the same
 /// store works again (the suite's shared fault case).
-async fn server_dies_and_returns(backend: Backend) {
-    server_killed_and_restarted(backend, |url, timeout| async move {
-        let config = Config::from_url(&url)?
-            .with_table(namespace("fault"))
-            .with_timeout(timeout)
-            .with_cleanup_interval(None);
-        Ok(
-            Arc::new(SqlStore::open(config, SessionSettings::default()).await?)
-                as Arc<dyn SessionRepository>,
-        )
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_dies_and_returns() {
-    server_dies_and_returns(Backend::Postgres).await;
+    server_killed_and_restarted(Backend::Postgres, fault_store).await;
 }
 
+/// As [`postgres_dies_and_returns`], on MariaDB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_dies_and_returns() {
-    server_dies_and_returns(Backend::MySql).await;
+    server_killed_and_restarted(Backend::MySql, fault_store).await;
 }
 
 /// A server frozen mid-run (a hang) gives a retryable error within the timeout; resumed, the
 /// same store works again with its data intact (the suite's shared fault case).
-async fn server_hangs_and_recovers(backend: Backend) {
-    server_paused_and_resumed(backend, |url, timeout| async move {
-        let config = Config::from_url(&url)?
-            .with_table(namespace("hang"))
-            .with_timeout(timeout)
-            .with_cleanup_interval(None);
-        Ok(
-            Arc::new(SqlStore::open(config, SessionSettings::default()).await?)
-                as Arc<dyn SessionRepository>,
-        )
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_hangs_and_recovers() {
-    server_hangs_and_recovers(Backend::Postgres).await;
+    server_paused_and_resumed(Backend::Postgres, fault_store).await;
 }
 
+/// As [`postgres_hangs_and_recovers`], on MariaDB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_hangs_and_recovers() {
-    server_hangs_and_recovers(Backend::MySql).await;
+    server_paused_and_resumed(Backend::MySql, fault_store).await;
 }

@@ -103,19 +103,7 @@ impl Backend {
                 setup: Vec::new(),
                 after_start: Vec::new(),
             },
-            Backend::RedisCluster => {
-                let mut spec = Backend::Redis.spec();
-                spec.backend = self;
-                spec.args.extend(strings(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "{dir}/nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ]));
-                spec
-            }
+            Backend::RedisCluster => Backend::Redis.spec().redis_cluster_node(),
             Backend::Memcached => ServerSpec {
                 backend: self,
                 program: "memcached".into(),
@@ -330,6 +318,24 @@ pub struct ServerSpec {
 }
 
 impl ServerSpec {
+    /// This redis-server spec as a cluster node: cluster mode on, its node file in the data
+    /// dir. [`start_redis_cluster_of`] joins three of them.
+    pub fn redis_cluster_node(mut self) -> Self {
+        self.backend = Backend::RedisCluster;
+        self.args.extend(
+            [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "{dir}/nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+            ]
+            .map(String::from),
+        );
+        self
+    }
+
     fn available(&self) -> bool {
         let program = Path::new(&self.program);
         let found = if program.is_absolute() {
@@ -640,7 +646,7 @@ async fn provision_uncached(backend: Backend) -> Option<Provisioned> {
     let cluster = backend == Backend::RedisCluster;
     let reason = if spec.available() && (!cluster || find_on_path("redis-cli").is_some()) {
         let started = if cluster {
-            start_redis_cluster().await
+            start_redis_cluster_of(&Backend::RedisCluster.spec(), &[]).await
         } else {
             ServerProcess::start(spec.clone())
                 .await
@@ -676,15 +682,20 @@ async fn provision_uncached(backend: Backend) -> Option<Provisioned> {
     None
 }
 
-/// Three cluster-enabled redis-servers joined into a cluster with all 16384 slots.
-async fn start_redis_cluster() -> std::io::Result<Provisioned> {
+/// Three redis-servers of `node` (see [`ServerSpec::redis_cluster_node`]) joined into a
+/// cluster with all 16384 slots; `cli` goes before every `redis-cli` command the joining and
+/// the readiness check run (e.g. `--tls --cacert <file>` for TLS-only nodes).
+pub async fn start_redis_cluster_of(
+    node: &ServerSpec,
+    cli: &[String],
+) -> std::io::Result<Provisioned> {
     let mut processes = Vec::new();
     for _ in 0..3 {
         let port = cluster_port()?;
-        processes.push(ServerProcess::start_on(Backend::RedisCluster.spec(), port).await?);
+        processes.push(ServerProcess::start_on(node.clone(), port).await?);
     }
     let mut create = Command::new("redis-cli");
-    create.arg("--cluster").arg("create");
+    create.args(cli).arg("--cluster").arg("create");
     for process in &processes {
         create.arg(format!("127.0.0.1:{}", process.port()));
     }
@@ -698,6 +709,7 @@ async fn start_redis_cluster() -> std::io::Result<Provisioned> {
     for process in &processes {
         loop {
             let info = tokio::process::Command::new("redis-cli")
+                .args(cli)
                 .args(["-p", &process.port().to_string(), "cluster", "info"])
                 .output()
                 .await?;
@@ -721,7 +733,7 @@ async fn start_redis_cluster() -> std::io::Result<Provisioned> {
 }
 
 /// A free port whose cluster bus port (port + 10000) is free too.
-pub fn cluster_port() -> std::io::Result<u16> {
+fn cluster_port() -> std::io::Result<u16> {
     for _ in 0..100 {
         let port = free_port()?;
         if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use conformance_tests::namespace;
 use conformance_tests::servers::{
-    cluster_port, is_required, provision, Backend, Probe, ServerProcess, ServerSpec,
+    is_required, provision, start_redis_cluster_of, Backend, Probe, Provisioned, ServerProcess,
+    ServerSpec,
 };
 use session_core::{SessionEvent, SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_redis::{Config, RedisStore};
@@ -78,62 +79,13 @@ fn tls_server(dir: &Path) -> ServerSpec {
 }
 
 /// Three TLS-only cluster nodes (the cluster bus on TLS too) joined into one Cluster.
-async fn tls_cluster(dir: &Path) -> Vec<std::sync::Arc<ServerProcess>> {
+async fn tls_cluster(dir: &Path) -> Provisioned {
+    let mut node = tls_server(dir).redis_cluster_node();
+    node.args.extend(["--tls-cluster", "yes"].map(String::from));
     let ca = dir.join("ca.crt").display().to_string();
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        let mut spec = tls_server(dir);
-        spec.args.extend(
-            [
-                "--tls-cluster",
-                "yes",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "{dir}/nodes.conf",
-                "--cluster-node-timeout",
-                "5000",
-            ]
-            .map(String::from),
-        );
-        let port = cluster_port().expect("a free port pair");
-        nodes.push(
-            ServerProcess::start_on(spec, port)
-                .await
-                .expect("start a TLS cluster node"),
-        );
-    }
-    let mut create = tokio::process::Command::new("redis-cli");
-    create.args(["--tls", "--cacert", &ca, "--cluster", "create"]);
-    for node in &nodes {
-        create.arg(format!("127.0.0.1:{}", node.port()));
-    }
-    let created = create
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
+    start_redis_cluster_of(&node, &["--tls".into(), "--cacert".into(), ca])
         .await
-        .expect("redis-cli --cluster create");
-    assert!(created.status.success(), "{created:?}");
-    for node in &nodes {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let info = tokio::process::Command::new("redis-cli")
-                .args(["--tls", "--cacert", &ca, "-p", &node.port().to_string()])
-                .args(["cluster", "info"])
-                .output()
-                .await
-                .expect("redis-cli cluster info");
-            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the TLS cluster is not ok"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    nodes
+        .expect("start a TLS-only Redis Cluster")
 }
 
 /// Every operation, the principal index and the event listener, on `store`.
@@ -209,11 +161,10 @@ async fn rediss_with_a_private_ca_standalone_and_cluster() {
     drop(server);
 
     // The same over a Cluster whose nodes and bus speak only TLS.
-    let nodes = tls_cluster(&dir).await;
-    let urls: Vec<String> = nodes.iter().map(|node| node.url()).collect();
+    let cluster = tls_cluster(&dir).await;
     let config = Config::from_url(&format!(
         "{}?session_prefix={}:",
-        urls.join(","),
+        cluster.url,
         namespace("tls-cluster")
     ))
     .unwrap()
@@ -222,6 +173,6 @@ async fn rediss_with_a_private_ca_standalone_and_cluster() {
         .await
         .expect("open a Cluster over TLS");
     exercise(&store).await;
-    drop(nodes);
+    drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -681,13 +681,13 @@ impl RedisStore {
                 let (old, new) = (text(2), text(3));
                 let version = u64::try_from(version).unwrap_or(0);
                 // The stored session was the one this save started from exactly when the
-                // version moved by one: the stored result is then this session as it is now.
-                let keep = version == session.version() + 1 && self.inner.near_cache.is_some();
-                session.mark_persisted(version, now);
-                match keep.then(|| session.snapshot(now)) {
-                    Some(Ok(record)) => self.remember(&key, &record),
-                    _ => self.forget(&key),
+                // version moved by one: the stored result is then `saved`, as on the fast path.
+                if version == saved.version {
+                    self.remember_as(&key, meta, &saved);
+                } else {
+                    self.forget(&key);
                 }
+                session.mark_persisted(version, now);
                 if old != new {
                     if let Some(old) = &old {
                         self.index_remove(old, &key).await?;

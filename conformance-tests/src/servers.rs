@@ -2,7 +2,8 @@
 //!
 //! [`provision`] finds a server for a backend in this order:
 //!
-//! 1. a URL from the environment, `SESSION_TEST_<BACKEND>_URL` (e.g. `SESSION_TEST_REDIS_URL`);
+//! 1. a URL from the environment, `SESSION_TEST_<BACKEND>_URL` (e.g. `SESSION_TEST_REDIS_URL`;
+//!    a cluster's node URLs, comma-separated, in `SESSION_TEST_REDIS_CLUSTER_URLS`);
 //! 2. a throwaway server started from a binary on `PATH`, on a free loopback port with its data
 //!    in a temp dir, shared by every test of the test binary;
 //! 3. otherwise the backend is skipped with one line on stderr, unless `SESSION_TEST_REQUIRE`
@@ -59,12 +60,15 @@ impl Backend {
         }
     }
 
-    /// The environment variable holding an external server's URL.
+    /// The environment variable holding an external server's URL: `SESSION_TEST_<NAME>_URL`,
+    /// except for a cluster, whose several node URLs (comma-separated) are in
+    /// `SESSION_TEST_REDIS_CLUSTER_URLS`.
     pub fn url_variable(self) -> String {
-        format!(
-            "SESSION_TEST_{}_URL",
-            self.name().to_uppercase().replace('-', "_")
-        )
+        let name = self.name().to_uppercase().replace('-', "_");
+        match self {
+            Backend::RedisCluster => format!("SESSION_TEST_{name}_URLS"),
+            _ => format!("SESSION_TEST_{name}_URL"),
+        }
     }
 
     /// How to start a throwaway server of this kind.

@@ -77,4 +77,9 @@ fn env_variable_names_follow_the_convention() {
         Backend::Memcached.url_variable(),
         "SESSION_TEST_MEMCACHED_URL"
     );
+    // Several node URLs, as the README and the Redis issue name it.
+    assert_eq!(
+        Backend::RedisCluster.url_variable(),
+        "SESSION_TEST_REDIS_CLUSTER_URLS"
+    );
 }

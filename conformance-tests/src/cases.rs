@@ -974,6 +974,37 @@ pub async fn hostile_principal_names_are_opaque(fixture: &dyn StoreFixture) {
     assert_eq!(repo.find_by_principal("alice").await.unwrap().len(), 1);
 }
 
+/// A principal set or changed by a save is stored exactly as given (spaces, quotes, non-ASCII) and listed under that name only.
+pub async fn principal_set_by_save_is_stored_exactly(fixture: &dyn StoreFixture) {
+    let repo = open(fixture, SessionSettings::default()).await;
+    let session = create_with(&*repo, &[("cart", "3")]).await;
+    for principal in ["  älice 'o' \"漢字\" 1 2  ", "1 -", "-"] {
+        let mut login = load(&*repo, session.id()).await;
+        login.set_principal(Some(principal)).unwrap();
+        login.insert("cart", principal).unwrap();
+        repo.save(&mut login).await.unwrap();
+        let stored = load(&*repo, session.id()).await;
+        assert_eq!(stored.principal(), Some(principal));
+        assert_eq!(text(&stored, "cart").as_deref(), Some(principal));
+        let listed = repo.find_by_principal(principal).await.unwrap();
+        assert_eq!(
+            listed.iter().map(|info| info.key).collect::<Vec<_>>(),
+            [session.key()],
+            "principal {principal:?}"
+        );
+        assert_eq!(listed[0].principal, principal);
+        if principal.trim() != principal {
+            assert!(
+                repo.find_by_principal(principal.trim())
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "the index trimmed {principal:?}"
+            );
+        }
+    }
+}
+
 /// A store without a principal index says Unsupported.
 pub async fn principal_index_unsupported_is_reported(fixture: &dyn StoreFixture) {
     let repo = open(fixture, SessionSettings::default()).await;
@@ -1027,16 +1058,37 @@ pub async fn merged_size_over_limit_is_too_large(fixture: &dyn StoreFixture) {
     let mut b = load(&*repo, session.id()).await;
     a.insert("first", &"a".repeat(2500)).unwrap();
     repo.save(&mut a).await.unwrap();
-    b.insert("second", &"b".repeat(2500)).unwrap();
-    b.insert("small", "s").unwrap();
+    // Either value alone would fit beside `first`: a store that leaves one out of the merged
+    // size lets the save through.
+    b.insert("second", &"b".repeat(1300)).unwrap();
+    b.insert("third", &"c".repeat(1300)).unwrap();
     assert_err!(repo.save(&mut b).await, Error::TooLarge { .. });
     let stored = load(&*repo, session.id()).await;
     assert!(stored.contains("first"));
     assert!(
-        !stored.contains("second") && !stored.contains("small"),
+        !stored.contains("second") && !stored.contains("third"),
         "a rejected save wrote part of its delta"
     );
     assert_eq!(stored.version(), a.version());
+}
+
+/// A merged save that removes what another copy does not need counts the removal: it fits the limit.
+pub async fn merged_size_counts_removals(fixture: &dyn StoreFixture) {
+    let settings =
+        SessionSettings::default().with_limits(Limits::default().with_max_session_bytes(4096));
+    let repo = open(fixture, settings).await;
+    let session = create_with(&*repo, &[("draft", &"d".repeat(2000))]).await;
+    let mut a = load(&*repo, session.id()).await;
+    let mut b = load(&*repo, session.id()).await;
+    a.insert("first", &"a".repeat(1500)).unwrap();
+    repo.save(&mut a).await.unwrap();
+    b.remove("draft");
+    b.insert("second", &"b".repeat(1500)).unwrap();
+    repo.save(&mut b).await.unwrap();
+    let stored = load(&*repo, session.id()).await;
+    assert!(!stored.contains("draft"));
+    assert_eq!(text(&stored, "first").map(|v| v.len()), Some(1500));
+    assert_eq!(text(&stored, "second").map(|v| v.len()), Some(1500));
 }
 
 /// Bad attribute and principal names are InvalidInput.

@@ -125,6 +125,8 @@ macro_rules! __with_cases {
             principal_index_follows_change_id: PrincipalIndex,
             /// Hostile principal names match nothing but themselves; bad ones are InvalidInput.
             hostile_principal_names_are_opaque: PrincipalIndex,
+            /// A principal set or changed by a save is stored exactly as given (spaces, quotes, non-ASCII) and listed under that name only.
+            principal_set_by_save_is_stored_exactly: PrincipalIndex,
             /// A store without a principal index says Unsupported.
             principal_index_unsupported_is_reported: NoPrincipalIndex,
             /// Too many attributes is TooLarge at insert and nothing is written.
@@ -133,6 +135,8 @@ macro_rules! __with_cases {
             oversized_session_is_too_large: Nothing,
             /// A save whose merge with the stored session exceeds the size limit is TooLarge and writes nothing.
             merged_size_over_limit_is_too_large: Nothing,
+            /// A merged save that removes what another copy does not need counts the removal: it fits the limit.
+            merged_size_counts_removals: Nothing,
             /// Bad attribute and principal names are InvalidInput.
             invalid_names_are_invalid_input: Nothing,
             /// Undecodable stored bytes make the session absent, without error or panic.

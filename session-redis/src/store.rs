@@ -18,6 +18,7 @@
 //! against the sessions on every read, where dead members are pruned: it cannot leak,
 //! keyspace notifications or not.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -944,14 +945,18 @@ async fn listen(
             )
             .await
             .map_err(map)?;
-        // Managed services may refuse CONFIG: then no expiry events are assumed.
-        let notifications: Vec<String> = redis::cmd("CONFIG")
+        // Managed services may refuse CONFIG: then no expiry events are assumed. The reply is
+        // a map on this RESP3 connection and a flat array on RESP2; HashMap reads both.
+        let notifications: HashMap<String, String> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("notify-keyspace-events")
             .query_async(&mut manager)
             .await
             .unwrap_or_default();
-        let flags = notifications.get(1).cloned().unwrap_or_default();
+        let flags = notifications
+            .get("notify-keyspace-events")
+            .cloned()
+            .unwrap_or_default();
         let expiry = flags.contains('E') && (flags.contains('x') || flags.contains('A'));
         expiry_everywhere &= expiry;
         if index > 0 && !expiry {

@@ -72,20 +72,21 @@ pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// KEYS[1] session. ARGV: [1] the fast-path prefix ('' = merge), [2] the new deadline, [3] the
-/// new index score ('' when the session has no principal), [4] `now expected max_bytes
-/// max_count idle absolute_op absolute` for the merging path (`-` = none / keep; absolute_op
-/// `0` none, `1` set), [5] principal op ('' keep, '0' clear, '1' set), [6] principal, [7]
-/// number of upserts U, [8 .. 7+2U] name/value pairs, [8+2U] '\1m', [9+2U] the new metadata as
-/// the saver computed it, [10+2U] number of removals R, then R names.
+/// new index score ('' when the session has no principal), [4] number of removals R, [5] `now
+/// expected max_bytes max_count idle absolute_op absolute principal_op[ principal]` for the
+/// merging path (`-` = none / keep; absolute_op `0` none, `1` set; principal_op `0` clear, `1`
+/// set to the rest of the argument after one space), [6 .. 5+R] removed names, then name/value
+/// pairs to the end, the last pair being `\1m` and the new metadata as the saver computed it.
 ///
 /// Fast path: when the stored metadata starts with the prefix `version created accessed ` the
 /// saver loaded, nobody has written or touched the session since (every write increments the
 /// version), so the saver's own copy is what is stored and everything it computed from it
 /// (metadata, size, count, deadline) is exact: the script only writes. It reads only the
-/// fields it needs (a session without a principal has no index score to compare) and the
-/// merging path's parameters come packed in one argument: every argument and every
-/// `redis.call` costs the server a share of a microsecond. Returns the index score when the
-/// session must be (re)added to its principal's index, else 0.
+/// fields it needs (a session without a principal has no index score to compare), and the
+/// merging path's parameters come packed in one argument that the fast path never parses:
+/// every argument and every `redis.call` costs the server a share of a microsecond (with nine
+/// fixed arguments instead of five, the fast path took 4.6 µs of server time instead of 4.4).
+/// Returns the index score when the session must be (re)added to its principal's index, else 0.
 ///
 /// Otherwise the script merges: it parses the stored metadata, checks liveness, version and
 /// limits, and computes the metadata itself. Returns {version, deadline, old principal|false,
@@ -98,9 +99,8 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local k = KEYS[1]
-        local ups = tonumber(ARGV[7])
-        local rem_at = 10 + 2 * ups
-        local removals = tonumber(ARGV[rem_at])
+        local removals = tonumber(ARGV[4])
+        local ups_at = 6 + removals
         if ARGV[1] ~= '' then
             local meta, score
             if ARGV[3] == '' then
@@ -110,11 +110,11 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
                 meta, score = f[1], f[2]
             end
             if not meta then return {-1} end
-            if string.sub(meta, 1, #ARGV[1]) == ARGV[1] then
+            if string.find(meta, ARGV[1], 1, true) == 1 then
                 if removals > 0 then
-                    redis.call('HDEL', k, unpack(ARGV, rem_at + 1, rem_at + removals))
+                    redis.call('HDEL', k, unpack(ARGV, 6, ups_at - 1))
                 end
-                redis.call('HSET', k, unpack(ARGV, 8, 9 + 2 * ups))
+                redis.call('HSET', k, unpack(ARGV, ups_at))
                 redis.call('PEXPIREAT', k, ARGV[2])
                 if ARGV[3] ~= '' and (not tonumber(score) or tonumber(ARGV[2]) > tonumber(score)) then
                     redis.call('HSET', k, '\1x', ARGV[3])
@@ -125,8 +125,8 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
         end
         local m = redis.call('HMGET', k, '\1m', '\1p', '\1x')
         if not m[1] then return {-1} end
-        local nows, expected, max_bytes, max_count, idle, abs_op, abs =
-            string.match(ARGV[4], '^(%d+) (%S+) (%d+) (%d+) (%S+) (%S+) (%S+)$')
+        local nows, expected, max_bytes, max_count, idle, abs_op, abs, principal_op, new_principal =
+            string.match(ARGV[5], '^(%d+) (%S+) (%d+) (%d+) (%S+) (%S+) (%S+) (%S) ?(.*)$')
         local vs, cs, as, is, bs, ss, ns =
             string.match(m[1], '^(%d+) (%d+) (%d+) (%d+) ([%d-]+) (%d+) (%d+)$')
         if not vs then return {-1} end
@@ -136,27 +136,28 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
         if b and c + b < dl then dl = c + b end
         if dl <= now then return {-1} end
         if expected ~= '-' and tonumber(expected) ~= v then return {-2, v} end
-        if ups > 0 or removals > 0 then
+        local meta_at = #ARGV
+        if meta_at > ups_at + 1 or removals > 0 then
             local s, n = tonumber(ss), tonumber(ns)
-            for j = rem_at + 1, rem_at + removals do
+            for j = 6, ups_at - 1 do
                 local old = redis.call('HSTRLEN', k, ARGV[j])
                 if old > 0 then s = s - (#ARGV[j] + old + 8); n = n - 1 end
             end
-            for j = 8, 6 + 2 * ups, 2 do
+            for j = ups_at, meta_at - 3, 2 do
                 local old = redis.call('HSTRLEN', k, ARGV[j])
                 if old > 0 then s = s - (#ARGV[j] + old + 8); n = n - 1 end
                 s = s + #ARGV[j] + #ARGV[j + 1] + 8; n = n + 1
             end
             if s > tonumber(max_bytes) or n > tonumber(max_count) then return {-3, s, n} end
             if removals > 0 then
-                redis.call('HDEL', k, unpack(ARGV, rem_at + 1, rem_at + removals))
+                redis.call('HDEL', k, unpack(ARGV, 6, ups_at - 1))
             end
             ss, ns = s, n
         end
         local old_principal = m[2] or false
         local principal = old_principal
-        if ARGV[5] == '0' then redis.call('HDEL', k, '\1p'); principal = false
-        elseif ARGV[5] == '1' then redis.call('HSET', k, '\1p', ARGV[6]); principal = ARGV[6] end
+        if principal_op == '0' then redis.call('HDEL', k, '\1p'); principal = false
+        elseif principal_op == '1' then redis.call('HSET', k, '\1p', new_principal); principal = new_principal end
         if idle ~= '-' then is = idle; i = tonumber(is) end
         if abs_op == '0' then bs = '-'; b = nil
         elseif abs_op == '1' then bs = abs; b = tonumber(bs) end
@@ -164,8 +165,8 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
         dl = a + i
         if b and c + b < dl then dl = c + b end
         v = v + 1
-        ARGV[9 + 2 * ups] = v .. ' ' .. cs .. ' ' .. as .. ' ' .. is .. ' ' .. bs .. ' ' .. ss .. ' ' .. ns
-        redis.call('HSET', k, unpack(ARGV, 8, 9 + 2 * ups))
+        ARGV[meta_at] = v .. ' ' .. cs .. ' ' .. as .. ' ' .. is .. ' ' .. bs .. ' ' .. ss .. ' ' .. ns
+        redis.call('HSET', k, unpack(ARGV, ups_at))
         redis.call('PEXPIREAT', k, dl)
         local score = 0
         if principal and (principal ~= old_principal or not tonumber(m[3]) or dl > tonumber(m[3])) then

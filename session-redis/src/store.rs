@@ -567,7 +567,7 @@ impl RedisStore {
         let mut cmd = scripts::call_sized(
             &scripts::SAVE,
             &self.session_key(&key),
-            12 + 2 * delta.upserts.len() + delta.removals.len(),
+            7 + 2 * delta.upserts.len() + delta.removals.len(),
             256 + pairs + removed,
         );
         if fast {
@@ -589,6 +589,7 @@ impl RedisStore {
         } else {
             cmd.arg("").arg("").arg("");
         }
+        cmd.arg(delta.removals.len());
         // The merging path's parameters, in one argument (see the script).
         let (absolute_op, absolute) = match delta.absolute_lifetime_ms {
             None => (None, None),
@@ -608,21 +609,22 @@ impl RedisStore {
                 absolute,
             ],
         );
-        cmd.arg(merge);
         match delta.principal {
-            None => cmd.arg("").arg(""),
-            Some(None) => cmd.arg("0").arg(""),
-            Some(Some(principal)) => cmd.arg("1").arg(principal),
-        };
-        cmd.arg(delta.upserts.len());
+            None => merge.push_str(" -"),
+            Some(None) => merge.push_str(" 0"),
+            Some(Some(principal)) => {
+                merge.push_str(" 1 ");
+                merge.push_str(principal);
+            }
+        }
+        cmd.arg(merge);
+        for name in &delta.removals {
+            cmd.arg(*name);
+        }
         for (name, value) in &delta.upserts {
             cmd.arg(*name).arg(&value[..]);
         }
         cmd.arg(Meta::FIELD).arg(meta.to_field());
-        cmd.arg(delta.removals.len());
-        for name in &delta.removals {
-            cmd.arg(*name);
-        }
         drop(delta);
         let reply: Value = scripts::run(&scripts::SAVE, &cmd, &mut self.connection())
             .await

@@ -20,6 +20,7 @@
 
 mod config;
 mod error;
+mod listener;
 mod scripts;
 mod store;
 

@@ -703,14 +703,113 @@ pub async fn start_redis_cluster_of(
     for process in &processes {
         create.arg(format!("127.0.0.1:{}", process.port()));
     }
-    create
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
+    create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+    run_quietly(create).await?;
+    wait_for_cluster_ok(&processes, cli).await?;
+    let url = processes
+        .iter()
+        .map(|process| process.url())
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(Provisioned { url, processes })
+}
+
+/// Starts one more node like `node`, joins it to `cluster` as a master and moves `slots` hash
+/// slots to it from the other masters (`redis-cli --cluster add-node`, then
+/// [`move_redis_cluster_slots`]): a live topology change, for tests of what a client does when
+/// a master appears. Returns the new node (`cluster`'s URL does not list it). `cli` as for
+/// [`start_redis_cluster_of`].
+pub async fn add_redis_cluster_master(
+    cluster: &Provisioned,
+    node: &ServerSpec,
+    cli: &[String],
+    slots: u32,
+) -> std::io::Result<Arc<ServerProcess>> {
+    let first = cluster
+        .processes
+        .first()
+        .ok_or_else(|| std::io::Error::other("a cluster the harness did not start"))?;
+    let process = ServerProcess::start_on(node.clone(), cluster_port()?).await?;
+    let mut add = Command::new("redis-cli");
+    add.args(cli).args([
+        "--cluster",
+        "add-node",
+        &format!("127.0.0.1:{}", process.port()),
+        &format!("127.0.0.1:{}", first.port()),
+    ]);
+    run_quietly(add).await?;
+    let mut all = cluster.processes.clone();
+    all.push(Arc::clone(&process));
+    // reshard refuses a node the others do not know yet.
+    wait_for_cluster_ok(&all, cli).await?;
+    move_redis_cluster_slots(first, None, &process, slots, cli).await?;
+    wait_for_cluster_ok(&all, cli).await?;
+    Ok(process)
+}
+
+/// Moves `slots` hash slots (and their keys) from the master `from` (from every other master
+/// when `None`) to the master `to` with `redis-cli --cluster reshard`, asking through `via`.
+pub async fn move_redis_cluster_slots(
+    via: &ServerProcess,
+    from: Option<&ServerProcess>,
+    to: &ServerProcess,
+    slots: u32,
+    cli: &[String],
+) -> std::io::Result<()> {
+    let from = match from {
+        Some(node) => cluster_node_id(node, cli).await?,
+        None => "all".to_owned(),
+    };
+    let mut reshard = Command::new("redis-cli");
+    reshard.args(cli).args([
+        "--cluster",
+        "reshard",
+        &format!("127.0.0.1:{}", via.port()),
+        "--cluster-from",
+        &from,
+        "--cluster-to",
+        &cluster_node_id(to, cli).await?,
+        "--cluster-slots",
+        &slots.to_string(),
+        "--cluster-yes",
+    ]);
+    run_quietly(reshard).await
+}
+
+/// The cluster node id of `node` (`CLUSTER MYID`).
+async fn cluster_node_id(node: &ServerProcess, cli: &[String]) -> std::io::Result<String> {
+    let output = tokio::process::Command::new("redis-cli")
+        .args(cli)
+        .args(["-p", &node.port().to_string(), "cluster", "myid"])
+        .output()
+        .await?;
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if id.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "no cluster node id from port {}",
+            node.port()
+        )));
+    }
+    Ok(id)
+}
+
+/// [`run_to_end`] with the command's input and output detached (redis-cli's `--cluster`
+/// commands talk a lot).
+async fn run_quietly(mut command: Command) -> std::io::Result<()> {
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    run_to_end(create).await?;
+    run_to_end(command).await
+}
+
+/// Waits until every node of a cluster says `cluster_state:ok`.
+async fn wait_for_cluster_ok(
+    processes: &[Arc<ServerProcess>],
+    cli: &[String],
+) -> std::io::Result<()> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    for process in &processes {
+    for process in processes {
         loop {
             let info = tokio::process::Command::new("redis-cli")
                 .args(cli)
@@ -728,12 +827,7 @@ pub async fn start_redis_cluster_of(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let url = processes
-        .iter()
-        .map(|process| process.url())
-        .collect::<Vec<_>>()
-        .join(",");
-    Ok(Provisioned { url, processes })
+    Ok(())
 }
 
 /// A free port whose cluster bus port (port + 10000) is free too.

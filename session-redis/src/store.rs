@@ -109,7 +109,7 @@ struct Inner {
     config: Config,
     /// Events received by this instance's listeners (see [`listen`]).
     events: EventBus,
-    /// Whether keyspace notifications for expired keys are on, on every configured node.
+    /// Whether keyspace notifications for expired keys are on, on every master (see [`listen`]).
     expiry_events: bool,
     /// Dropped with the store, which stops the listener tasks.
     _stop_listeners: tokio::sync::watch::Sender<()>,
@@ -237,7 +237,7 @@ impl RedisStore {
                     client.get_async_connection().await.map_err(map)?,
                 ))
             } else {
-                let client = node_client(&config.nodes[0], false, ca.as_deref())?;
+                let client = node_client(config.nodes[0].as_str(), false, ca.as_deref())?;
                 let manager = client
                     .get_connection_manager_with_config(
                         ConnectionManagerConfig::new()

@@ -3,11 +3,17 @@
 //! lists it as not applicable), so these tests pin it down.
 #![allow(clippy::expect_used)] // test code
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
-use conformance_tests::namespace;
-use conformance_tests::servers::{is_required, provision, Backend, ServerProcess};
-use session_core::{SessionRepository, SessionSettings};
+use conformance_tests::servers::{
+    add_redis_cluster_master, is_required, move_redis_cluster_slots, provision,
+    start_redis_cluster_of, Backend, ServerProcess,
+};
+use conformance_tests::{namespace, short_lived, SHORT_IDLE};
+use session_core::{
+    SessionEvent, SessionKey, SessionRepository, SessionRepositoryExt, SessionSettings,
+};
 use session_redis::{redis, Config, RedisStore};
 
 async fn reports_expiry_events(url: &str) -> bool {
@@ -99,4 +105,141 @@ async fn cluster_reports_expiry_events_when_every_node_sends_them() {
         assert!(everywhere, "the harness starts nodes with notifications on");
     }
     assert_eq!(reports_expiry_events(&cluster.url).await, everywhere);
+}
+
+/// A Cluster store configured with one seed node hears the expiries of every master, not only
+/// the seed's.
+#[tokio::test]
+async fn cluster_store_with_one_seed_hears_every_master() {
+    let Some(cluster) = provision(Backend::RedisCluster).await else {
+        return;
+    };
+    let store = short_lived_store(&one_seed(&cluster.url)).await;
+    if !store.capabilities().expiry_events {
+        assert!(
+            cluster.processes.is_empty(),
+            "the harness starts nodes with notifications on"
+        );
+        return;
+    }
+    let mut events = store.subscribe().expect("subscribe");
+    // 30 sessions over three masters: the chance that one master holds none is 3 x (2/3)^30.
+    let mut keys = HashSet::new();
+    for _ in 0..30 {
+        keys.insert(create(&store).await);
+    }
+    expect_expiries(&mut events, keys).await;
+}
+
+/// A master that joins after the store opened (resharding) gets a listener: the expiries of
+/// the sessions it holds are heard too. Once it holds no slot any more, the listener on it is
+/// closed.
+#[tokio::test]
+async fn cluster_store_follows_masters_that_come_and_go() {
+    let node = Backend::RedisCluster.spec();
+    let cluster = match start_redis_cluster_of(&node, &[]).await {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            assert!(
+                !is_required(Backend::RedisCluster),
+                "cannot start a Redis Cluster: {error}"
+            );
+            return;
+        }
+    };
+    let store = short_lived_store(&one_seed(&cluster.url)).await;
+    assert!(store.capabilities().expiry_events);
+    let mut events = store.subscribe().expect("subscribe");
+    let added = add_redis_cluster_master(&cluster, &node, &[], 4096)
+        .await
+        .expect("add a master");
+    let mut on_added = redis::Client::open(added.url().as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection to the new master");
+    tokio::time::sleep(TOPOLOGY_REFRESH_AND_MARGIN).await;
+    assert_eq!(expiry_listeners(&mut on_added).await, 1);
+    let mut keys = HashSet::new();
+    while keys.len() < 200 && sessions_held(&mut on_added).await < 3 {
+        keys.insert(create(&store).await);
+    }
+    let held = sessions_held(&mut on_added).await;
+    assert!(held >= 3, "the new master holds {held} of the sessions");
+    expect_expiries(&mut events, keys).await;
+
+    let first = &cluster.processes[0];
+    move_redis_cluster_slots(first, Some(&added), first, 4096, &[])
+        .await
+        .expect("move the slots back");
+    tokio::time::sleep(TOPOLOGY_REFRESH_AND_MARGIN).await;
+    assert_eq!(
+        expiry_listeners(&mut on_added).await,
+        0,
+        "a node without slots keeps a listener"
+    );
+}
+
+/// The store looks its masters up again every five seconds.
+const TOPOLOGY_REFRESH_AND_MARGIN: Duration = Duration::from_secs(6);
+
+async fn sessions_held(node: &mut redis::aio::MultiplexedConnection) -> u64 {
+    redis::cmd("DBSIZE")
+        .query_async(node)
+        .await
+        .expect("DBSIZE")
+}
+
+/// Connections to `node` subscribed to a pattern (the store's expired-key listeners).
+async fn expiry_listeners(node: &mut redis::aio::MultiplexedConnection) -> usize {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(node)
+        .await
+        .expect("CLIENT LIST");
+    clients
+        .lines()
+        .filter(|client| client.contains(" psub=1 "))
+        .count()
+}
+
+/// The first node of a comma-separated cluster URL, as a one-seed cluster URL.
+fn one_seed(urls: &str) -> String {
+    let first = urls.split(',').next().expect("a node URL");
+    first.replacen("redis://", "redis+cluster://", 1)
+}
+
+async fn short_lived_store(url: &str) -> RedisStore {
+    let config = Config::from_url(url)
+        .expect("test URL")
+        .with_prefix(format!("{}:", namespace("expiry-heard")));
+    RedisStore::open(config, short_lived())
+        .await
+        .expect("store")
+}
+
+async fn create(store: &RedisStore) -> SessionKey {
+    let mut session = store.new_session();
+    store.create(&mut session).await.expect("create");
+    session.key()
+}
+
+/// Waits until every one of `keys` is reported expired.
+async fn expect_expiries(
+    events: &mut session_core::EventSubscription,
+    mut keys: HashSet<SessionKey>,
+) {
+    let total = keys.len();
+    let deadline = tokio::time::Instant::now() + SHORT_IDLE + Duration::from_secs(10);
+    while !keys.is_empty() {
+        let event = tokio::time::timeout_at(deadline, events.recv()).await;
+        match event {
+            Ok(Ok(SessionEvent::Expired(key))) => {
+                keys.remove(&key);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => panic!("event stream: {error:?}"),
+            Err(_) => panic!("{} of {total} expiries not heard", keys.len()),
+        }
+    }
 }

@@ -157,7 +157,7 @@ macro_rules! __with_cases {
             instance_sees_later_writes_of_another: Nothing,
             /// Create, change_id and delete emit Created, IdChanged and Deleted.
             lifecycle_events_are_emitted: LifecycleEvents,
-            /// A session past its deadline is reported as Expired.
+            /// Every session past its deadline is reported as Expired.
             expiry_events_are_emitted: ExpiryEvents,
             /// A store without events says Unsupported.
             events_unsupported_is_reported: NoEvents,

@@ -740,8 +740,19 @@ pub async fn add_redis_cluster_master(
     run_quietly(add).await?;
     let mut all = cluster.processes.clone();
     all.push(Arc::clone(&process));
-    // reshard refuses a node the others do not know yet.
-    wait_for_cluster_ok(&all, cli).await?;
+    // Every node must know the new one before slots move to it (gossip takes a moment).
+    let id = cluster_node_id(&process, cli).await?;
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    for node in &cluster.processes {
+        while !cluster_nodes(node, cli).await?.contains(&id) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(std::io::Error::other(
+                    "the new node did not join the cluster",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     move_redis_cluster_slots(first, None, &process, slots, cli).await?;
     wait_for_cluster_ok(&all, cli).await?;
     Ok(process)
@@ -760,6 +771,29 @@ pub async fn move_redis_cluster_slots(
         Some(node) => cluster_node_id(node, cli).await?,
         None => "all".to_owned(),
     };
+    let to = cluster_node_id(to, cli).await?;
+    // reshard refuses a target that the node asked does not know as a master yet (a node just
+    // added: gossip takes a moment) and nodes that disagree on the slots (slots just moved).
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let known = cluster_nodes(via, cli)
+            .await?
+            .lines()
+            .any(|line| line.starts_with(&to) && line.contains("master"));
+        let mut check = Command::new("redis-cli");
+        check
+            .args(cli)
+            .args(["--cluster", "check", &format!("127.0.0.1:{}", via.port())]);
+        if known && run_quietly(check).await.is_ok() {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(std::io::Error::other(
+                "the Redis Cluster's nodes do not agree on its configuration",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut reshard = Command::new("redis-cli");
     reshard.args(cli).args([
         "--cluster",
@@ -768,12 +802,22 @@ pub async fn move_redis_cluster_slots(
         "--cluster-from",
         &from,
         "--cluster-to",
-        &cluster_node_id(to, cli).await?,
+        &to,
         "--cluster-slots",
         &slots.to_string(),
         "--cluster-yes",
     ]);
     run_quietly(reshard).await
+}
+
+/// What `node` says of the cluster's nodes (`CLUSTER NODES`).
+async fn cluster_nodes(node: &ServerProcess, cli: &[String]) -> std::io::Result<String> {
+    let output = tokio::process::Command::new("redis-cli")
+        .args(cli)
+        .args(["-p", &node.port().to_string(), "cluster", "nodes"])
+        .output()
+        .await?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The cluster node id of `node` (`CLUSTER MYID`).
@@ -793,14 +837,22 @@ async fn cluster_node_id(node: &ServerProcess, cli: &[String]) -> std::io::Resul
     Ok(id)
 }
 
-/// [`run_to_end`] with the command's input and output detached (redis-cli's `--cluster`
-/// commands talk a lot).
+/// Runs `command` to its end with no input, keeping its output (redis-cli's `--cluster`
+/// commands talk a lot) for the error when it fails.
 async fn run_quietly(mut command: Command) -> std::io::Result<()> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    run_to_end(command).await
+    command.stdin(Stdio::null());
+    let shown = format!("{command:?}");
+    let output = tokio::process::Command::from(command).output().await?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    let last: Vec<&str> = said.lines().rev().take(5).collect();
+    Err(std::io::Error::other(format!(
+        "{shown} failed with {}: {}",
+        output.status,
+        last.into_iter().rev().collect::<Vec<_>>().join(" / ")
+    )))
 }
 
 /// Waits until every node of a cluster says `cluster_state:ok`.

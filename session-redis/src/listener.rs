@@ -2,13 +2,15 @@
 //! scripts of every instance) and the servers' expired-key notifications.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{
     ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
 };
-use session_core::{Error, EventBus, Result, SessionEvent, SessionKey};
+use session_core::{with_timeout, Error, EventBus, Result, SessionEvent, SessionKey};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -23,7 +25,8 @@ pub(crate) fn event_channel(config: &Config) -> String {
 ///
 /// One pub/sub connection carries the store's own channel (creates, deletes and id changes
 /// published by the scripts of every instance; on a Cluster, classic pub/sub reaches every
-/// node, so one connection to the first seed that answers is enough). Expired keys are
+/// node, so one connection to the first seed that answers is enough, and when that node stops
+/// answering the subscription moves to a master that does). Expired keys are
 /// reported by the server that expires them, through keyspace notifications
 /// (`notify-keyspace-events` with `E` and `x`, or `A`): a standalone server's on the same
 /// connection; on a Cluster, one connection per master, whatever seeds were configured, found
@@ -35,9 +38,9 @@ pub(crate) fn event_channel(config: &Config) -> String {
 /// The listeners are RESP3 connection managers (Redis 6 or later): when a connection breaks
 /// (server restart, failover) they reconnect and subscribe again by themselves; a ping every
 /// [`LISTENER_PING`] makes a broken connection noticed, and a failed reconnect retried, even
-/// while no event arrives. Events published while a listener is disconnected, or expired on a
-/// new master before the next topology lookup, are lost (pub/sub keeps nothing). The
-/// listeners end when the store is dropped.
+/// while no event arrives. Events published while a listener is disconnected or moving, or
+/// expired on a new master before the next topology lookup, are lost (pub/sub keeps nothing).
+/// The listeners end when the store is dropped.
 pub(crate) async fn listen(
     config: &Config,
     ca: Option<&[u8]>,
@@ -69,59 +72,132 @@ pub(crate) async fn listen(
         first = context
             .listen_on(info.clone(), Some(&channel), Expiry::Off)
             .await
-            .map(|(manager, _)| (info, manager));
+            .map(|(listener, _)| (info, listener));
         if first.is_ok() {
             break;
         }
     }
-    let (seed, mut seed_listener) = first?;
-    let mut listeners = HashMap::new();
-    let mut everywhere = true;
-    for (host, port) in cluster_masters(&mut seed_listener, &seed).await? {
-        let info = node_info(&seed, host.clone(), port);
-        let (listener, expiry) = context.listen_on(info, None, Expiry::IfOn).await?;
-        everywhere &= expiry;
-        listeners.insert((host, port), listener);
+    let (seed, mut channel_listener) = first?;
+    let known = cluster_masters(&mut channel_listener, context.timeout).await?;
+    let mut masters = HashMap::new();
+    let mut expiry = true;
+    for address in &known {
+        let info = node_info(&seed, address);
+        let (listener, on) = context.listen_on(info, None, Expiry::IfOn).await?;
+        expiry &= on;
+        masters.insert(address.clone(), listener);
     }
-    if !everywhere {
-        listeners
-            .values()
-            .for_each(|listener| listener.task.abort());
-        return Ok(false);
+    if !expiry {
+        masters.values().for_each(|listener| listener.task.abort());
+        masters.clear();
     }
+    let mut listeners = ClusterListeners {
+        context,
+        channel,
+        seed,
+        channel_listener,
+        masters,
+        expiry,
+        known,
+    };
     tokio::spawn(async move {
-        let mut stopped = context.stopped.clone();
+        let mut stopped = listeners.context.stopped.clone();
         let mut refresh = tokio::time::interval(TOPOLOGY_REFRESH);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         refresh.tick().await;
         loop {
             tokio::select! {
-                _ = refresh.tick() => {}
+                _ = refresh.tick() => listeners.refresh().await,
                 _ = stopped.changed() => return,
-            }
-            // A failed lookup or subscription is tried again at the next tick.
-            let Ok(masters) = cluster_masters(&mut seed_listener, &seed).await else {
-                continue;
-            };
-            listeners.retain(|address, listener| {
-                let master = masters.contains(address);
-                if !master {
-                    listener.task.abort();
-                }
-                master
-            });
-            for (host, port) in masters {
-                if listeners.contains_key(&(host.clone(), port)) {
-                    continue;
-                }
-                let info = node_info(&seed, host.clone(), port);
-                if let Ok((listener, _)) = context.listen_on(info, None, Expiry::Always).await {
-                    listeners.insert((host, port), listener);
-                }
             }
         }
     });
-    Ok(true)
+    Ok(expiry)
+}
+
+/// A node's address as `CLUSTER SLOTS` names it.
+type Address = (String, u16);
+
+/// A Cluster store's listeners, kept in step with the cluster every [`TOPOLOGY_REFRESH`].
+struct ClusterListeners {
+    context: Context,
+    channel: String,
+    /// The seed whose connection settings (credentials, TLS) every node connection copies.
+    seed: ConnectionInfo,
+    /// The connection subscribed to the store's channel: any node will do, as long as it
+    /// answers.
+    channel_listener: Listener,
+    /// Expired-key listeners by master; none when expiry events are off.
+    masters: HashMap<Address, Listener>,
+    expiry: bool,
+    /// The masters as last looked up.
+    known: Vec<Address>,
+}
+
+impl ClusterListeners {
+    /// Looks the masters up; moves the channel to another node if its node stopped answering;
+    /// gives new masters an expired-key listener and lets go of nodes that are no longer
+    /// masters. What fails is tried again at the next refresh.
+    async fn refresh(&mut self) {
+        let timeout = self.context.timeout;
+        let mut lookup = cluster_masters(&mut self.channel_listener, timeout).await;
+        for listener in self.masters.values_mut() {
+            if lookup.is_ok() {
+                break;
+            }
+            lookup = cluster_masters(listener, timeout).await;
+        }
+        if let Ok(masters) = lookup {
+            self.known = masters;
+            if self.expiry {
+                self.follow_masters().await;
+            }
+        }
+        if !self.channel_listener.answering() {
+            self.move_channel().await;
+        }
+    }
+
+    async fn follow_masters(&mut self) {
+        let known = &self.known;
+        self.masters.retain(|address, listener| {
+            let master = known.contains(address);
+            if !master {
+                listener.task.abort();
+            }
+            master
+        });
+        for address in &self.known {
+            if self.masters.contains_key(address) {
+                continue;
+            }
+            let info = node_info(&self.seed, address);
+            if let Ok((listener, _)) = self.context.listen_on(info, None, Expiry::Always).await {
+                self.masters.insert(address.clone(), listener);
+            }
+        }
+    }
+
+    /// Subscribes the channel on the first known master that accepts, and closes the old
+    /// subscription.
+    async fn move_channel(&mut self) {
+        for address in &self.known {
+            let info = node_info(&self.seed, address);
+            if info.addr() == self.channel_listener.info.addr() {
+                continue;
+            }
+            let subscribed = self
+                .context
+                .listen_on(info, Some(&self.channel), Expiry::Off)
+                .await;
+            if let Ok((listener, _)) = subscribed {
+                std::mem::replace(&mut self.channel_listener, listener)
+                    .task
+                    .abort();
+                return;
+            }
+        }
+    }
 }
 
 /// How often a Cluster store looks up its masters again (see [`listen`]).
@@ -146,11 +222,20 @@ struct Context {
     stopped: watch::Receiver<()>,
 }
 
-/// A listener: its connection (for other commands) and the task forwarding its events, which
-/// runs until the store is dropped or the task is aborted.
+/// A listener: its node, its connection (for other commands) and the task forwarding its
+/// events, which runs until the store is dropped or the task is aborted.
 struct Listener {
+    info: ConnectionInfo,
     manager: ConnectionManager,
     task: tokio::task::JoinHandle<()>,
+    /// Whether the node answered the listener's last ping.
+    answering: Arc<AtomicBool>,
+}
+
+impl Listener {
+    fn answering(&self) -> bool {
+        self.answering.load(Ordering::Relaxed)
+    }
 }
 
 impl Context {
@@ -163,7 +248,7 @@ impl Context {
         channel: Option<&str>,
         expiry: Expiry,
     ) -> Result<(Listener, bool)> {
-        let client = node_client(info, true, self.ca.as_deref())?;
+        let client = node_client(info.clone(), true, self.ca.as_deref())?;
         let (sender, mut pushes) = tokio::sync::mpsc::unbounded_channel::<PushInfo>();
         let mut manager = client
             .get_connection_manager_with_config(
@@ -193,6 +278,8 @@ impl Context {
         let events = self.events.clone();
         let mut stopped = self.stopped.clone();
         let mut pinged = manager.clone();
+        let answering = Arc::new(AtomicBool::new(true));
+        let answered = Arc::clone(&answering);
         let task = tokio::spawn(async move {
             let mut ping = tokio::time::interval(LISTENER_PING);
             ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -206,13 +293,24 @@ impl Context {
                     }
                     _ = ping.tick() => {
                         // Errors are what the ping is for: the manager reconnects on them.
-                        let _ = redis::cmd("PING").query_async::<()>(&mut pinged).await;
+                        let ping_cmd = redis::cmd("PING");
+                        let pong = ping_cmd.query_async::<()>(&mut pinged);
+                        let pong = tokio::time::timeout(LISTENER_PING, pong).await;
+                        answered.store(matches!(pong, Ok(Ok(()))), Ordering::Relaxed);
                     }
                     _ = stopped.changed() => return,
                 }
             }
         });
-        Ok((Listener { manager, task }, expiry))
+        Ok((
+            Listener {
+                info,
+                manager,
+                task,
+                answering,
+            },
+            expiry,
+        ))
     }
 }
 
@@ -233,17 +331,18 @@ async fn expired_key_notifications(manager: &mut ConnectionManager) -> bool {
 }
 
 /// The masters of the Cluster `listener` is connected to, as `CLUSTER SLOTS` names them (an
-/// unknown endpoint is the node asked, which is `seed`'s host).
-async fn cluster_masters(
-    listener: &mut Listener,
-    seed: &ConnectionInfo,
-) -> Result<Vec<(String, u16)>> {
-    let slots: Value = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query_async(&mut listener.manager)
-        .await
-        .map_err(map)?;
-    let seed_host = match seed.addr() {
+/// unknown endpoint is the node asked). Bounded by `timeout` also while the connection waits
+/// for a reconnect to a node that is gone.
+async fn cluster_masters(listener: &mut Listener, timeout: Duration) -> Result<Vec<Address>> {
+    let slots: Value = with_timeout(timeout, async {
+        redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut listener.manager)
+            .await
+            .map_err(map)
+    })
+    .await?;
+    let asked = match listener.info.addr() {
         ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => host.as_str(),
         _ => "",
     };
@@ -260,7 +359,7 @@ async fn cluster_masters(
             Some(Value::BulkString(host)) if !host.is_empty() && host != b"?" => {
                 String::from_utf8_lossy(host).into_owned()
             }
-            _ => seed_host.to_owned(),
+            _ => asked.to_owned(),
         };
         let Some(Value::Int(port)) = master.get(1) else {
             continue;
@@ -279,7 +378,8 @@ async fn cluster_masters(
 }
 
 /// `seed`'s connection settings (credentials, TLS) for another node.
-fn node_info(seed: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo {
+fn node_info(seed: &ConnectionInfo, (host, port): &Address) -> ConnectionInfo {
+    let (host, port) = (host.clone(), *port);
     let addr = match seed.addr().clone() {
         ConnectionAddr::TcpTls {
             insecure,

@@ -1,6 +1,9 @@
-//! The `expiry_events` capability follows the servers' expired-key notifications: a store that
-//! under-reports it silently drops the suite's expiry-event case (the conformance summary only
-//! lists it as not applicable), so these tests pin it down.
+//! The event listeners against real servers. The `expiry_events` capability follows the
+//! servers' expired-key notifications: a store that under-reports it silently drops the suite's
+//! expiry-event case (the conformance summary only lists it as not applicable). On a Cluster
+//! the listeners follow the topology: every master's expiries are heard whatever seeds were
+//! given, masters that come and go are followed, and the channel of lifecycle events moves off
+//! a node that goes away.
 #![allow(clippy::expect_used)] // test code
 
 use std::collections::{HashMap, HashSet};
@@ -8,7 +11,7 @@ use std::time::Duration;
 
 use conformance_tests::servers::{
     add_redis_cluster_master, is_required, move_redis_cluster_slots, provision,
-    start_redis_cluster_of, Backend, ServerProcess,
+    start_redis_cluster_of, Backend, Provisioned, ServerProcess, ServerSpec,
 };
 use conformance_tests::{namespace, short_lived, SHORT_IDLE};
 use session_core::{
@@ -137,15 +140,8 @@ async fn cluster_store_with_one_seed_hears_every_master() {
 #[tokio::test]
 async fn cluster_store_follows_masters_that_come_and_go() {
     let node = Backend::RedisCluster.spec();
-    let cluster = match start_redis_cluster_of(&node, &[]).await {
-        Ok(cluster) => cluster,
-        Err(error) => {
-            assert!(
-                !is_required(Backend::RedisCluster),
-                "cannot start a Redis Cluster: {error}"
-            );
-            return;
-        }
+    let Some(cluster) = dedicated_cluster(&node).await else {
+        return;
     };
     let store = short_lived_store(&one_seed(&cluster.url)).await;
     assert!(store.capabilities().expiry_events);
@@ -180,6 +176,94 @@ async fn cluster_store_follows_masters_that_come_and_go() {
     );
 }
 
+/// When the node carrying a Cluster store's channel subscription goes away, the subscription
+/// moves to a master that answers: another instance's lifecycle events keep arriving.
+#[tokio::test]
+async fn cluster_channel_moves_off_a_node_that_goes_away() {
+    let node = Backend::RedisCluster.spec();
+    let Some(cluster) = dedicated_cluster(&node).await else {
+        return;
+    };
+    let doomed = add_redis_cluster_master(&cluster, &node, &[], 100)
+        .await
+        .expect("add a master");
+    let application = namespace("channel-moves");
+    let listening = store_on(
+        &format!("redis+cluster://127.0.0.1:{}", doomed.port()),
+        &application,
+        SessionSettings::default(),
+    )
+    .await;
+    let writing = store_on(
+        &one_seed(&cluster.url),
+        &application,
+        SessionSettings::default(),
+    )
+    .await;
+    let mut events = listening.subscribe().expect("subscribe");
+    let created = create(&writing).await;
+    expect_created(&mut events, created, "before the move").await;
+
+    let first = &cluster.processes[0];
+    move_redis_cluster_slots(first, Some(&doomed), first, 100, &[])
+        .await
+        .expect("move the slots away");
+    doomed.stop();
+    // A ping notices within a second or two, the next lookup moves the subscription: events
+    // in between are lost (pub/sub keeps nothing), so keep creating until one is heard.
+    let deadline = tokio::time::Instant::now() + TOPOLOGY_REFRESH_AND_MARGIN * 3;
+    loop {
+        let created = create(&writing).await;
+        if heard_created(&mut events, created, Duration::from_millis(500)).await {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no lifecycle event since the channel's node went away"
+        );
+    }
+}
+
+async fn expect_created(events: &mut session_core::EventSubscription, key: SessionKey, when: &str) {
+    assert!(
+        heard_created(events, key, Duration::from_secs(3)).await,
+        "no Created({key:?}) {when}"
+    );
+}
+
+/// Whether `Created(key)` arrives `within`.
+async fn heard_created(
+    events: &mut session_core::EventSubscription,
+    key: SessionKey,
+    within: Duration,
+) -> bool {
+    let wanted = SessionEvent::Created(key);
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) if event == wanted => return true,
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => panic!("event stream: {error:?}"),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A cluster of this test's own, which it may reshape; `None` (or a failure when the backend
+/// is required) without redis-server.
+async fn dedicated_cluster(node: &ServerSpec) -> Option<Provisioned> {
+    match start_redis_cluster_of(node, &[]).await {
+        Ok(cluster) => Some(cluster),
+        Err(error) => {
+            assert!(
+                !is_required(Backend::RedisCluster),
+                "cannot start a Redis Cluster: {error}"
+            );
+            None
+        }
+    }
+}
+
 /// The store looks its masters up again every five seconds.
 const TOPOLOGY_REFRESH_AND_MARGIN: Duration = Duration::from_secs(6);
 
@@ -210,12 +294,16 @@ fn one_seed(urls: &str) -> String {
 }
 
 async fn short_lived_store(url: &str) -> RedisStore {
+    store_on(url, &namespace("expiry-heard"), short_lived()).await
+}
+
+/// A store on `url` under the key prefix `namespace` (stores under one prefix are instances
+/// of one application: they share sessions and events).
+async fn store_on(url: &str, namespace: &str, settings: SessionSettings) -> RedisStore {
     let config = Config::from_url(url)
         .expect("test URL")
-        .with_prefix(format!("{}:", namespace("expiry-heard")));
-    RedisStore::open(config, short_lived())
-        .await
-        .expect("store")
+        .with_prefix(format!("{namespace}:"));
+    RedisStore::open(config, settings).await.expect("store")
 }
 
 async fn create(store: &RedisStore) -> SessionKey {

@@ -252,9 +252,12 @@ impl Context {
         let (sender, mut pushes) = tokio::sync::mpsc::unbounded_channel::<PushInfo>();
         let mut manager = client
             .get_connection_manager_with_config(
+                // Few retries per reconnect: the pings drive further attempts, and a dead seed
+                // must not use up `open`'s time before the next one is tried.
                 ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(self.timeout))
                     .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1)
                     .set_push_sender(sender)
                     .set_automatic_resubscription(),
             )

@@ -176,6 +176,35 @@ async fn cluster_store_follows_masters_that_come_and_go() {
     );
 }
 
+/// A Cluster store whose first seed is down opens through the next one, events included.
+#[tokio::test]
+async fn cluster_store_opens_past_a_dead_first_seed() {
+    let Some(cluster) = provision(Backend::RedisCluster).await else {
+        return;
+    };
+    // A port nobody listens on any more.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let application = namespace("dead-seed");
+    let listening = store_on(
+        &format!("redis://127.0.0.1:{dead},{}", cluster.url),
+        &application,
+        SessionSettings::default(),
+    )
+    .await;
+    let writing = store_on(
+        &one_seed(&cluster.url),
+        &application,
+        SessionSettings::default(),
+    )
+    .await;
+    let mut events = listening.subscribe().expect("subscribe");
+    let created = create(&writing).await;
+    expect_created(&mut events, created, "with a dead first seed").await;
+}
+
 /// When the node carrying a Cluster store's channel subscription goes away, the subscription
 /// moves to a master that answers: another instance's lifecycle events keep arriving.
 #[tokio::test]

@@ -812,9 +812,15 @@ pub async fn move_redis_cluster_slots(
 
 /// What `node` says of the cluster's nodes (`CLUSTER NODES`).
 async fn cluster_nodes(node: &ServerProcess, cli: &[String]) -> std::io::Result<String> {
+    ask(node, cli, &["cluster", "nodes"]).await
+}
+
+/// What redis-cli prints when it sends `command` to `node`.
+async fn ask(node: &ServerProcess, cli: &[String], command: &[&str]) -> std::io::Result<String> {
     let output = tokio::process::Command::new("redis-cli")
         .args(cli)
-        .args(["-p", &node.port().to_string(), "cluster", "nodes"])
+        .args(["-p", &node.port().to_string()])
+        .args(command)
         .output()
         .await?;
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
@@ -822,12 +828,10 @@ async fn cluster_nodes(node: &ServerProcess, cli: &[String]) -> std::io::Result<
 
 /// The cluster node id of `node` (`CLUSTER MYID`).
 async fn cluster_node_id(node: &ServerProcess, cli: &[String]) -> std::io::Result<String> {
-    let output = tokio::process::Command::new("redis-cli")
-        .args(cli)
-        .args(["-p", &node.port().to_string(), "cluster", "myid"])
-        .output()
-        .await?;
-    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let id = ask(node, cli, &["cluster", "myid"])
+        .await?
+        .trim()
+        .to_owned();
     if id.is_empty() {
         return Err(std::io::Error::other(format!(
             "no cluster node id from port {}",
@@ -863,12 +867,10 @@ async fn wait_for_cluster_ok(
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     for process in processes {
         loop {
-            let info = tokio::process::Command::new("redis-cli")
-                .args(cli)
-                .args(["-p", &process.port().to_string(), "cluster", "info"])
-                .output()
-                .await?;
-            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+            if ask(process, cli, &["cluster", "info"])
+                .await?
+                .contains("cluster_state:ok")
+            {
                 break;
             }
             if tokio::time::Instant::now() > deadline {

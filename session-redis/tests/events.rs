@@ -187,20 +187,11 @@ async fn cluster_store_opens_past_a_dead_first_seed() {
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .port();
-    let application = namespace("dead-seed");
-    let listening = store_on(
+    let (_listening, mut events, writing) = two_instances(
         &format!("redis://127.0.0.1:{dead},{}", cluster.url),
-        &application,
-        SessionSettings::default(),
-    )
-    .await;
-    let writing = store_on(
         &one_seed(&cluster.url),
-        &application,
-        SessionSettings::default(),
     )
     .await;
-    let mut events = listening.subscribe().expect("subscribe");
     let created = create(&writing).await;
     expect_created(&mut events, created, "with a dead first seed").await;
 }
@@ -216,20 +207,11 @@ async fn cluster_channel_moves_off_a_node_that_goes_away() {
     let doomed = add_redis_cluster_master(&cluster, &node, &[], 100)
         .await
         .expect("add a master");
-    let application = namespace("channel-moves");
-    let listening = store_on(
+    let (_listening, mut events, writing) = two_instances(
         &format!("redis+cluster://127.0.0.1:{}", doomed.port()),
-        &application,
-        SessionSettings::default(),
-    )
-    .await;
-    let writing = store_on(
         &one_seed(&cluster.url),
-        &application,
-        SessionSettings::default(),
     )
     .await;
-    let mut events = listening.subscribe().expect("subscribe");
     let created = create(&writing).await;
     expect_created(&mut events, created, "before the move").await;
 
@@ -251,6 +233,19 @@ async fn cluster_channel_moves_off_a_node_that_goes_away() {
             "no lifecycle event since the channel's node went away"
         );
     }
+}
+
+/// Two instances of one application: one opened on `listen_url` with a subscription to its
+/// events (keep the store: dropping it ends the subscription), the other on `write_url`.
+async fn two_instances(
+    listen_url: &str,
+    write_url: &str,
+) -> (RedisStore, session_core::EventSubscription, RedisStore) {
+    let application = namespace("two-instances");
+    let listening = store_on(listen_url, &application, SessionSettings::default()).await;
+    let events = listening.subscribe().expect("subscribe");
+    let writing = store_on(write_url, &application, SessionSettings::default()).await;
+    (listening, events, writing)
 }
 
 async fn expect_created(events: &mut session_core::EventSubscription, key: SessionKey, when: &str) {

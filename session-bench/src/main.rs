@@ -7,7 +7,11 @@
 //!     [--shapes small,large] [--only cycle|read|raw-cycle|raw-read] [--pin]
 //! ```
 //!
-//! Prints ops/s, p50 and p99 latency, and each store row's ratio to its raw baseline.
+//! Prints ops/s, p50 and p99 latency, each store row's ratio to its raw baseline, and, for
+//! servers this run started, the server's CPU time per operation: where client and server
+//! share the machine's cores, throughput follows that number (a store whose operations cost
+//! the single-threaded Redis more server time cannot keep up with the raw driver, whatever
+//! the client does).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +24,7 @@ mod http;
 mod layout;
 mod raw;
 
-use conformance_tests::servers::{provision, Backend, Provisioned};
+use conformance_tests::servers::{provision, Backend};
 use raw::{MokaRaw, RawDriver, SqlRaw};
 use session_sql::{Config, SqlStore};
 
@@ -106,11 +110,14 @@ struct Target {
     raw: Arc<dyn RawDriver>,
     /// For SQL stores: the store itself, to measure the alternative layout beside it.
     sql: Option<SqlStore>,
+    /// The server processes this run started (none for a server from the environment).
+    server_pids: Vec<u32>,
 }
 
 const BACKENDS: &str = "memory, sqlite, postgres, mysql, redis, redis-cluster";
 
 async fn open_target(name: &str, options: &Options) -> std::result::Result<Target, String> {
+    let mut server_pids = Vec::new();
     let url = match name {
         "memory" => {
             return Ok(Target {
@@ -118,6 +125,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
                 repository: Arc::new(MemoryStore::new()),
                 raw: Arc::new(MokaRaw::new()),
                 sql: None,
+                server_pids: Vec::new(),
             })
         }
         "sqlite" => {
@@ -132,7 +140,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             } else {
                 Backend::RedisCluster
             };
-            let url = server(backend, options).await?;
+            let (url, server_pids) = server(backend, options).await?;
             let config = session_redis::Config::from_url(&url)
                 .map_err(|e| e.to_string())?
                 .with_prefix(format!("{}:", conformance_tests::namespace("bench")));
@@ -150,10 +158,19 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
                 repository: Arc::new(store),
                 raw: Arc::new(raw),
                 sql: None,
+                server_pids,
             });
         }
-        "postgres" => server(Backend::Postgres, options).await?,
-        "mysql" => server(Backend::MySql, options).await?,
+        "postgres" | "mysql" => {
+            let backend = if name == "postgres" {
+                Backend::Postgres
+            } else {
+                Backend::MySql
+            };
+            let (url, pids) = server(backend, options).await?;
+            server_pids = pids;
+            url
+        }
         other => return Err(format!("unknown backend `{other}` (available: {BACKENDS})")),
     };
     let config = Config::from_url(&url)
@@ -170,17 +187,26 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
         repository: Arc::new(store.clone()),
         raw: Arc::new(raw),
         sql: Some(store),
+        server_pids,
     })
 }
 
 /// The URL of a server for `backend` (from `SESSION_TEST_<BACKEND>_URL`, or started like the
-/// test suite does), placed by [`place`].
-async fn server(backend: Backend, options: &Options) -> std::result::Result<String, String> {
+/// test suite does), placed by [`place`], and the server processes if this run started them.
+async fn server(
+    backend: Backend,
+    options: &Options,
+) -> std::result::Result<(String, Vec<u32>), String> {
     let provisioned = provision(backend)
         .await
         .ok_or_else(|| format!("no {} server", backend.name()))?;
-    place(backend, &provisioned, options);
-    Ok(provisioned.url)
+    let pids: Vec<u32> = provisioned
+        .processes
+        .iter()
+        .filter_map(|process| process.pid())
+        .collect();
+    place(backend, &pids, options);
+    Ok((provisioned.url, pids))
 }
 
 /// With `--pin` and at least two CPUs, puts the server processes this run started on the last
@@ -190,12 +216,7 @@ async fn server(backend: Backend, options: &Options) -> std::result::Result<Stri
 /// it, a store that spends server time (scripts) is charged that time twice, once as server
 /// work and once as client CPU lost to it, and rows move ±15% with the scheduler. The raw
 /// baseline runs under the same placement. A server from the environment is left alone.
-fn place(backend: Backend, provisioned: &Provisioned, options: &Options) {
-    let pids: Vec<u32> = provisioned
-        .processes
-        .iter()
-        .filter_map(|process| process.pid())
-        .collect();
+fn place(backend: Backend, pids: &[u32], options: &Options) {
     let name = backend.name();
     if !options.pin || options.cpus < 2 || pids.is_empty() {
         let why = match (options.pin, options.cpus >= 2, pids.is_empty()) {
@@ -234,6 +255,10 @@ pub(crate) struct Row {
     ops_per_sec: f64,
     p50: Duration,
     p99: Duration,
+    /// Operations done.
+    ops: usize,
+    /// CPU time the server spent during the row, when this run started the server.
+    server_cpu: Option<Duration>,
 }
 
 /// An operation a task repeats on session number `i`.
@@ -342,7 +367,60 @@ pub(crate) async fn measure(workload: Arc<dyn Workload>, options: &Options) -> R
         ops_per_sec: all.len() as f64 / elapsed,
         p50: percentile(0.50),
         p99: percentile(0.99),
+        ops: all.len(),
+        server_cpu: None,
     })
+}
+
+/// [`measure`], with the CPU time the server processes `pids` (and their children, such as
+/// PostgreSQL's per-connection backends) spent meanwhile.
+async fn measure_with_server(
+    workload: Arc<dyn Workload>,
+    options: &Options,
+    pids: &[u32],
+) -> Result<Row> {
+    let before = server_cpu(pids);
+    let mut row = measure(workload, options).await?;
+    row.server_cpu = before
+        .zip(server_cpu(pids))
+        .map(|(before, after)| after.saturating_sub(before));
+    Ok(row)
+}
+
+/// User + system CPU time of `pids` and their live children, from /proc (Linux); `None`
+/// without pids or /proc.
+fn server_cpu(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    // utime and stime are the 14th and 15th fields, in clock ticks (USER_HZ, 100 on Linux);
+    // the 4th is the parent. The command name (2nd) may hold spaces, so count after its ')'.
+    let fields = |pid: &str| -> Option<(u32, u64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let parent = rest.get(1)?.parse().ok()?;
+        let ticks = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+        Some((parent, ticks))
+    };
+    let mut ticks = 0;
+    for pid in pids {
+        ticks += fields(&pid.to_string())?.1;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Some((parent, child_ticks)) = fields(name) {
+            if pids.contains(&parent) {
+                ticks += child_ticks;
+            }
+        }
+    }
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Creates `options.sessions` sessions of `shape` in the store, and the same encoded bytes
@@ -386,12 +464,19 @@ pub(crate) fn print_row(
     let ratio = baseline.map_or(String::from("-"), |base| {
         format!("{:.2}x", row.ops_per_sec / base.ops_per_sec)
     });
+    let server = row
+        .server_cpu
+        .filter(|_| row.ops > 0)
+        .map_or(String::from("-"), |cpu| {
+            format!("{:.1}", cpu.as_secs_f64() * 1e6 / row.ops as f64)
+        });
     println!(
-        "{backend:<10} {shape:<6} {workload:<10} {:>12.0} {:>10} {:>10} {:>8}",
+        "{backend:<10} {shape:<6} {workload:<10} {:>12.0} {:>10} {:>10} {:>8} {:>10}",
         row.ops_per_sec,
         micros(row.p50),
         micros(row.p99),
-        ratio
+        ratio,
+        server
     );
 }
 
@@ -408,12 +493,13 @@ async fn main() {
         eprintln!("warning: a debug build; run with --release for meaningful numbers");
     }
     println!(
-        "session-bench: {} tasks, {} sessions, {} s per row; ratio = store ops/s / raw ops/s",
+        "session-bench: {} tasks, {} sessions, {} s per row; ratio = store ops/s / raw ops/s; \
+         srv µs/op = CPU time of the server processes this run started, per operation",
         options.tasks, options.sessions, options.seconds
     );
     println!(
-        "{:<10} {:<6} {:<10} {:>12} {:>10} {:>10} {:>8}",
-        "backend", "size", "workload", "ops/s", "p50 µs", "p99 µs", "ratio"
+        "{:<10} {:<6} {:<10} {:>12} {:>10} {:>10} {:>8} {:>10}",
+        "backend", "size", "workload", "ops/s", "p50 µs", "p99 µs", "ratio", "srv µs/op"
     );
     for name in &options.backends {
         if let Some(store_name) = name.strip_prefix("http-") {
@@ -472,14 +558,15 @@ async fn bench_shape(target: &Target, shape: Shape, options: &Options) -> Result
                 )))
             }
         };
-        let row = measure(workload, options).await?;
+        let row = measure_with_server(workload, options, &target.server_pids).await?;
         print_row(&target.name, shape.name, only, &row, None);
         return Ok(());
     }
-    let raw_cycle = measure(Arc::new(raw.clone()), options).await?;
-    let cycle = measure(Arc::new(store.clone()), options).await?;
-    let raw_read = measure(Arc::new(RawRead(raw.clone())), options).await?;
-    let read = measure(Arc::new(StoreRead(store)), options).await?;
+    let pids = &target.server_pids;
+    let raw_cycle = measure_with_server(Arc::new(raw.clone()), options, pids).await?;
+    let cycle = measure_with_server(Arc::new(store.clone()), options, pids).await?;
+    let raw_read = measure_with_server(Arc::new(RawRead(raw.clone())), options, pids).await?;
+    let read = measure_with_server(Arc::new(StoreRead(store)), options, pids).await?;
     print_row(&target.name, shape.name, "raw-cycle", &raw_cycle, None);
     print_row(&target.name, shape.name, "cycle", &cycle, Some(&raw_cycle));
     print_row(&target.name, shape.name, "raw-read", &raw_read, None);
@@ -489,7 +576,7 @@ async fn bench_shape(target: &Target, shape: Shape, options: &Options) -> Result
         let spring =
             layout::AttributeTableCycle::prepare(store, keys, shape.attributes, shape.value_len)
                 .await?;
-        let row = measure(Arc::new(spring), options).await?;
+        let row = measure_with_server(Arc::new(spring), options, pids).await?;
         print_row(
             &target.name,
             shape.name,

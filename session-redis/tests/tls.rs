@@ -2,87 +2,21 @@
 #![cfg(feature = "tls")]
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use conformance_tests::namespace;
 use conformance_tests::servers::{
-    is_required, provision, start_redis_cluster_of, Backend, Probe, Provisioned, ServerProcess,
-    ServerSpec,
+    is_required, provision, start_redis_cluster_of, Backend, Provisioned, ServerProcess,
+    ServerSpec, TestCertificates,
 };
 use session_core::{SessionEvent, SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_redis::{Config, RedisStore};
 
-/// A CA and a server certificate for 127.0.0.1 in `dir`; `false` when openssl is missing.
-fn make_certificates(dir: &Path) -> bool {
-    let script = r#"
-        set -e
-        cd "$1"
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=session-test-ca \
-            -keyout ca.key -out ca.crt 2>/dev/null
-        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
-            -keyout server.key -out server.csr 2>/dev/null
-        printf 'subjectAltName=IP:127.0.0.1\n' > san.ext
-        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-            -extfile san.ext -out server.crt 2>/dev/null
-        chmod 644 server.key
-    "#;
-    Command::new("sh")
-        .args(["-c", script, "certificates"])
-        .arg(dir)
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-/// A redis-server with only a TLS port, presenting the certificate in `dir`.
-fn tls_server(dir: &Path) -> ServerSpec {
-    let file = |name: &str| dir.join(name).display().to_string();
-    let mut spec = Backend::Redis.spec();
-    spec.args = vec![
-        "--port".into(),
-        "0".into(),
-        "--tls-port".into(),
-        "{port}".into(),
-        "--bind".into(),
-        "127.0.0.1".into(),
-        "--tls-cert-file".into(),
-        file("server.crt"),
-        "--tls-key-file".into(),
-        file("server.key"),
-        "--tls-ca-cert-file".into(),
-        file("ca.crt"),
-        "--tls-auth-clients".into(),
-        "no".into(),
-        "--dir".into(),
-        "{dir}".into(),
-        "--save".into(),
-        "".into(),
-        "--appendonly".into(),
-        "no".into(),
-    ];
-    spec.probe = Probe::Command(
-        [
-            "redis-cli",
-            "--tls",
-            "--cacert",
-            &file("ca.crt"),
-            "-p",
-            "{port}",
-            "ping",
-        ]
-        .map(String::from)
-        .to_vec(),
-    );
-    spec.url = "rediss://127.0.0.1:{port}".into();
-    spec
-}
-
 /// Three TLS-only cluster nodes (the cluster bus on TLS too) joined into one Cluster.
-async fn tls_cluster(dir: &Path) -> Provisioned {
-    let mut node = tls_server(dir).redis_cluster_node();
+async fn tls_cluster(certificates: &TestCertificates) -> Provisioned {
+    let mut node = ServerSpec::redis_tls(certificates).redis_cluster_node();
     node.args.extend(["--tls-cluster", "yes"].map(String::from));
-    let ca = dir.join("ca.crt").display().to_string();
+    let ca = certificates.ca().display().to_string();
     start_redis_cluster_of(&node, &["--tls".into(), "--cacert".into(), ca])
         .await
         .expect("start a TLS-only Redis Cluster")
@@ -126,16 +60,14 @@ async fn rediss_with_a_private_ca_standalone_and_cluster() {
         return;
     }
     let dir = std::env::temp_dir().join(namespace("session-redis-tls"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let made = make_certificates(&dir);
-    assert!(
-        made || !is_required(Backend::Redis),
-        "cannot make test certificates (is openssl installed?)"
-    );
-    if !made {
-        return;
-    }
-    let server = ServerProcess::start(tls_server(&dir))
+    let certificates = match TestCertificates::make(&dir) {
+        Ok(certificates) => certificates,
+        Err(error) => {
+            assert!(!is_required(Backend::Redis), "{error}");
+            return;
+        }
+    };
+    let server = ServerProcess::start(ServerSpec::redis_tls(&certificates))
         .await
         .expect("start a TLS redis-server");
     let config = Config::from_url(&format!(
@@ -152,7 +84,7 @@ async fn rediss_with_a_private_ca_standalone_and_cluster() {
     );
 
     let store = RedisStore::open(
-        config.with_tls_ca_file(dir.join("ca.crt")),
+        config.with_tls_ca_file(certificates.ca()),
         SessionSettings::default(),
     )
     .await
@@ -161,14 +93,14 @@ async fn rediss_with_a_private_ca_standalone_and_cluster() {
     drop(server);
 
     // The same over a Cluster whose nodes and bus speak only TLS.
-    let cluster = tls_cluster(&dir).await;
+    let cluster = tls_cluster(&certificates).await;
     let config = Config::from_url(&format!(
         "{}?session_prefix={}:",
         cluster.url,
         namespace("tls-cluster")
     ))
     .unwrap()
-    .with_tls_ca_file(dir.join("ca.crt"));
+    .with_tls_ca_file(certificates.ca());
     let store = RedisStore::open(config, SessionSettings::default())
         .await
         .expect("open a Cluster over TLS");

@@ -24,7 +24,7 @@ mod http;
 mod layout;
 mod raw;
 
-use conformance_tests::servers::{provision, Backend};
+use conformance_tests::servers::{provision, Backend, ServerProcess, ServerSpec, TestCertificates};
 use raw::{MokaRaw, RawDriver, SqlRaw};
 use session_sql::{Config, SqlStore};
 
@@ -69,7 +69,7 @@ impl Options {
                 "--shapes" => options.shapes = value()?.split(',').map(str::to_owned).collect(),
                 "--pin" => options.pin = true,
                 "--help" | "-h" => {
-                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--pin]; http-<backend> runs the HTTP-layer load".into())
+                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-tls,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--pin]; http-<backend> runs the HTTP-layer load".into())
                 }
                 other => return Err(format!("unknown option {other}")),
             }
@@ -112,9 +112,11 @@ struct Target {
     sql: Option<SqlStore>,
     /// The server processes this run started (none for a server from the environment).
     server_pids: Vec<u32>,
+    /// A server started for this target alone, stopped when the target is dropped.
+    _dedicated: Option<Arc<ServerProcess>>,
 }
 
-const BACKENDS: &str = "memory, sqlite, postgres, mysql, redis, redis-cluster";
+const BACKENDS: &str = "memory, sqlite, postgres, mysql, redis, redis-tls, redis-cluster";
 
 async fn open_target(name: &str, options: &Options) -> std::result::Result<Target, String> {
     let mut server_pids = Vec::new();
@@ -126,6 +128,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
                 raw: Arc::new(MokaRaw::new()),
                 sql: None,
                 server_pids: Vec::new(),
+                _dedicated: None,
             })
         }
         "sqlite" => {
@@ -134,16 +137,29 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             format!("sqlite://{}", path.display())
         }
         // Servers come from SESSION_TEST_<BACKEND>_URL or are started like the test suite does.
-        "redis" | "redis-cluster" => {
-            let backend = if name == "redis" {
-                Backend::Redis
-            } else {
-                Backend::RedisCluster
+        "redis" | "redis-cluster" | "redis-tls" => {
+            let mut dedicated = None;
+            let (url, server_pids, ca) = match name {
+                "redis" => server(Backend::Redis, options)
+                    .await
+                    .map(|(u, p)| (u, p, None))?,
+                "redis-cluster" => server(Backend::RedisCluster, options)
+                    .await
+                    .map(|(u, p)| (u, p, None))?,
+                _ => {
+                    let (server, ca) = tls_server(options).await?;
+                    let pids = server.pid().into_iter().collect();
+                    let url = server.url();
+                    dedicated = Some(server);
+                    (url, pids, Some(ca))
+                }
             };
-            let (url, server_pids) = server(backend, options).await?;
-            let config = session_redis::Config::from_url(&url)
+            let mut config = session_redis::Config::from_url(&url)
                 .map_err(|e| e.to_string())?
                 .with_prefix(format!("{}:", conformance_tests::namespace("bench")));
+            if let Some(ca) = ca {
+                config = config.with_tls_ca_file(ca);
+            }
             let store = session_redis::RedisStore::open(
                 config.clone(),
                 session_core::SessionSettings::default(),
@@ -159,6 +175,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
                 raw: Arc::new(raw),
                 sql: None,
                 server_pids,
+                _dedicated: dedicated,
             });
         }
         "postgres" | "mysql" => {
@@ -188,6 +205,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
         raw: Arc::new(raw),
         sql: Some(store),
         server_pids,
+        _dedicated: None,
     })
 }
 
@@ -207,6 +225,21 @@ async fn server(
         .collect();
     place(backend, &pids, options);
     Ok((provisioned.url, pids))
+}
+
+/// A redis-server of its own that speaks only TLS, with a throwaway CA (needs openssl),
+/// placed by [`place`]; and the CA certificate to trust.
+async fn tls_server(
+    options: &Options,
+) -> std::result::Result<(Arc<ServerProcess>, std::path::PathBuf), String> {
+    let dir = std::env::temp_dir().join(conformance_tests::namespace("bench-tls"));
+    let certificates = TestCertificates::make(&dir).map_err(|e| e.to_string())?;
+    let server = ServerProcess::start(ServerSpec::redis_tls(&certificates))
+        .await
+        .map_err(|e| format!("starting a TLS redis-server failed: {e}"))?;
+    let pids: Vec<u32> = server.pid().into_iter().collect();
+    place(Backend::Redis, &pids, options);
+    Ok((server, certificates.ca()))
 }
 
 /// With `--pin` and at least two CPUs, puts the server processes this run started on the last

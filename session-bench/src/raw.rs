@@ -131,7 +131,21 @@ impl RedisRaw {
                 redis::cluster::ClusterClient::new(config.nodes.clone()).map_err(backend)?;
             RedisRaw::Cluster(client.get_async_connection().await.map_err(backend)?)
         } else {
-            let client = redis::Client::open(config.nodes[0].as_str()).map_err(backend)?;
+            let client = match &config.tls_ca_file {
+                // The same private CA the store trusts (`rediss://` with a throwaway CA).
+                Some(ca) => {
+                    let root_cert = std::fs::read(ca).map_err(session_core::Error::backend)?;
+                    redis::Client::build_with_tls(
+                        config.nodes[0].as_str(),
+                        redis::TlsCertificates {
+                            client_tls: None,
+                            root_cert: Some(root_cert),
+                        },
+                    )
+                }
+                None => redis::Client::open(config.nodes[0].as_str()),
+            }
+            .map_err(backend)?;
             RedisRaw::Single(client.get_connection_manager().await.map_err(backend)?)
         })
     }

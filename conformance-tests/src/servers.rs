@@ -792,8 +792,39 @@ pub async fn start_redis_cluster_of(
     node: &ServerSpec,
     cli: &[String],
 ) -> std::io::Result<Provisioned> {
+    start_redis_cluster(node, cli, 0).await
+}
+
+/// [`start_redis_cluster_of`] with a replica for each of the three masters (six nodes), for
+/// failover tests; [`redis_cluster_masters`] tells which nodes are the masters.
+pub async fn start_redis_cluster_with_replicas(
+    node: &ServerSpec,
+    cli: &[String],
+) -> std::io::Result<Provisioned> {
+    start_redis_cluster(node, cli, 1).await
+}
+
+/// The nodes of `cluster` that are masters now (`ROLE`).
+pub async fn redis_cluster_masters(
+    cluster: &Provisioned,
+    cli: &[String],
+) -> std::io::Result<Vec<Arc<ServerProcess>>> {
+    let mut masters = Vec::new();
+    for process in &cluster.processes {
+        if ask(process, cli, &["role"]).await?.starts_with("master") {
+            masters.push(Arc::clone(process));
+        }
+    }
+    Ok(masters)
+}
+
+async fn start_redis_cluster(
+    node: &ServerSpec,
+    cli: &[String],
+    replicas: usize,
+) -> std::io::Result<Provisioned> {
     let mut processes = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..3 * (1 + replicas) {
         let port = cluster_port()?;
         processes.push(ServerProcess::start_on(node.clone(), port).await?);
     }
@@ -802,9 +833,25 @@ pub async fn start_redis_cluster_of(
     for process in &processes {
         create.arg(format!("127.0.0.1:{}", process.port()));
     }
-    create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+    create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
     run_quietly(create).await?;
     wait_for_cluster_ok(&processes, cli).await?;
+    // A replica that has not synced with its master yet refuses to take over from it.
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    for process in &processes {
+        while ask(process, cli, &["role"]).await?.starts_with("slave")
+            && !ask(process, cli, &["info", "replication"])
+                .await?
+                .contains("master_link_status:up")
+        {
+            if tokio::time::Instant::now() > deadline {
+                return Err(std::io::Error::other(
+                    "a replica did not sync with its master",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let url = processes
         .iter()
         .map(|process| process.url())

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use conformance_tests::servers::{
     add_redis_cluster_master, is_required, move_redis_cluster_slots, provision,
-    start_redis_cluster_of, Backend, Provisioned, ServerProcess, ServerSpec,
+    redis_cluster_masters, start_redis_cluster_of, start_redis_cluster_with_replicas, Backend,
+    Provisioned, ServerProcess, ServerSpec,
 };
 use conformance_tests::{namespace, short_lived, SHORT_IDLE};
 use session_core::{
@@ -288,6 +289,56 @@ async fn dedicated_cluster(node: &ServerSpec) -> Option<Provisioned> {
     }
 }
 
+/// After a failover (a master killed, its replica promoted), the expiries of the promoted
+/// master are heard.
+#[tokio::test]
+async fn cluster_store_follows_a_failover() {
+    let node = Backend::RedisCluster.spec();
+    let cluster = match start_redis_cluster_with_replicas(&node, &[]).await {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            assert!(
+                !is_required(Backend::RedisCluster),
+                "cannot start a Redis Cluster with replicas: {error}"
+            );
+            return;
+        }
+    };
+    let masters = redis_cluster_masters(&cluster, &[]).await.expect("roles");
+    assert_eq!(masters.len(), 3, "three masters and their replicas");
+    let (seed, failing) = (&masters[0], &masters[1]);
+    let store = short_lived_store(&format!("redis+cluster://127.0.0.1:{}", seed.port())).await;
+    assert!(store.capabilities().expiry_events);
+    let mut events = store.subscribe().expect("subscribe");
+
+    failing.stop();
+    // The replica takes over once the others mark the master failed (node timeout 5 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now_masters = redis_cluster_masters(&cluster, &[]).await.expect("roles");
+        if now_masters.len() == 3 && !now_masters.iter().any(|m| m.port() == failing.port()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no replica took over"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(TOPOLOGY_REFRESH_AND_MARGIN).await;
+    // 30 sessions over three masters: the chance that the promoted one holds none is (2/3)^30.
+    let mut keys = HashSet::new();
+    while keys.len() < 30 {
+        // The cluster connection may still hold the failed master's route for a moment.
+        if let Ok(key) = try_create(&store).await {
+            keys.insert(key);
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    expect_expiries(&mut events, keys).await;
+}
+
 /// The store looks its masters up again every five seconds.
 const TOPOLOGY_REFRESH_AND_MARGIN: Duration = Duration::from_secs(6);
 
@@ -331,9 +382,13 @@ async fn store_on(url: &str, namespace: &str, settings: SessionSettings) -> Redi
 }
 
 async fn create(store: &RedisStore) -> SessionKey {
+    try_create(store).await.expect("create")
+}
+
+async fn try_create(store: &RedisStore) -> session_core::Result<SessionKey> {
     let mut session = store.new_session();
-    store.create(&mut session).await.expect("create");
-    session.key()
+    store.create(&mut session).await?;
+    Ok(session.key())
 }
 
 /// Waits until every one of `keys` is reported expired.

@@ -234,6 +234,42 @@ impl Backend {
     }
 }
 
+/// Whether every thread of process `pid` and of its child processes is stopped (state `T`
+/// in /proc; Linux). A process that is gone counts as stopped.
+fn all_stopped(pid: &str) -> bool {
+    // The state is the first field after the command name, which ends at the last ')'.
+    let stat = |path: PathBuf| -> Option<(char, String)> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut rest = text.rsplit_once(')')?.1.split_whitespace();
+        let state = rest.next()?.chars().next()?;
+        Some((state, rest.next()?.to_owned()))
+    };
+    let threads_stopped = |process: &str| {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{process}/task")) else {
+            return true;
+        };
+        tasks.flatten().all(|task| {
+            stat(task.path().join("stat")).is_none_or(|(state, _)| matches!(state, 'T' | 't'))
+        })
+    };
+    if !threads_stopped(pid) {
+        return false;
+    }
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    processes.flatten().all(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            return true;
+        }
+        match stat(entry.path().join("stat")) {
+            Some((_, parent)) if parent == pid => threads_stopped(&name),
+            _ => true,
+        }
+    })
+}
+
 /// The newest `/usr/lib/postgresql/<version>/bin` that has a `postgres` binary.
 fn postgres_bin_dir() -> Option<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -609,9 +645,21 @@ impl ServerProcess {
             run_to_end(parent()).await?;
             // pkill exits 1 when the server has no children: not an error.
             let _ = tokio::process::Command::from(children()).status().await;
-        } else {
-            let _ = tokio::process::Command::from(children()).status().await;
-            run_to_end(parent()).await?;
+            return Ok(());
+        }
+        let _ = tokio::process::Command::from(children()).status().await;
+        run_to_end(parent()).await?;
+        // kill returns once the signal is sent; each thread stops when it next passes through
+        // the kernel. A test that goes on before then can still be answered (seen once with
+        // MariaDB), so wait until every thread of the server and of its children is stopped.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !all_stopped(&pid) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(std::io::Error::other(format!(
+                    "the server (pid {pid}) did not stop"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(())
     }

@@ -885,19 +885,14 @@ async fn start_redis_cluster(
     run_quietly(create).await?;
     wait_for_cluster_ok(&processes, cli).await?;
     // A replica that has not synced with its master yet refuses to take over from it.
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let patience = Patience::new("a replica did not sync with its master");
     for process in &processes {
         while ask(process, cli, &["role"]).await?.starts_with("slave")
             && !ask(process, cli, &["info", "replication"])
                 .await?
                 .contains("master_link_status:up")
         {
-            if tokio::time::Instant::now() > deadline {
-                return Err(std::io::Error::other(
-                    "a replica did not sync with its master",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            patience.again().await?;
         }
     }
     let url = processes
@@ -936,15 +931,10 @@ pub async fn add_redis_cluster_master(
     all.push(Arc::clone(&process));
     // Every node must know the new one before slots move to it (gossip takes a moment).
     let id = cluster_node_id(&process, cli).await?;
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let patience = Patience::new("the new node did not join the cluster");
     for node in &cluster.processes {
         while !cluster_nodes(node, cli).await?.contains(&id) {
-            if tokio::time::Instant::now() > deadline {
-                return Err(std::io::Error::other(
-                    "the new node did not join the cluster",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            patience.again().await?;
         }
     }
     move_redis_cluster_slots(first, None, &process, slots, cli).await?;
@@ -968,7 +958,7 @@ pub async fn move_redis_cluster_slots(
     let to = cluster_node_id(to, cli).await?;
     // reshard refuses a target that the node asked does not know as a master yet (a node just
     // added: gossip takes a moment) and nodes that disagree on the slots (slots just moved).
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let patience = Patience::new("the Redis Cluster's nodes do not agree on its configuration");
     loop {
         let known = cluster_nodes(via, cli)
             .await?
@@ -981,12 +971,7 @@ pub async fn move_redis_cluster_slots(
         if known && run_quietly(check).await.is_ok() {
             break;
         }
-        if tokio::time::Instant::now() > deadline {
-            return Err(std::io::Error::other(
-                "the Redis Cluster's nodes do not agree on its configuration",
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        patience.again().await?;
     }
     let mut reshard = Command::new("redis-cli");
     reshard.args(cli).args([
@@ -1058,24 +1043,41 @@ async fn wait_for_cluster_ok(
     processes: &[Arc<ServerProcess>],
     cli: &[String],
 ) -> std::io::Result<()> {
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let patience = Patience::new("the Redis Cluster did not reach cluster_state:ok");
     for process in processes {
-        loop {
-            if ask(process, cli, &["cluster", "info"])
-                .await?
-                .contains("cluster_state:ok")
-            {
-                break;
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(std::io::Error::other(
-                    "the Redis Cluster did not reach cluster_state:ok",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        while !ask(process, cli, &["cluster", "info"])
+            .await?
+            .contains("cluster_state:ok")
+        {
+            patience.again().await?;
         }
     }
     Ok(())
+}
+
+/// The bound of one wait on a cluster ([`READY_TIMEOUT`] in all, however many nodes are
+/// asked) and what to say when it runs out.
+struct Patience {
+    until: tokio::time::Instant,
+    otherwise: &'static str,
+}
+
+impl Patience {
+    fn new(otherwise: &'static str) -> Self {
+        Patience {
+            until: tokio::time::Instant::now() + READY_TIMEOUT,
+            otherwise,
+        }
+    }
+
+    /// Waits a moment before the caller asks again, or fails once the time is up.
+    async fn again(&self) -> std::io::Result<()> {
+        if tokio::time::Instant::now() > self.until {
+            return Err(std::io::Error::other(self.otherwise));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
 }
 
 /// A free port whose cluster bus port (port + 10000) is free too.

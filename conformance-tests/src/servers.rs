@@ -236,38 +236,60 @@ impl Backend {
 
 /// Whether every thread of process `pid` and of its child processes is stopped (state `T`
 /// in /proc; Linux). A process that is gone counts as stopped.
-fn all_stopped(pid: &str) -> bool {
-    // The state is the first field after the command name, which ends at the last ')'.
-    let stat = |path: PathBuf| -> Option<(char, String)> {
-        let text = std::fs::read_to_string(path).ok()?;
-        let mut rest = text.rsplit_once(')')?.1.split_whitespace();
-        let state = rest.next()?.chars().next()?;
-        Some((state, rest.next()?.to_owned()))
-    };
-    let threads_stopped = |process: &str| {
+fn all_stopped(pid: u32) -> bool {
+    let threads_stopped = |process: u32| {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{process}/task")) else {
             return true;
         };
         tasks.flatten().all(|task| {
-            stat(task.path().join("stat")).is_none_or(|(state, _)| matches!(state, 'T' | 't'))
+            ProcStat::read(&task.path().join("stat"))
+                .is_none_or(|stat| matches!(stat.state, 'T' | 't'))
         })
     };
-    if !threads_stopped(pid) {
-        return false;
+    threads_stopped(pid) && child_processes(&[pid]).into_iter().all(threads_stopped)
+}
+
+/// What `/proc/<pid>/stat` (or a thread's `/proc/<pid>/task/<tid>/stat`) says (Linux).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcStat {
+    /// `R` running, `S` sleeping, `T` stopped, ...
+    pub state: char,
+    /// The parent process.
+    pub parent: u32,
+    /// User + system CPU time, in clock ticks (USER_HZ, 100 per second on Linux).
+    pub cpu_ticks: u64,
+}
+
+impl ProcStat {
+    /// Reads a stat file; `None` if it is gone or unreadable.
+    pub fn read(path: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(path).ok()?;
+        // The command name (2nd field) may hold spaces: count the fields after its last ')'.
+        // There the state is the 1st, the parent the 2nd, utime and stime the 12th and 13th.
+        let rest: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+        Some(ProcStat {
+            state: rest.first()?.chars().next()?,
+            parent: rest.get(1)?.parse().ok()?,
+            cpu_ticks: rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?,
+        })
     }
+
+    /// The stat of process `pid`.
+    pub fn of(pid: u32) -> Option<Self> {
+        Self::read(Path::new(&format!("/proc/{pid}/stat")))
+    }
+}
+
+/// The live processes whose parent is one of `parents` (Linux /proc; none without it).
+pub fn child_processes(parents: &[u32]) -> Vec<u32> {
     let Ok(processes) = std::fs::read_dir("/proc") else {
-        return true;
+        return Vec::new();
     };
-    processes.flatten().all(|entry| {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            return true;
-        }
-        match stat(entry.path().join("stat")) {
-            Some((_, parent)) if parent == pid => threads_stopped(&name),
-            _ => true,
-        }
-    })
+    processes
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| ProcStat::of(*pid).is_some_and(|stat| parents.contains(&stat.parent)))
+        .collect()
 }
 
 /// The newest `/usr/lib/postgresql/<version>/bin` that has a `postgres` binary.
@@ -629,16 +651,16 @@ impl ServerProcess {
             .as_ref()
             .map(Child::id)
             .ok_or_else(|| std::io::Error::other("the server is not running"))?;
-        let pid = pid.to_string();
+        let pid_text = pid.to_string();
         // The children first on STOP and last on CONT, so none runs while the parent is stopped.
         let children = || {
             let mut pkill = Command::new("pkill");
-            pkill.arg(format!("-{signal}")).arg("-P").arg(&pid);
+            pkill.arg(format!("-{signal}")).arg("-P").arg(&pid_text);
             pkill
         };
         let parent = || {
             let mut kill = Command::new("kill");
-            kill.arg(format!("-{signal}")).arg(&pid);
+            kill.arg(format!("-{signal}")).arg(&pid_text);
             kill
         };
         if signal == "CONT" {
@@ -653,7 +675,7 @@ impl ServerProcess {
         // the kernel. A test that goes on before then can still be answered (seen once with
         // MariaDB), so wait until every thread of the server and of its children is stopped.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !all_stopped(&pid) {
+        while !all_stopped(pid) {
             if tokio::time::Instant::now() > deadline {
                 return Err(std::io::Error::other(format!(
                     "the server (pid {pid}) did not stop"

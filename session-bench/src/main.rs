@@ -24,7 +24,9 @@ mod http;
 mod layout;
 mod raw;
 
-use conformance_tests::servers::{provision, Backend, ServerProcess, ServerSpec, TestCertificates};
+use conformance_tests::servers::{
+    child_processes, provision, Backend, ProcStat, ServerProcess, ServerSpec, TestCertificates,
+};
 use raw::{MokaRaw, RawDriver, SqlRaw};
 use session_sql::{Config, SqlStore};
 
@@ -426,32 +428,13 @@ fn server_cpu(pids: &[u32]) -> Option<Duration> {
     if pids.is_empty() {
         return None;
     }
-    // utime and stime are the 14th and 15th fields, in clock ticks (USER_HZ, 100 on Linux);
-    // the 4th is the parent. The command name (2nd) may hold spaces, so count after its ')'.
-    let fields = |pid: &str| -> Option<(u32, u64)> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let parent = rest.get(1)?.parse().ok()?;
-        let ticks = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
-        Some((parent, ticks))
-    };
     let mut ticks = 0;
     for pid in pids {
-        ticks += fields(&pid.to_string())?.1;
+        ticks += ProcStat::of(*pid)?.cpu_ticks;
     }
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        if let Some((parent, child_ticks)) = fields(name) {
-            if pids.contains(&parent) {
-                ticks += child_ticks;
-            }
-        }
+    for child in child_processes(pids) {
+        // A child that ended meanwhile took its time with it.
+        ticks += ProcStat::of(child).map_or(0, |stat| stat.cpu_ticks);
     }
     Some(Duration::from_millis(ticks * 10))
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use conformance_tests::servers::{
     add_redis_cluster_master, is_required, move_redis_cluster_slots, provision,
     redis_cluster_masters, start_redis_cluster_of, start_redis_cluster_with_replicas, Backend,
-    Provisioned, ServerProcess, ServerSpec,
+    ServerProcess,
 };
 use conformance_tests::{namespace, short_lived, SHORT_IDLE};
 use session_core::{
@@ -65,15 +65,9 @@ async fn notifications(node: &str, flags: Option<&str>) -> String {
 #[tokio::test]
 async fn standalone_reports_expiry_events_as_the_server_is_configured() {
     // A dedicated server, so that turning notifications off cannot disturb other tests.
-    let server = match ServerProcess::start(Backend::Redis.spec()).await {
-        Ok(server) => server,
-        Err(error) => {
-            assert!(
-                !is_required(Backend::Redis),
-                "cannot start redis-server: {error}"
-            );
-            return;
-        }
+    let started = ServerProcess::start(Backend::Redis.spec()).await;
+    let Some(server) = started_or_skipped(started, Backend::Redis, "redis-server") else {
+        return;
     };
     let url = server.url();
     assert!(notifications(&url, None).await.contains('x'));
@@ -142,7 +136,9 @@ async fn cluster_store_with_one_seed_hears_every_master() {
 #[tokio::test]
 async fn cluster_store_follows_masters_that_come_and_go() {
     let node = Backend::RedisCluster.spec();
-    let Some(cluster) = dedicated_cluster(&node).await else {
+    let started = start_redis_cluster_of(&node, &[]).await;
+    let Some(cluster) = started_or_skipped(started, Backend::RedisCluster, "a Redis Cluster")
+    else {
         return;
     };
     let store = short_lived_store(&one_seed(&cluster.url)).await;
@@ -193,7 +189,9 @@ async fn cluster_store_opens_past_a_dead_first_seed() {
 #[tokio::test]
 async fn cluster_channel_moves_off_a_node_that_goes_away() {
     let node = Backend::RedisCluster.spec();
-    let Some(cluster) = dedicated_cluster(&node).await else {
+    let started = start_redis_cluster_of(&node, &[]).await;
+    let Some(cluster) = started_or_skipped(started, Backend::RedisCluster, "a Redis Cluster")
+    else {
         return;
     };
     let doomed = add_redis_cluster_master(&cluster, &node, &[], 100)
@@ -265,16 +263,14 @@ async fn heard_created(
     }
 }
 
-/// A cluster of this test's own, which it may reshape; `None` (or a failure when the backend
-/// is required) without redis-server.
-async fn dedicated_cluster(node: &ServerSpec) -> Option<Provisioned> {
-    match start_redis_cluster_of(node, &[]).await {
-        Ok(cluster) => Some(cluster),
+/// What a test of its own `started`; `None` (skip) when that failed and `backend` is not
+/// required, a failure when it is. Tests that reshape a cluster or reconfigure a server start
+/// their own, so that they cannot disturb the others.
+fn started_or_skipped<T>(started: std::io::Result<T>, backend: Backend, what: &str) -> Option<T> {
+    match started {
+        Ok(started) => Some(started),
         Err(error) => {
-            assert!(
-                !is_required(Backend::RedisCluster),
-                "cannot start a Redis Cluster: {error}"
-            );
+            assert!(!is_required(backend), "cannot start {what}: {error}");
             None
         }
     }
@@ -285,15 +281,10 @@ async fn dedicated_cluster(node: &ServerSpec) -> Option<Provisioned> {
 #[tokio::test]
 async fn cluster_store_follows_a_failover() {
     let node = Backend::RedisCluster.spec();
-    let cluster = match start_redis_cluster_with_replicas(&node, &[]).await {
-        Ok(cluster) => cluster,
-        Err(error) => {
-            assert!(
-                !is_required(Backend::RedisCluster),
-                "cannot start a Redis Cluster with replicas: {error}"
-            );
-            return;
-        }
+    let started = start_redis_cluster_with_replicas(&node, &[]).await;
+    let what = "a Redis Cluster with replicas";
+    let Some(cluster) = started_or_skipped(started, Backend::RedisCluster, what) else {
+        return;
     };
     let masters = redis_cluster_masters(&cluster, &[]).await.expect("roles");
     assert_eq!(masters.len(), 3, "three masters and their replicas");

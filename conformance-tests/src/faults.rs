@@ -40,23 +40,10 @@ where
 
     server.stop();
     for _ in 0..3 {
-        let started = Instant::now();
-        let error = store
-            .find(session.id())
-            .await
-            .expect_err("the server is down");
-        assert!(error.is_retryable(), "find: not retryable: {error:?}");
-        let elapsed = started.elapsed();
+        let find_took = find_and_save_fail_retryably(&*store, &session).await;
         assert!(
-            elapsed < FAULT_TIMEOUT + Duration::from_secs(1),
-            "find took {elapsed:?}"
-        );
-        let mut copy = session.clone();
-        copy.insert("b", "2").unwrap();
-        let saved = store.save(&mut copy).await;
-        assert!(
-            matches!(&saved, Err(e) if e.is_retryable()),
-            "save: {saved:?}"
+            find_took < FAULT_TIMEOUT + Duration::from_secs(1),
+            "find took {find_took:?}"
         );
         let touched = store.touch(session.id()).await;
         assert!(
@@ -128,18 +115,7 @@ where
     let bound = FAULT_TIMEOUT + Duration::from_secs(1);
     for _ in 0..2 {
         let started = Instant::now();
-        let found = store.find(session.id()).await;
-        assert!(
-            matches!(&found, Err(e) if e.is_retryable()),
-            "find: {found:?}"
-        );
-        let mut copy = session.clone();
-        copy.insert("b", "2").unwrap();
-        let saved = store.save(&mut copy).await;
-        assert!(
-            matches!(&saved, Err(e) if e.is_retryable()),
-            "save: {saved:?}"
-        );
+        find_and_save_fail_retryably(&*store, &session).await;
         let elapsed = started.elapsed();
         assert!(elapsed < 2 * bound, "find and save took {elapsed:?}");
     }
@@ -152,6 +128,29 @@ where
     let mut fresh = store.new_session();
     store.create(&mut fresh).await.unwrap();
     store.touch(fresh.id()).await.unwrap();
+}
+
+/// A find of `session` and a save of a changed copy, on a store whose server does not answer:
+/// both must fail with retryable errors. Returns how long the find took.
+async fn find_and_save_fail_retryably(
+    store: &dyn SessionRepository,
+    session: &Session,
+) -> Duration {
+    let started = Instant::now();
+    let found = store.find(session.id()).await;
+    let find_took = started.elapsed();
+    assert!(
+        matches!(&found, Err(e) if e.is_retryable()),
+        "find: {found:?}"
+    );
+    let mut copy = session.clone();
+    copy.insert("b", "2").unwrap();
+    let saved = store.save(&mut copy).await;
+    assert!(
+        matches!(&saved, Err(e) if e.is_retryable()),
+        "save: {saved:?}"
+    );
+    find_took
 }
 
 /// A dedicated server of `backend`, a repository opened on it with [`FAULT_TIMEOUT`], and a

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use session_core::time::now_millis;
+use session_core::raw::time::now_millis;
+use session_core::raw::{SessionRecord, RECORD_FORMAT_V1};
 use session_core::{
-    Concurrency, Error, Json, Limits, SaveMode, Session, SessionEvent, SessionId, SessionRecord,
-    SessionRepository, SessionRepositoryExt, SessionSettings, RECORD_FORMAT_V1,
+    Concurrency, Error, Json, Limits, SaveMode, Session, SessionEvent, SessionId,
+    SessionRepository, SessionRepositoryExt, SessionSettings,
 };
 
 use crate::assert_err;

@@ -196,7 +196,7 @@ impl IntoResponse for SessionError {
             Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        tracing::warn!(error = %self.0, "session error");
+        tracing::warn!(error = %self.0.report(), "session error");
         status.into_response()
     }
 }

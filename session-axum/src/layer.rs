@@ -110,7 +110,7 @@ where
                 Ok(Some(outcome)) => write_id(&mut response, &config, outcome),
                 Ok(None) => {}
                 Err(error) => {
-                    tracing::warn!(%error, "the session store failed while finishing a request");
+                    tracing::warn!(error = %error.report(), "the session store failed while finishing a request");
                     response = config.error_status.into_response();
                 }
             }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use session_core::raw::SessionInternals;
 use session_core::{Error, Result, SessionId, SessionKey, SessionRepository, SessionRepositoryExt};
 use session_memory::MemoryStore;
 
@@ -456,7 +457,7 @@ async fn prepare(
         }
         let bytes = session
             .clone()
-            .record_for_create(session_core::time::now_millis())?
+            .record_for_create(session_core::raw::time::now_millis())?
             .encode()?;
         target.repository.create(&mut session).await?;
         target.raw.put(&session.key(), bytes).await?;

@@ -24,29 +24,22 @@ mod codec;
 mod error;
 mod event;
 mod id;
+pub mod raw;
 mod record;
 mod repository;
 mod session;
 mod settings;
-pub mod time;
-mod url;
+#[cfg(feature = "testing")]
+pub mod testing;
 
-pub use attributes::Attributes;
 pub use codec::{Codec, Json, MessagePack, FORMAT_JSON, FORMAT_MESSAGEPACK};
-pub use error::{with_timeout, BoxError, Error, Result};
-pub use event::{EventBus, EventError, EventSubscription, SessionEvent};
+pub use error::{BoxError, Error, ErrorContext, ErrorReport, Operation, Result};
+pub use event::{EventError, EventSubscription, SessionEvent};
 pub use id::{InvalidSessionId, SessionId, SessionKey, SESSION_ID_LEN};
-pub use record::{
-    decode_attributes, encode_attributes, report_undecodable, undecodable_records, SessionDelta,
-    SessionInfo, SessionRecord, UndecodableRecord, ATTRIBUTES_FORMAT_V1, RECORD_FORMAT_V1,
-};
-pub use repository::{
-    check_principal_query, insert_under_free_id, unsupported_principal_index, Capabilities,
-    SessionRepository, SessionRepositoryExt,
-};
-pub use session::{validate_principal, Session};
+pub use record::SessionInfo;
+pub use repository::{Capabilities, SessionRepository, SessionRepositoryExt};
+pub use session::Session;
 pub use settings::{Concurrency, Limits, SaveMode, SessionSettings};
-pub use url::redact_url;
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;

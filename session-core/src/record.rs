@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::attributes::{attribute_size, Attributes};
 use crate::error::{Error, Result};
 use crate::id::SessionKey;
+use crate::raw::time::{deadline_millis, system_time};
 use crate::settings::Limits;
-use crate::time::{deadline_millis, system_time};
 
 /// First byte of an encoded [`SessionRecord`]. A reader that meets another value treats the
 /// record as undecodable (absent), so a future format can be introduced without misreads.
@@ -47,7 +47,7 @@ pub struct SessionRecord {
 }
 
 /// What a save sends: the attributes that changed or were removed, metadata that moved, and
-/// the version to compare in optimistic mode. Built by [`Session::delta`](crate::Session::delta).
+/// the version to compare in optimistic mode. Built by [`SessionInternals::delta`](crate::raw::SessionInternals::delta).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SessionDelta<'a> {

@@ -72,10 +72,10 @@ impl Capabilities {
 ///   metadata. A session at or past its deadline is absent for every method, even if the
 ///   server has not evicted it yet; the server's own eviction is set to the same deadline.
 /// - Stored bytes that cannot be decoded (corrupt, or a future format) make the session
-///   absent: reported with [`report_undecodable`](crate::report_undecodable), never a panic.
+///   absent: reported with [`report_undecodable`](crate::raw::report_undecodable), never a panic.
 /// - Stores keep the [`SessionKey`] (a hash of the id), never the id itself.
 /// - Transient trouble (server down, timeout) is [`Error::Unavailable`] or [`Error::Timeout`]
-///   within the store's configured timeout; the same repository works again once the server
+///   within the store's configured timeout, naming the store and the operation; the same repository works again once the server
 ///   is back.
 /// - Two repositories opened on the same store (two service instances) see each other's
 ///   writes as soon as the writing call returns.
@@ -84,8 +84,10 @@ pub trait SessionRepository: Send + Sync + fmt::Debug + 'static {
     /// Settings of the sessions this repository creates and loads.
     fn settings(&self) -> &Arc<SessionSettings>;
 
-    /// Optional features of this store.
-    fn capabilities(&self) -> Capabilities;
+    /// Optional features of this store; none unless the store says otherwise.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+    }
 
     /// Stores a new session.
     ///
@@ -191,8 +193,11 @@ pub trait SessionRepository: Send + Sync + fmt::Debug + 'static {
     ///   sessions never appear (the index does not leak).
     /// - Any text is treated as opaque data (no wildcards, no injection); an empty or
     ///   over-long name, or one with a control character, is [`Error::InvalidInput`].
-    /// - [`Error::Unsupported`] without [`Capabilities::principal_index`].
-    async fn find_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>>;
+    /// - [`Error::Unsupported`] without [`Capabilities::principal_index`] (the default body).
+    async fn find_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>> {
+        let _ = principal;
+        Err(Error::Unsupported("principal index"))
+    }
 
     /// Deletes every session of a principal ("log out everywhere"); returns how many.
     ///
@@ -201,8 +206,11 @@ pub trait SessionRepository: Send + Sync + fmt::Debug + 'static {
     /// - Afterwards no session of the principal is live; sessions of other principals are
     ///   untouched. Idempotent.
     /// - Same input rules as [`find_by_principal`](SessionRepository::find_by_principal).
-    /// - [`Error::Unsupported`] without [`Capabilities::principal_index`].
-    async fn delete_by_principal(&self, principal: &str) -> Result<u64>;
+    /// - [`Error::Unsupported`] without [`Capabilities::principal_index`] (the default body).
+    async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
+        let _ = principal;
+        Err(Error::Unsupported("principal index"))
+    }
 
     /// Subscribes to session events.
     ///
@@ -212,8 +220,10 @@ pub trait SessionRepository: Send + Sync + fmt::Debug + 'static {
     ///   each such operation after the subscription started.
     /// - With [`Capabilities::expiry_events`]: also `Expired` for sessions the store removed
     ///   past their deadline.
-    /// - [`Error::Unsupported`] when the store emits no events.
-    fn subscribe(&self) -> Result<EventSubscription>;
+    /// - [`Error::Unsupported`] when the store emits no events (the default body).
+    fn subscribe(&self) -> Result<EventSubscription> {
+        Err(Error::Unsupported("events"))
+    }
 }
 
 /// Helpers on top of [`SessionRepository`].
@@ -235,35 +245,3 @@ pub trait SessionRepositoryExt: SessionRepository {
 }
 
 impl<R: SessionRepository + ?Sized> SessionRepositoryExt for R {}
-
-/// Validates a principal name given to a lookup, with the limits of `settings`.
-pub fn check_principal_query(principal: &str, settings: &SessionSettings) -> Result<()> {
-    crate::session::validate_principal(principal, settings.limits.max_principal_len)
-}
-
-/// How many ids a create tries before giving up: with 256-bit random ids a second collision
-/// means something other than chance (a broken RNG, a store that reports every key as taken).
-const CREATE_ID_ATTEMPTS: usize = 4;
-
-/// For stores' `create`: runs `insert` (an insert that must not overwrite, answering whether
-/// it stored) with the key of `first`, then with fresh ids while the key is taken, and returns
-/// the id it stored under. The caller assigns that id to the session only after this succeeds.
-pub async fn insert_under_free_id<F, Fut>(first: SessionId, mut insert: F) -> Result<SessionId>
-where
-    F: FnMut(SessionKey) -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let mut id = first;
-    for _ in 0..CREATE_ID_ATTEMPTS {
-        if insert(id.key()).await? {
-            return Ok(id);
-        }
-        id = SessionId::generate();
-    }
-    Err(Error::backend("no free session id after several attempts"))
-}
-
-/// The error for principal operations of a store without a principal index.
-pub fn unsupported_principal_index() -> Error {
-    Error::Unsupported("principal index")
-}

@@ -7,7 +7,10 @@ use crate::codec::{Codec, MessagePack};
 
 /// Which attributes a [`save`](crate::SessionRepository::save) writes (Spring's "flush mode"
 /// counterpart, named after Spring Session's `SaveMode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// In configuration (serde): `on-set`, `on-get`, `always`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum SaveMode {
     /// Only attributes set or removed since the session was loaded. The default: it is what
@@ -22,12 +25,16 @@ pub enum SaveMode {
 }
 
 /// How concurrent saves of one session are reconciled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// In configuration (serde): `last-write-wins`, `optimistic`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Concurrency {
     /// Each save writes its delta; for every attribute the later save wins, attributes the save
     /// did not touch keep whatever is stored. The default.
     #[default]
+    #[serde(rename = "last-write-wins")]
     LastWriteWinsPerAttribute,
     /// A save succeeds only if the stored version is still the one the session was loaded with;
     /// otherwise it writes nothing and returns [`Error::Conflict`](crate::Error::Conflict).

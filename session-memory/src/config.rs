@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use session_core::raw::StoreUrl;
 use session_core::{Error, Result};
 
 /// Settings of a [`MemoryStore`](crate::MemoryStore).
@@ -47,40 +48,32 @@ impl Config {
         self
     }
 
-    /// Parses `memory://` with optional query parameters `capacity_bytes`, `sweep_ms` and
-    /// `event_capacity`, e.g. `memory://?capacity_bytes=1048576`.
+    /// Parses `memory://` with optional options `session_capacity_bytes`, `session_sweep_ms`
+    /// and `session_event_capacity`, e.g. `memory://?session_capacity_bytes=1048576`, through
+    /// core's URL reader: an unknown option is [`Error::Config`] naming the known ones.
     pub fn from_url(url: &str) -> Result<Self> {
-        let rest = url.strip_prefix("memory://").ok_or_else(|| {
-            Error::InvalidInput("a memory store URL starts with memory://".into())
-        })?;
-        let query = match rest.split_once('?') {
-            Some(("", query)) => query,
-            None if rest.is_empty() => "",
-            _ => {
-                return Err(Error::InvalidInput(
-                    "a memory store URL has no host or path: memory://?option=value".into(),
-                ))
-            }
-        };
-        let mut config = Config::default();
-        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let number = value.parse::<u64>().map_err(|_| {
-                Error::InvalidInput(format!("memory store option `{name}` needs a whole number"))
-            })?;
-            match name {
-                "capacity_bytes" => config.capacity_bytes = number,
-                "sweep_ms" => config.sweep_interval = Duration::from_millis(number.max(1)),
-                "event_capacity" => {
-                    config.event_capacity = usize::try_from(number).unwrap_or(usize::MAX)
-                }
-                other => {
-                    return Err(Error::InvalidInput(format!(
-                        "unknown memory store option `{other}`"
-                    )))
-                }
-            }
+        let mut url = StoreUrl::parse(url)?;
+        if url.scheme() != "memory" {
+            return Err(Error::Config(
+                "a memory store URL starts with memory://".into(),
+            ));
         }
+        if url.targets().iter().any(|target| !target.is_empty()) {
+            return Err(Error::Config(
+                "a memory store URL has no host or path: memory://?option=value".into(),
+            ));
+        }
+        let mut config = Config::default();
+        if let Some(bytes) = url.take_u64("session_capacity_bytes")? {
+            config.capacity_bytes = bytes;
+        }
+        if let Some(interval) = url.take_millis("session_sweep_ms")? {
+            config.sweep_interval = interval.max(Duration::from_millis(1));
+        }
+        if let Some(capacity) = url.take_u64("session_event_capacity")? {
+            config.event_capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
+        }
+        url.finish("memory")?;
         Ok(config)
     }
 }
@@ -92,14 +85,16 @@ mod tests {
     #[test]
     fn urls_parse() {
         assert_eq!(Config::from_url("memory://").unwrap(), Config::default());
-        let config = Config::from_url("memory://?capacity_bytes=1024&sweep_ms=50").unwrap();
+        let config =
+            Config::from_url("memory://?session_capacity_bytes=1024&session_sweep_ms=50").unwrap();
         assert_eq!(config.capacity_bytes, 1024);
         assert_eq!(config.sweep_interval, Duration::from_millis(50));
         for bad in [
             "redis://x",
             "memory://host",
-            "memory://?capacity_bytes=x",
+            "memory://?session_capacity_bytes=x",
             "memory://?nope=1",
+            "memory://?capacity_bytes=1",
         ] {
             assert!(Config::from_url(bad).is_err(), "{bad}");
         }

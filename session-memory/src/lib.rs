@@ -23,6 +23,8 @@
 #![deny(missing_docs)]
 
 mod config;
+mod entry;
+mod index;
 mod store;
 
 pub use config::Config;

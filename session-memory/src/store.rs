@@ -2,7 +2,8 @@
 //!
 //! # Expiry strategy
 //!
-//! Each session is one moka entry holding its encoded [`SessionRecord`] and its deadline.
+//! Each session is one moka entry holding the decoded [`SessionRecord`] (attribute names and
+//! values reference-counted, so handing out a copy moves no attribute bytes) and its deadline.
 //! A per-entry [`Expiry`] sets moka's expiration to that deadline on every create, save and
 //! touch, so moka stops returning the entry exactly when the contract says it is gone, and a
 //! background sweep (every [`Config::sweep_interval`]) removes it, which fires the eviction
@@ -10,203 +11,33 @@
 //! the key from the principal index. Reads still compare the deadline themselves, so the
 //! contract never depends on when moka gets round to it.
 //!
-//! Every write goes through moka's per-key `and_compute_with`, which serialises writers of one
-//! session: a save decodes the latest record, merges its delta and writes it back, exactly what a
-//! remote store does in a script or transaction, so concurrent requests merge per attribute and
-//! optimistic saves see conflicts.
+//! Each entry has its own mutex, the serialisation point of everything that changes the
+//! session: a save merges its delta into the record in place under it with
+//! [`SessionRecord::apply`] (exactly what a remote store does in a script or transaction, so
+//! concurrent requests merge per attribute and optimistic saves see conflicts), then inserts
+//! the same entry again so that moka picks up the new deadline and weight. Creates and deletes
+//! go through moka's per-key `and_compute_with`, so an insert never overwrites and a delete
+//! marks the entry removed under its mutex, which a racing save then sees.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
-use moka::Expiry;
-use session_core::time::{duration_millis, now_millis};
+use session_core::raw::time::now_millis;
+use session_core::raw::{
+    delete_listed, list_principal, rotate_id, Creation, EventBus, PrincipalIndexIo, Rotated,
+    Rotation, SessionInternals, SessionRecord,
+};
 use session_core::{
-    async_trait, check_principal_query, report_undecodable, Capabilities, Error, EventBus,
-    EventSubscription, Result, Session, SessionEvent, SessionId, SessionInfo, SessionKey,
-    SessionRecord, SessionRepository, SessionSettings,
+    async_trait, Capabilities, Error, EventSubscription, Result, Session, SessionEvent, SessionId,
+    SessionInfo, SessionKey, SessionRepository, SessionSettings,
 };
 
 use crate::config::Config;
-
-/// Weight of an entry beyond its bytes: key, metadata and moka's own bookkeeping.
-const ENTRY_OVERHEAD: usize = 128;
-
-/// One stored session. Its mutex is the serialisation point of everything that changes the
-/// session: a save or touch changes the record in place under it, then inserts the same entry
-/// again so that moka picks up the new deadline and weight; a delete marks it removed under
-/// it. Readers copy the record out under the same short lock.
-#[derive(Debug)]
-struct Entry(Mutex<State>);
-
-#[derive(Debug)]
-struct State {
-    content: Content,
-    deadline_ms: u64,
-    /// Set by a delete under this lock: a writer that got the entry before the delete sees it
-    /// and fails with `NotFound` instead of putting the session back.
-    removed: bool,
-    /// Copy of the record's principal, so the eviction listener can unindex without decoding.
-    principal: Option<Arc<str>>,
-}
-
-/// A stored session is normally kept decoded: its attribute names and values are
-/// reference-counted, so handing out a copy moves no attribute bytes, and the store skips the
-/// encode/decode a remote store cannot avoid. Bytes written by [`MemoryStore::write_raw`]
-/// are kept as they are and decoded on first use, like any store reading its server's bytes.
-#[derive(Debug)]
-enum Content {
-    Record(SessionRecord),
-    Encoded(Vec<u8>),
-}
-
-impl Entry {
-    fn from_record(record: SessionRecord) -> Arc<Self> {
-        Arc::new(Entry(Mutex::new(State {
-            deadline_ms: record.deadline_ms(),
-            principal: record.principal.as_deref().map(Arc::from),
-            content: Content::Record(record),
-            removed: false,
-        })))
-    }
-
-    fn encoded(bytes: Vec<u8>, deadline_ms: u64) -> Arc<Self> {
-        Arc::new(Entry(Mutex::new(State {
-            content: Content::Encoded(bytes),
-            deadline_ms,
-            principal: None,
-            removed: false,
-        })))
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn deadline_ms(&self) -> u64 {
-        self.state().deadline_ms
-    }
-
-    fn principal(&self) -> Option<Arc<str>> {
-        self.state().principal.clone()
-    }
-
-    /// Bytes counted against the store's capacity.
-    fn weight(&self) -> usize {
-        ENTRY_OVERHEAD
-            + match &self.state().content {
-                Content::Record(record) => record.attributes_size(),
-                Content::Encoded(bytes) => bytes.len(),
-            }
-    }
-
-    /// A copy of the live record, or `None` if expired or undecodable (the latter reported).
-    fn live_record(&self, key: &SessionKey, now_ms: u64) -> Option<SessionRecord> {
-        self.state()
-            .live_record_mut(key, now_ms)
-            .map(|record| record.clone())
-    }
-}
-
-impl State {
-    /// The live record, decoding raw bytes on first use; `None` if expired or undecodable.
-    fn live_record_mut(&mut self, key: &SessionKey, now_ms: u64) -> Option<&mut SessionRecord> {
-        if self.removed {
-            return None;
-        }
-        if let Content::Encoded(bytes) = &self.content {
-            match SessionRecord::decode(bytes) {
-                Ok(record) => self.content = Content::Record(record),
-                Err(error) => {
-                    report_undecodable(key, &error);
-                    return None;
-                }
-            }
-        }
-        match &mut self.content {
-            Content::Record(record) if record.is_live_at(now_ms) => Some(record),
-            _ => None,
-        }
-    }
-}
-
-/// Sets each entry's moka expiration to the session's own deadline.
-struct DeadlineExpiry;
-
-impl Expiry<SessionKey, Arc<Entry>> for DeadlineExpiry {
-    fn expire_after_create(
-        &self,
-        _: &SessionKey,
-        entry: &Arc<Entry>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(until(entry.deadline_ms()))
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &SessionKey,
-        entry: &Arc<Entry>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(until(entry.deadline_ms()))
-    }
-}
-
-fn until(deadline_ms: u64) -> Duration {
-    Duration::from_millis(deadline_ms.saturating_sub(now_millis()))
-}
-
-/// Principal → keys of its sessions. Updated under the session's per-key compute lock, so it
-/// follows the order of the writes; a lookup still checks every key against the cache.
-#[derive(Debug, Default)]
-struct PrincipalIndex(Mutex<HashMap<Arc<str>, HashSet<SessionKey>>>);
-
-impl PrincipalIndex {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<Arc<str>, HashSet<SessionKey>>) -> R) -> R {
-        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn add(&self, principal: &Arc<str>, key: SessionKey) {
-        self.with(|map| map.entry(Arc::clone(principal)).or_default().insert(key));
-    }
-
-    fn remove(&self, principal: &str, key: &SessionKey) {
-        self.with(|map| {
-            if let Some(keys) = map.get_mut(principal) {
-                keys.remove(key);
-                if keys.is_empty() {
-                    map.remove(principal);
-                }
-            }
-        });
-    }
-
-    /// Moves `key` from `old` to `new` when the principal changed.
-    fn update(&self, old: Option<&Arc<str>>, new: Option<&Arc<str>>, key: SessionKey) {
-        if old == new {
-            return;
-        }
-        if let Some(old) = old {
-            self.remove(old, &key);
-        }
-        if let Some(new) = new {
-            self.add(new, key);
-        }
-    }
-
-    fn keys(&self, principal: &str) -> Vec<SessionKey> {
-        self.with(|map| {
-            map.get(principal)
-                .map(|keys| keys.iter().copied().collect())
-                .unwrap_or_default()
-        })
-    }
-}
+use crate::entry::{DeadlineExpiry, Entry};
+use crate::index::PrincipalIndex;
 
 #[derive(Debug)]
 struct Shared {
@@ -291,34 +122,10 @@ impl MemoryStore {
         }
     }
 
-    /// Stores `bytes` as the record of `key` without any check, expiring at `deadline`.
-    ///
-    /// Low-level access for tooling and for the conformance suite's corrupt-data cases: the
-    /// bytes need not be a valid record, and readers must cope.
-    pub async fn write_raw(&self, key: SessionKey, bytes: Vec<u8>, deadline: SystemTime) {
-        let deadline_ms = deadline
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, duration_millis);
-        let entry = Entry::encoded(bytes, deadline_ms);
-        self.shared
-            .cache
-            .entry(key)
-            .and_compute_with(|_| async move { Op::Put(entry) })
-            .await;
-    }
-
-    /// Runs moka's pending maintenance now (expiry sweep, eviction listener).
+    /// Runs moka's pending maintenance now (expiry sweep, eviction listener), for tests.
+    #[cfg(feature = "testing")]
     pub async fn run_pending_tasks(&self) {
         self.shared.cache.run_pending_tasks().await;
-    }
-
-    /// Inserts `entry` under `id`, or under fresh ids while the key is taken; returns the id used.
-    async fn insert_under_free_id(&self, id: SessionId, entry: Arc<Entry>) -> Result<SessionId> {
-        session_core::insert_under_free_id(id, |key| {
-            let entry = Arc::clone(&entry);
-            async move { Ok(self.insert_new(key, entry).await) }
-        })
-        .await
     }
 
     /// Stores `entry` under `key` unless the key is taken. Returns `false` on collision.
@@ -405,6 +212,62 @@ impl MemoryStore {
             .await;
         removed
     }
+
+    /// One attempt of `change_id`: copies the live record of `old` to `new`, then removes `old`.
+    async fn rotate(&self, old: SessionKey, new: SessionKey) -> Result<Rotation> {
+        let Some(copied) = self.live_record(&old).await else {
+            return Ok(Rotation::Gone);
+        };
+        let copied_version = copied.version;
+        // New key first, then remove the old one: the session is never absent in between.
+        if !self.insert_new(new, Entry::from_record(copied)).await {
+            return Ok(Rotation::IdTaken);
+        }
+        let Some(latest) = self.remove(old).await else {
+            // Deleted meanwhile: the rotation must not resurrect it.
+            self.remove(new).await;
+            return Ok(Rotation::Gone);
+        };
+        // A save that landed between the copy and the removal is carried over.
+        if let Some(current) = latest.live_record(&old, now_millis()) {
+            if current.version != copied_version {
+                self.update(new, |record, _| {
+                    *record = current;
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        Ok(Rotation::Moved)
+    }
+
+    async fn live_record(&self, key: &SessionKey) -> Option<SessionRecord> {
+        let entry = self.shared.cache.get(key).await?;
+        entry.live_record(key, now_millis())
+    }
+}
+
+#[async_trait]
+impl PrincipalIndexIo for MemoryStore {
+    type Member = SessionKey;
+
+    async fn members(&self, principal: &str) -> Result<Vec<SessionKey>> {
+        Ok(self.shared.index.keys(principal))
+    }
+
+    fn member_key(&self, member: &SessionKey) -> Option<SessionKey> {
+        Some(*member)
+    }
+
+    async fn load_live(&self, key: &SessionKey, now_ms: u64) -> Result<Option<SessionRecord>> {
+        let entry = self.shared.cache.get(key).await;
+        Ok(entry.and_then(|entry| entry.live_record(key, now_ms)))
+    }
+
+    async fn prune(&self, principal: &str, member: &SessionKey) -> Result<()> {
+        self.shared.index.remove(principal, member);
+        Ok(())
+    }
 }
 
 impl Default for MemoryStore {
@@ -441,15 +304,15 @@ impl SessionRepository for MemoryStore {
     }
 
     async fn create(&self, session: &mut Session) -> Result<()> {
-        let now = now_millis();
-        let record = session.record_for_create(now)?;
-        let version = record.version;
-        let id = self
-            .insert_under_free_id(session.id().clone(), Entry::from_record(record))
+        let creation = Creation::begin(session)?;
+        let id = creation
+            .insert_under_free_id(|key| {
+                let entry = Entry::from_record(creation.record().clone());
+                async move { Ok(self.insert_new(key, entry).await) }
+            })
             .await?;
         self.shared.events.publish(SessionEvent::Created(id.key()));
-        session.assign_id(id);
-        session.mark_persisted(version, now);
+        creation.finish(session, id);
         Ok(())
     }
 
@@ -489,86 +352,49 @@ impl SessionRepository for MemoryStore {
     }
 
     async fn change_id(&self, session: &mut Session) -> Result<()> {
-        if session.is_new() {
-            session.assign_id(SessionId::generate());
-            return Ok(());
+        let rotated = rotate_id(session, |old, new| self.rotate(old, new)).await?;
+        if let Rotated::Moved { old, new } = rotated {
+            self.shared
+                .events
+                .publish(SessionEvent::IdChanged { old, new });
         }
-        let old_key = session.key();
-        let copied = self
-            .shared
-            .cache
-            .get(&old_key)
-            .await
-            .and_then(|entry| entry.live_record(&old_key, now_millis()))
-            .ok_or(Error::NotFound)?;
-        let copied_version = copied.version;
-        // New key first, then remove the old one: the session is never absent in between.
-        let new_id = self
-            .insert_under_free_id(SessionId::generate(), Entry::from_record(copied))
-            .await?;
-        let new_key = new_id.key();
-        match self.remove(old_key).await {
-            Some(latest) => {
-                // A save that landed between the copy and the removal is carried over.
-                if let Some(current) = latest.live_record(&old_key, now_millis()) {
-                    if current.version != copied_version {
-                        self.update(new_key, |record, _| {
-                            *record = current;
-                            Ok(())
-                        })
-                        .await?;
-                    }
-                }
-            }
-            // Deleted meanwhile: the rotation must not resurrect it.
-            None => {
-                self.remove(new_key).await;
-                return Err(Error::NotFound);
-            }
-        }
-        self.shared.events.publish(SessionEvent::IdChanged {
-            old: old_key,
-            new: new_key,
-        });
-        session.assign_id(new_id);
         Ok(())
     }
 
     async fn find_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>> {
-        check_principal_query(principal, &self.settings)?;
-        let now = now_millis();
-        let mut found = Vec::new();
-        for key in self.shared.index.keys(principal) {
-            let record = match self.shared.cache.get(&key).await {
-                Some(entry) => entry.live_record(&key, now),
-                None => None,
-            };
-            match record {
-                Some(record) if record.principal.as_deref() == Some(principal) => {
-                    found.extend(record.info(key));
-                }
-                // Moved to another principal under the compute lock just now: not ours.
-                Some(_) => {}
-                // Gone or expired: prune, so the index cannot leak.
-                None => self.shared.index.remove(principal, &key),
-            }
-        }
-        found.sort_by_key(|info| info.created_at);
-        Ok(found)
+        list_principal(self, principal, &self.settings).await
     }
 
     async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
-        let mut deleted = 0;
-        for info in self.find_by_principal(principal).await? {
-            if self.remove(info.key).await.is_some() {
-                self.shared.events.publish(SessionEvent::Deleted(info.key));
-                deleted += 1;
+        let listed = self.find_by_principal(principal).await?;
+        delete_listed(listed, |key| async move {
+            let removed = self.remove(key).await.is_some();
+            if removed {
+                self.shared.events.publish(SessionEvent::Deleted(key));
             }
-        }
-        Ok(deleted)
+            Ok(removed)
+        })
+        .await
     }
 
     fn subscribe(&self) -> Result<EventSubscription> {
         Ok(self.shared.events.subscribe())
+    }
+}
+
+#[cfg(feature = "testing")]
+#[async_trait]
+impl session_core::testing::WriteRaw for MemoryStore {
+    /// Stores `bytes` as the record of `key`, kept as they are and decoded on first use;
+    /// moka expires the entry in a minute.
+    async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
+        let deadline_ms = now_millis() + 60_000;
+        let entry = Entry::encoded(bytes.to_vec(), deadline_ms);
+        self.shared
+            .cache
+            .entry(*key)
+            .and_compute_with(|_| async move { Op::Put(entry) })
+            .await;
+        Ok(())
     }
 }

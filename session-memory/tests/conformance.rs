@@ -1,9 +1,10 @@
 //! The whole conformance suite on the in-memory store.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use conformance_tests::{conformance_suite, StoreFixture};
+use session_core::testing::WriteRaw;
 use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
 use session_memory::{Config, MemoryStore};
 
@@ -25,9 +26,7 @@ impl StoreFixture for MemoryFixture {
     }
 
     async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
-        let deadline = SystemTime::now() + Duration::from_secs(60);
-        self.0.write_raw(*key, bytes.to_vec(), deadline).await;
-        Ok(())
+        self.0.write_raw(key, bytes).await
     }
 }
 

@@ -4,7 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use session_core::{redact_url as redact, Error, Result};
+use session_core::raw::{redact_url as redact, StoreUrl};
+use session_core::{Error, Result};
 
 const DEFAULT_NEAR_CACHE_BYTES: u64 = 32 << 20;
 
@@ -38,68 +39,57 @@ impl Config {
     /// `session_timeout_ms`, `session_near_cache_bytes`, `session_tls_ca_file`.
     ///
     /// `rediss://` needs the `tls` feature (on by default); without it such a URL is
-    /// [`Error::InvalidInput`] here rather than a connection error later.
+    /// [`Error::Config`] here rather than a connection error later.
+    ///
+    /// Read by core's URL reader: an unknown option is [`Error::Config`] naming the known ones.
     pub fn from_url(url: &str) -> Result<Self> {
-        let (list, query) = match url.split_once('?') {
-            Some((list, query)) => (list, query),
-            None => (url, ""),
-        };
-        let mut cluster = false;
-        let mut nodes = Vec::new();
-        for node in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let node = match node.strip_prefix("redis+cluster://") {
-                Some(rest) => {
-                    cluster = true;
-                    format!("redis://{rest}")
-                }
-                None if node.contains("://") => node.to_owned(),
-                None => format!("redis://{node}"),
-            };
-            if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
-                return Err(Error::InvalidInput(format!(
-                    "not a Redis URL: {}",
-                    redact(&node)
-                )));
-            }
-            if node.starts_with("rediss://") && !cfg!(feature = "tls") {
-                return Err(Error::InvalidInput(
-                    "rediss:// needs the `tls` feature of session-redis".into(),
-                ));
-            }
-            nodes.push(node);
+        let mut parsed = StoreUrl::parse(url)?;
+        let scheme = parsed.scheme().to_owned();
+        if !matches!(scheme.as_str(), "redis" | "rediss" | "redis+cluster") {
+            return Err(Error::Config(format!("not a Redis URL: {}", redact(url))));
         }
+        let cluster_scheme = scheme == "redis+cluster";
+        let node_scheme = if cluster_scheme {
+            "redis"
+        } else {
+            scheme.as_str()
+        };
+        let nodes: Vec<String> = parsed
+            .targets()
+            .iter()
+            .map(|target| format!("{node_scheme}://{target}"))
+            .collect();
         if nodes.is_empty() {
-            return Err(Error::InvalidInput("no Redis node in the URL".into()));
+            return Err(Error::Config("no Redis node in the URL".into()));
+        }
+        if node_scheme == "rediss" && !cfg!(feature = "tls") {
+            return Err(Error::Config(
+                "rediss:// needs the `tls` feature of session-redis".into(),
+            ));
         }
         let mut config = Config {
-            cluster: cluster || nodes.len() > 1,
+            cluster: cluster_scheme || nodes.len() > 1,
             nodes,
             prefix: "session:".into(),
             timeout: Duration::from_secs(2),
             near_cache_bytes: DEFAULT_NEAR_CACHE_BYTES,
             tls_ca_file: None,
         };
-        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let number = || {
-                value
-                    .parse::<u64>()
-                    .map_err(|_| Error::InvalidInput(format!("{name} needs a whole number")))
-            };
-            match name {
-                "session_prefix" => config.prefix = value.to_owned(),
-                "session_timeout_ms" => config.timeout = Duration::from_millis(number()?),
-                "session_near_cache_bytes" => config.near_cache_bytes = number()?,
-                "session_tls_ca_file" => config.tls_ca_file = Some(PathBuf::from(value)),
-                other => {
-                    return Err(Error::InvalidInput(format!(
-                        "unknown Redis store option `{other}`"
-                    )))
-                }
-            }
+        if let Some(prefix) = parsed.take_str("session_prefix") {
+            config.prefix = prefix;
         }
+        if let Some(timeout) = parsed.take_millis("session_timeout_ms")? {
+            config.timeout = timeout;
+        }
+        if let Some(bytes) = parsed.take_u64("session_near_cache_bytes")? {
+            config.near_cache_bytes = bytes;
+        }
+        if let Some(path) = parsed.take_str("session_tls_ca_file") {
+            config.tls_ca_file = Some(PathBuf::from(path));
+        }
+        parsed.finish("redis")?;
         if config.tls_ca_file.is_some() && !cfg!(feature = "tls") {
-            return Err(Error::InvalidInput(
+            return Err(Error::Config(
                 "session_tls_ca_file needs the `tls` feature of session-redis".into(),
             ));
         }
@@ -162,7 +152,9 @@ mod tests {
         assert_eq!(many.nodes.len(), 2);
         assert!(Config::from_url("redis+cluster://a:7000").unwrap().cluster);
         assert!(Config::from_url("http://a").is_err());
-        assert!(Config::from_url("redis://a?nope=1").is_err());
+        let unknown = Config::from_url("redis://a?nope=1").unwrap_err();
+        assert!(matches!(unknown, Error::Config(_)), "{unknown}");
+        assert!(unknown.to_string().contains("session_prefix"), "{unknown}");
         assert_eq!(one.near_cache_bytes, 32 << 20);
         let uncached = Config::from_url("redis://a?session_near_cache_bytes=0").unwrap();
         assert_eq!(uncached.near_cache_bytes, 0);

@@ -18,9 +18,14 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cache;
 mod config;
+mod connection;
 mod error;
+mod index;
 mod listener;
+mod meta;
+mod save;
 mod scripts;
 mod store;
 

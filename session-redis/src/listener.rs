@@ -10,7 +10,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{
     ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
 };
-use session_core::{with_timeout, Error, EventBus, Result, SessionEvent, SessionKey};
+use session_core::raw::{with_timeout, EventBus};
+use session_core::{Error, Result, SessionEvent, SessionKey};
 use tokio::sync::watch;
 
 use crate::config::Config;

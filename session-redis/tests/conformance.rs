@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use conformance_tests::servers::{provision, Backend};
 use conformance_tests::{conformance_suite, namespace, StoreFixture};
+use session_core::testing::WriteRaw;
 use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
 use session_redis::{Config, RedisStore};
 

@@ -78,3 +78,31 @@ async fn index_expires_after_its_last_session() {
         "the index outlived its last session by more than the slack"
     );
 }
+
+/// A member of a principal's index that names no session key (written by a foreign writer, or
+/// corrupt) is pruned by the listing, which still lists the principal's real sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_index_members_are_pruned() {
+    let Some((store, mut connection, _prefix)) =
+        common::store_and_connection("badmember", SessionSettings::default()).await
+    else {
+        return;
+    };
+    let mut session = store.new_session();
+    session.set_principal(Some("bea")).unwrap();
+    store.create(&mut session).await.unwrap();
+    let index = store.principal_index_key("bea");
+    let far = 32_503_680_000_000u64; // year 3000: the index key stays
+    for member in [&b"not-a-key"[..], b"\xff\xfe", &[b'0'; 64][..]] {
+        let _: i64 = connection.zadd(&index, member, far).await.expect("ZADD");
+    }
+    let listed = store.find_by_principal("bea").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, session.key());
+    let members: Vec<Vec<u8>> = connection.zrange(&index, 0, -1).await.expect("ZRANGE");
+    assert_eq!(
+        members,
+        [session.key().to_hex().into_bytes()],
+        "malformed and dead members are pruned, the live one stays"
+    );
+}

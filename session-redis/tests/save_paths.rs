@@ -6,6 +6,8 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
+use session_core::raw::SessionInternals;
+use session_core::testing::WriteRaw;
 use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_redis::redis::AsyncCommands;
 

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use session_core::{redact_url as redact, Error, Result};
+use session_core::raw::{redact_url as redact, StoreUrl};
+use session_core::{Error, Result};
 
 use crate::dialect::Dialect;
 
@@ -37,14 +38,17 @@ impl Config {
     /// Store options may ride along in the query string and are removed before the URL goes
     /// to the driver: `session_table`, `session_max_connections`, `session_timeout_ms`,
     /// `session_cleanup_ms` (0 disables), `session_cleanup_batch`.
+    ///
+    /// Read by core's URL reader: an unknown `session_*` option is [`Error::Config`] naming the
+    /// known ones; every other option is the driver's and stays in the URL sqlx gets.
     pub fn from_url(url: &str) -> Result<Self> {
-        let (base, query) = match url.split_once('?') {
-            Some((base, query)) => (base, query),
-            None => (url, ""),
-        };
-        let base = match base.strip_prefix("mariadb://") {
-            Some(rest) => format!("mysql://{rest}"),
-            None => base.to_owned(),
+        let dialect = Dialect::of_url(url)?;
+        let mut parsed = StoreUrl::parse(url)?;
+        let base = match parsed.base().split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mariadb") => {
+                format!("mysql://{rest}")
+            }
+            _ => parsed.base().to_owned(),
         };
         let mut config = Config {
             url: base.clone(),
@@ -54,36 +58,26 @@ impl Config {
             cleanup_interval: Some(Duration::from_secs(60)),
             cleanup_batch: 500,
         };
-        let mut passed = Vec::new();
-        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let number = || {
-                value.parse::<u64>().map_err(|_| {
-                    Error::InvalidInput(format!("SQL store option `{name}` needs a whole number"))
-                })
-            };
-            match name {
-                "session_table" => config.table = value.to_owned(),
-                "session_max_connections" => {
-                    config.max_connections = u32::try_from(number()?).unwrap_or(u32::MAX)
-                }
-                "session_timeout_ms" => config.timeout = Duration::from_millis(number()?),
-                "session_cleanup_ms" => {
-                    config.cleanup_interval = match number()? {
-                        0 => None,
-                        ms => Some(Duration::from_millis(ms)),
-                    }
-                }
-                "session_cleanup_batch" => {
-                    config.cleanup_batch = u32::try_from(number()?).unwrap_or(u32::MAX).max(1)
-                }
-                _ => passed.push(pair),
-            }
+        if let Some(table) = parsed.take_str("session_table") {
+            config.table = table;
         }
+        if let Some(connections) = parsed.take_u64("session_max_connections")? {
+            config.max_connections = u32::try_from(connections).unwrap_or(u32::MAX);
+        }
+        if let Some(timeout) = parsed.take_millis("session_timeout_ms")? {
+            config.timeout = timeout;
+        }
+        if let Some(cleanup) = parsed.take_millis("session_cleanup_ms")? {
+            config.cleanup_interval = (!cleanup.is_zero()).then_some(cleanup);
+        }
+        if let Some(batch) = parsed.take_u64("session_cleanup_batch")? {
+            config.cleanup_batch = u32::try_from(batch).unwrap_or(u32::MAX).max(1);
+        }
+        let store = dialect.feature();
+        let passed = parsed.finish_passing_driver_options(store)?;
         if !passed.is_empty() {
             config.url = format!("{base}?{}", passed.join("&"));
         }
-        Dialect::of_url(&config.url)?;
         config.validate()?;
         Ok(config)
     }
@@ -120,15 +114,13 @@ impl Config {
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
             && self.table.len() <= 48;
         if !valid {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::Config(format!(
                 "table name {:?} is not a plain SQL identifier (letters, digits, _; at most 48)",
                 self.table
             )));
         }
         if self.max_connections == 0 {
-            return Err(Error::InvalidInput(
-                "max_connections must be at least 1".into(),
-            ));
+            return Err(Error::Config("max_connections must be at least 1".into()));
         }
         Ok(())
     }
@@ -175,6 +167,9 @@ mod tests {
             "mysql://root@h/db"
         );
         assert!(Config::from_url("redis://h").is_err());
+        let unknown = Config::from_url("sqlite://s.db?session_tabel=x").unwrap_err();
+        assert!(matches!(unknown, Error::Config(_)), "{unknown}");
+        assert!(unknown.to_string().contains("session_table"), "{unknown}");
         for bad in ["x; DROP TABLE y", "1abc", "", "a-b", &"a".repeat(49)] {
             let url = format!("sqlite://s.db?session_table={bad}");
             assert!(Config::from_url(&url).is_err(), "{bad:?}");

@@ -19,13 +19,12 @@ pub enum Dialect {
 impl Dialect {
     /// The dialect of a database URL; [`Error::InvalidInput`] for other schemes.
     pub fn of_url(url: &str) -> Result<Self> {
-        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
-        match scheme {
-            "postgres" | "postgresql" => Ok(Dialect::Postgres),
-            "mysql" | "mariadb" => Ok(Dialect::MySql),
+        match session_core::raw::scheme_of(url)?.kind {
+            "postgres" => Ok(Dialect::Postgres),
+            "mysql" => Ok(Dialect::MySql),
             "sqlite" => Ok(Dialect::Sqlite),
-            other => Err(Error::InvalidInput(format!(
-                "not a SQL store URL (postgres://, mysql://, mariadb://, sqlite://): scheme `{other}`"
+            other => Err(Error::Config(format!(
+                "not a SQL store URL (postgres://, mysql://, mariadb://, sqlite://) but a {other} one"
             ))),
         }
     }
@@ -84,6 +83,8 @@ pub(crate) struct Statements {
     pub purge_batch: String,
     /// Whether `purge_batch` returns the hex keys it deleted.
     pub purge_returns_keys: bool,
+    /// Replaces a row's attributes, for raw writes (feature `testing`).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub write_raw: String,
 }
 

@@ -56,7 +56,7 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
 /// Whether `error` is a deadlock or serialization failure: the database rolled the statement
 /// (or transaction) back, so running it again is safe.
 pub(crate) fn is_deadlock(error: &session_core::Error) -> bool {
-    let session_core::Error::Unavailable { source } = error else {
+    let session_core::Error::Unavailable { source, .. } = error else {
         return false;
     };
     matches!(

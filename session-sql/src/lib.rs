@@ -22,6 +22,9 @@
 mod config;
 mod dialect;
 mod error;
+mod purge;
+mod row;
+mod save;
 mod schema;
 mod store;
 

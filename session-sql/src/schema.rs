@@ -89,7 +89,7 @@ async fn apply(conn: &mut sqlx::AnyConnection, dialect: Dialect, table: &str) ->
         let recorded = sqlx::query(&insert)
             .bind(version)
             .bind(description)
-            .bind(i64::try_from(session_core::time::now_millis()).unwrap_or(i64::MAX))
+            .bind(i64::try_from(session_core::raw::time::now_millis()).unwrap_or(i64::MAX))
             .execute(&mut *conn)
             .await;
         match recorded {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use conformance_tests::servers::{provision, Backend};
 use conformance_tests::{conformance_suite, namespace, StoreFixture};
+use session_core::testing::WriteRaw;
 use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
 use session_sql::{Config, SqlStore};
 

@@ -19,17 +19,32 @@
 //! | `mysql://`, `mariadb://` | `session_sql` | `mysql` |
 //! | `redis://`, `rediss://`, `redis+cluster://`, comma-separated nodes | `session_redis` | `redis` |
 //!
-//! A URL whose store is not compiled in is [`Error::InvalidInput`] naming the feature to
-//! enable; an unknown scheme lists the known ones.
+//! The schemes come from core's one table ([`session_core::raw::SCHEMES`]). A URL whose store
+//! is not compiled in is [`Error::Config`] naming the feature to enable; an unknown scheme
+//! lists the known ones; an unknown option is [`Error::Config`] naming the store's options.
 #![deny(missing_docs)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use session_core::raw::scheme_of;
 use session_core::{
     Concurrency, Error, Json, MessagePack, Result, SaveMode, SessionRepository, SessionSettings,
 };
+
+/// The codec of new sessions' attributes, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum CodecName {
+    /// MessagePack (the default).
+    #[default]
+    #[serde(alias = "messagepack")]
+    Msgpack,
+    /// JSON.
+    Json,
+}
 
 /// Where sessions live and how they behave, as it comes from a file or the environment.
 ///
@@ -53,13 +68,13 @@ pub struct StoreConfig {
     pub absolute_lifetime_secs: Option<u64>,
     /// `msgpack` (default) or `json`.
     #[serde(default)]
-    pub codec: Option<String>,
+    pub codec: CodecName,
     /// `on-set` (default), `on-get` or `always`.
     #[serde(default)]
-    pub save_mode: Option<String>,
+    pub save_mode: SaveMode,
     /// `last-write-wins` (default) or `optimistic`.
     #[serde(default)]
-    pub concurrency: Option<String>,
+    pub concurrency: Concurrency,
 }
 
 impl StoreConfig {
@@ -69,9 +84,9 @@ impl StoreConfig {
             url: url.into(),
             idle_timeout_secs: None,
             absolute_lifetime_secs: None,
-            codec: None,
-            save_mode: None,
-            concurrency: None,
+            codec: CodecName::default(),
+            save_mode: SaveMode::default(),
+            concurrency: Concurrency::default(),
         }
     }
 
@@ -91,9 +106,7 @@ impl StoreConfig {
             var(name)
                 .map(|value| {
                     value.parse().map_err(|_| {
-                        Error::InvalidInput(format!(
-                            "{prefix}{name} must be a whole number of seconds"
-                        ))
+                        Error::Config(format!("{prefix}{name} must be a whole number of seconds"))
                     })
                 })
                 .transpose()
@@ -102,9 +115,9 @@ impl StoreConfig {
             url,
             idle_timeout_secs: number("IDLE_TIMEOUT_SECS")?,
             absolute_lifetime_secs: number("ABSOLUTE_LIFETIME_SECS")?,
-            codec: var("CODEC"),
-            save_mode: var("SAVE_MODE"),
-            concurrency: var("CONCURRENCY"),
+            codec: enum_var(prefix, "CODEC", var("CODEC"))?,
+            save_mode: enum_var(prefix, "SAVE_MODE", var("SAVE_MODE"))?,
+            concurrency: enum_var(prefix, "CONCURRENCY", var("CONCURRENCY"))?,
         }))
     }
 
@@ -116,36 +129,29 @@ impl StoreConfig {
         }
         settings =
             settings.with_absolute_lifetime(self.absolute_lifetime_secs.map(Duration::from_secs));
-        settings = match self.codec.as_deref() {
-            None | Some("msgpack" | "messagepack") => settings.with_codec(MessagePack),
-            Some("json") => settings.with_codec(Json),
-            Some(other) => {
-                return Err(Error::InvalidInput(format!(
-                    "unknown codec `{other}` (msgpack, json)"
-                )))
-            }
+        settings = match self.codec {
+            CodecName::Msgpack => settings.with_codec(MessagePack),
+            CodecName::Json => settings.with_codec(Json),
         };
-        settings = settings.with_save_mode(match self.save_mode.as_deref() {
-            None | Some("on-set") => SaveMode::OnSet,
-            Some("on-get") => SaveMode::OnGet,
-            Some("always") => SaveMode::Always,
-            Some(other) => {
-                return Err(Error::InvalidInput(format!(
-                    "unknown save mode `{other}` (on-set, on-get, always)"
-                )))
-            }
-        });
-        settings = settings.with_concurrency(match self.concurrency.as_deref() {
-            None | Some("last-write-wins") => Concurrency::LastWriteWinsPerAttribute,
-            Some("optimistic") => Concurrency::Optimistic,
-            Some(other) => {
-                return Err(Error::InvalidInput(format!(
-                    "unknown concurrency `{other}` (last-write-wins, optimistic)"
-                )))
-            }
-        });
-        Ok(settings)
+        Ok(settings
+            .with_save_mode(self.save_mode)
+            .with_concurrency(self.concurrency))
     }
+}
+
+/// Reads an enum-valued variable the way a config file is read, so that a wrong value gets the
+/// same error, listing the accepted ones.
+fn enum_var<T: serde::de::DeserializeOwned + Default>(
+    prefix: &str,
+    name: &str,
+    value: Option<String>,
+) -> Result<T> {
+    use serde::de::IntoDeserializer;
+    let Some(value) = value else {
+        return Ok(T::default());
+    };
+    T::deserialize(value.into_deserializer())
+        .map_err(|error: serde::de::value::Error| Error::Config(format!("{prefix}{name}: {error}")))
 }
 
 /// Opens the store a URL names, with default session settings.
@@ -157,20 +163,22 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionRepository>> {
 pub async fn open_with(config: &StoreConfig) -> Result<Arc<dyn SessionRepository>> {
     let settings = config.settings()?;
     let url = config.url.trim();
-    let first = url.split(',').next().unwrap_or(url);
-    let scheme = first.split_once("://").map_or("", |(scheme, _)| scheme);
-    match scheme {
+    let scheme = scheme_of(url)?;
+    match scheme.kind {
         "memory" => open_memory(url, settings),
-        "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb" => open_sql(url, scheme, settings).await,
-        "redis" | "rediss" | "redis+cluster" => open_redis(url, settings).await,
-        other => Err(Error::InvalidInput(format!(
-            "unknown session store scheme `{other}`: use memory://, sqlite://, postgres://, mysql://, mariadb://, redis:// or rediss://"
-        ))),
+        "sqlite" | "postgres" | "mysql" => open_sql(url, scheme.kind, settings).await,
+        "redis" => open_redis(url, settings).await,
+        other => Err(missing(other, scheme.scheme)),
     }
 }
 
 fn missing(feature: &str, scheme: &str) -> Error {
-    Error::InvalidInput(format!(
+    if matches!(feature, "memcached" | "mongo") {
+        return Error::Config(format!(
+            "no {scheme}:// store in this version of session-store"
+        ));
+    }
+    Error::Config(format!(
         "a {scheme}:// store needs the `{feature}` feature of session-store"
     ))
 }
@@ -190,21 +198,16 @@ fn open_memory(_: &str, _: SessionSettings) -> Result<Arc<dyn SessionRepository>
 
 async fn open_sql(
     url: &str,
-    scheme: &str,
+    feature: &str,
     settings: SessionSettings,
 ) -> Result<Arc<dyn SessionRepository>> {
-    let feature = match scheme {
-        "sqlite" => "sqlite",
-        "mysql" | "mariadb" => "mysql",
-        _ => "postgres",
-    };
     let compiled = match feature {
         "sqlite" => cfg!(feature = "sqlite"),
         "mysql" => cfg!(feature = "mysql"),
         _ => cfg!(feature = "postgres"),
     };
     if !compiled {
-        return Err(missing(feature, scheme));
+        return Err(missing(feature, feature));
     }
     #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     {
@@ -216,7 +219,7 @@ async fn open_sql(
     #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
     {
         let _ = (url, settings);
-        Err(missing(feature, scheme))
+        Err(missing(feature, feature))
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use conformance_tests::namespace;
 use conformance_tests::servers::{provision, Backend};
 use session_core::{Error, SessionRepository, SessionRepositoryExt};
-use session_store::{open, open_with, StoreConfig};
+use session_store::{open, StoreConfig};
 
 /// The code an application would run, whatever the store.
 async fn round_trip(store: Arc<dyn SessionRepository>) {
@@ -60,22 +60,63 @@ async fn server_stores_open_by_url() {
 
 #[tokio::test]
 async fn unknown_schemes_and_bad_settings_are_clear_errors() {
-    for url in [
-        "http://example.com",
-        "memcache://127.0.0.1:11211",
-        "nonsense",
-    ] {
+    for url in ["http://example.com", "nonsense"] {
         match open(url).await {
-            Err(Error::InvalidInput(message)) => assert!(message.contains("scheme"), "{message}"),
-            other => panic!("{url}: expected InvalidInput, got {other:?}"),
+            Err(Error::Config(message)) => assert!(message.contains("scheme"), "{message}"),
+            other => panic!("{url}: expected Config, got {other:?}"),
         }
     }
-    let mut config = StoreConfig::new("memory://");
-    config.codec = Some("yaml".into());
-    assert!(matches!(
-        open_with(&config).await,
-        Err(Error::InvalidInput(_))
-    ));
+    match open("memcache://127.0.0.1:11211").await {
+        Err(Error::Config(message)) => assert!(message.contains("memcache"), "{message}"),
+        other => panic!("expected Config, got {other:?}"),
+    }
+}
+
+/// Every store refuses an unknown option the same way: a configuration error that names the
+/// option and the store's own options, before any connection is made.
+#[tokio::test]
+async fn unknown_options_are_the_same_error_on_every_store() {
+    for (url, known) in [
+        ("memory://?session_nope=1", "session_capacity_bytes"),
+        (
+            "sqlite:///nonexistent/dir/x.db?session_nope=1",
+            "session_table",
+        ),
+        (
+            "postgres://u@127.0.0.1:1/db?session_nope=1",
+            "session_table",
+        ),
+        ("mysql://u@127.0.0.1:1/db?session_nope=1", "session_table"),
+        ("redis://127.0.0.1:1?session_nope=1", "session_prefix"),
+        ("redis://127.0.0.1:1?nope=1", "session_prefix"),
+    ] {
+        match open(url).await {
+            Err(Error::Config(message)) => {
+                assert!(message.contains("nope"), "{url}: {message}");
+                assert!(message.contains(known), "{url}: {message}");
+            }
+            other => panic!("{url}: expected Config, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_wrong_enum_value_names_the_accepted_ones() {
+    let error = serde_json::from_str::<StoreConfig>(r#"{"url": "memory://", "codec": "yaml"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("yaml") && error.contains("msgpack") && error.contains("json"),
+        "{error}"
+    );
+    let error =
+        serde_json::from_str::<StoreConfig>(r#"{"url": "memory://", "save_mode": "never"}"#)
+            .unwrap_err()
+            .to_string();
+    assert!(
+        error.contains("on-set") && error.contains("always"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -13,9 +13,13 @@ use crate::attributes::{attribute_size, Attributes};
 use crate::codec::{decode_value, encode_value};
 use crate::error::{Error, Result};
 use crate::id::{SessionId, SessionKey};
-use crate::record::{check_size, SessionDelta, SessionRecord};
-use crate::settings::{Concurrency, SaveMode, SessionSettings};
-use crate::time::{deadline_millis, duration_millis, now_millis, system_time};
+use crate::record::{check_size, SessionRecord};
+use crate::settings::{SaveMode, SessionSettings};
+
+mod internals;
+
+use crate::raw::time::{deadline_millis, duration_millis, now_millis, system_time};
+pub use internals::SessionInternals;
 
 /// A server-side session.
 ///
@@ -51,9 +55,9 @@ impl Session {
         Self::with_id(SessionId::generate(), settings)
     }
 
-    /// A new session with a chosen id, for conformance tests of collision handling.
-    /// Applications must not pick ids; [`Session::new`] generates them.
-    #[doc(hidden)]
+    /// A new session with a chosen id, for conformance tests of collision handling (feature
+    /// `testing`). Applications must not pick ids; [`Session::new`] generates them.
+    #[cfg(feature = "testing")]
     pub fn with_id_for_testing(id: SessionId, settings: Arc<SessionSettings>) -> Self {
         Self::with_id(id, settings)
     }
@@ -70,15 +74,6 @@ impl Session {
             attributes: Attributes::default(),
         };
         Self::from_parts(id, record, settings, false)
-    }
-
-    /// A stored session as loaded by `find`: no pending changes.
-    pub fn from_record(
-        id: SessionId,
-        record: SessionRecord,
-        settings: Arc<SessionSettings>,
-    ) -> Self {
-        Self::from_parts(id, record, settings, true)
     }
 
     fn from_parts(
@@ -148,22 +143,10 @@ impl Session {
 
     /// When this copy expires: `min(last_accessed + idle_timeout, created + absolute_lifetime)`.
     pub fn expires_at(&self) -> SystemTime {
-        system_time(self.deadline_ms())
+        system_time(self.deadline())
     }
 
-    /// Epoch ms of [`Session::created_at`].
-    pub fn created_at_ms(&self) -> u64 {
-        self.created_at_ms
-    }
-
-    /// Epoch ms of [`Session::last_accessed_at`]: for a loaded session, the stored access time
-    /// it was loaded with, which stores can compare to detect touches since the load.
-    pub fn last_accessed_at_ms(&self) -> u64 {
-        self.last_accessed_at_ms
-    }
-
-    /// Epoch ms of [`Session::expires_at`].
-    pub fn deadline_ms(&self) -> u64 {
+    fn deadline(&self) -> u64 {
         deadline_millis(
             self.created_at_ms,
             self.last_accessed_at_ms,
@@ -326,114 +309,6 @@ impl Session {
     /// Whether the session has no attributes.
     pub fn is_empty(&self) -> bool {
         self.attributes.is_empty()
-    }
-
-    // ----- for store implementations ----------------------------------------------------------
-
-    /// For stores: the full record to insert on `create`, with creation and access time set to
-    /// `now_ms`. [`Error::InvalidInput`] if the session was already created.
-    pub fn record_for_create(&mut self, now_ms: u64) -> Result<SessionRecord> {
-        if self.persisted {
-            return Err(Error::InvalidInput(
-                "session was already created; use save".into(),
-            ));
-        }
-        self.created_at_ms = now_ms;
-        self.last_accessed_at_ms = now_ms;
-        Ok(SessionRecord {
-            created_at_ms: now_ms,
-            last_accessed_at_ms: now_ms,
-            idle_timeout_ms: self.idle_timeout_ms,
-            absolute_lifetime_ms: self.absolute_lifetime_ms,
-            principal: self.principal.clone(),
-            version: self.version,
-            attributes: self.attributes.clone(),
-        })
-    }
-
-    /// For stores: the full record this copy would store if nobody else had written since it
-    /// was loaded — its own metadata and attributes, accessed at `accessed_at_ms`, with the
-    /// loaded version. A store may write it instead of merging a delta only under a guard that
-    /// the stored version is still [`Session::version`] (otherwise it must merge
-    /// [`Session::delta`] into the latest record). [`Error::NotFound`] if never created.
-    pub fn snapshot(&self, accessed_at_ms: u64) -> Result<SessionRecord> {
-        if !self.persisted {
-            return Err(Error::NotFound);
-        }
-        Ok(SessionRecord {
-            created_at_ms: self.created_at_ms,
-            last_accessed_at_ms: self.last_accessed_at_ms.max(accessed_at_ms),
-            idle_timeout_ms: self.idle_timeout_ms,
-            absolute_lifetime_ms: self.absolute_lifetime_ms,
-            principal: self.principal.clone(),
-            version: self.version,
-            attributes: self.attributes.clone(),
-        })
-    }
-
-    /// For stores: what a save at `now_ms` must write, following the [`SaveMode`] and
-    /// [`Concurrency`] of the settings. [`Error::NotFound`] if the session was never created.
-    pub fn delta(&self, now_ms: u64) -> Result<SessionDelta<'_>> {
-        if !self.persisted {
-            return Err(Error::NotFound);
-        }
-        let pick = |name: &String| {
-            self.attributes
-                .get_key_value(name.as_str())
-                .map(|(name, value)| (&**name, value))
-        };
-        let upserts: Vec<(&str, &Bytes)> = match self.settings.save_mode {
-            SaveMode::Always => self
-                .attributes
-                .iter()
-                .map(|(name, value)| (&**name, value))
-                .collect(),
-            // Walk the (few) changed names, not every attribute of the session.
-            SaveMode::OnSet => self.changed.iter().filter_map(pick).collect(),
-            SaveMode::OnGet => self
-                .changed
-                .union(&self.read_names())
-                .filter_map(pick)
-                .collect(),
-        };
-        Ok(SessionDelta {
-            upserts,
-            removals: self.removed.iter().map(String::as_str).collect(),
-            principal: self.principal_changed.then_some(self.principal.as_deref()),
-            idle_timeout_ms: self.idle_timeout_changed.then_some(self.idle_timeout_ms),
-            absolute_lifetime_ms: self
-                .absolute_lifetime_changed
-                .then_some(self.absolute_lifetime_ms),
-            accessed_at_ms: now_ms,
-            expected_version: (self.settings.concurrency == Concurrency::Optimistic)
-                .then_some(self.version),
-        })
-    }
-
-    /// For stores: the session is now stored with `version`, last accessed at `accessed_at_ms`;
-    /// pending changes are cleared.
-    pub fn mark_persisted(&mut self, version: u64, accessed_at_ms: u64) {
-        self.persisted = true;
-        self.version = version;
-        self.last_accessed_at_ms = self.last_accessed_at_ms.max(accessed_at_ms);
-        self.changed.clear();
-        self.removed.clear();
-        self.read
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        self.principal_changed = false;
-        self.idle_timeout_changed = false;
-        self.absolute_lifetime_changed = false;
-    }
-
-    /// For stores: gives this session another id once it is stored under it (create
-    /// collision, `change_id`). Stores assign only after success, so that a call that failed
-    /// with a transient error can be retried with the session as it was. Pending changes stay
-    /// pending.
-    pub fn assign_id(&mut self, id: SessionId) {
-        self.key = id.key();
-        self.id = id;
     }
 
     fn read_names(&self) -> BTreeSet<String> {

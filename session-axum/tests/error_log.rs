@@ -1,0 +1,95 @@
+//! What an operator reads when the store fails under the layer: the store, the operation and
+//! the driver's cause, on one log line. Its own test binary, because it installs the process's
+//! global log subscriber.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use conformance_tests::servers::{is_required, provision, Backend, ServerProcess};
+use session_axum::{LayerConfig, SessionError, SessionHandle, SessionLayer};
+use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
+use tower::ServiceExt as _;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn read(session: SessionHandle) -> Result<String, SessionError> {
+    Ok(session.get::<String>("user").await?.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_store_is_logged_with_store_operation_and_cause() {
+    if provision(Backend::Redis).await.is_none() {
+        assert!(!is_required(Backend::Redis));
+        return;
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+
+    let server = ServerProcess::start(Backend::Redis.spec()).await.unwrap();
+    let config = session_redis::Config::from_url(&server.url())
+        .unwrap()
+        .with_timeout(Duration::from_millis(500));
+    let store = session_redis::RedisStore::open(config, SessionSettings::default())
+        .await
+        .unwrap();
+    let mut session = store.new_session();
+    session.insert("user", "morris").unwrap();
+    store.create(&mut session).await.unwrap();
+    let app = Router::new()
+        .route("/", get(read))
+        .layer(SessionLayer::new(Arc::new(store), LayerConfig::default()));
+    server.stop();
+
+    let request = Request::builder()
+        .uri("/")
+        .header(
+            header::COOKIE,
+            format!("SESSION={}", session.id().expose_secret()),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = log
+        .lines()
+        .find(|line| line.contains("session error"))
+        .unwrap_or_else(|| panic!("no session error logged: {log}"));
+    assert!(line.contains("(redis, find)"), "{line}");
+    // The driver's own words follow the summary.
+    let cause = line
+        .split("(redis, find): ")
+        .nth(1)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    assert!(
+        ["connection", "refused", "broken pipe", "reset"]
+            .iter()
+            .any(|words| cause.contains(words)),
+        "{line}"
+    );
+    assert!(!line.contains(session.id().expose_secret()), "{line}");
+}

@@ -1,0 +1,169 @@
+//! The methods of [`Session`] only stores call, behind [`SessionInternals`].
+
+use std::sync::{Arc, PoisonError};
+
+use bytes::Bytes;
+
+use super::Session;
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::record::{SessionDelta, SessionRecord};
+use crate::settings::{Concurrency, SaveMode, SessionSettings};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Session {}
+}
+
+/// The methods of [`Session`] that only stores call: load from a record, the record to
+/// create, the delta to save, mark stored, give another id, and the times in epoch ms.
+/// Re-exported in [`raw`](crate::raw), for store authors; an application that imports only the
+/// crate root cannot call them. Sealed: implemented by `Session` only.
+pub trait SessionInternals: sealed::Sealed + Sized {
+    /// A stored session as loaded by `find`: no pending changes.
+    fn from_record(id: SessionId, record: SessionRecord, settings: Arc<SessionSettings>) -> Self;
+
+    /// For stores: the full record to insert on `create`, with creation and access time set to
+    /// `now_ms`. [`Error::InvalidInput`] if the session was already created.
+    fn record_for_create(&mut self, now_ms: u64) -> Result<SessionRecord>;
+
+    /// For stores: the full record this copy would store if nobody else had written since it
+    /// was loaded — its own metadata and attributes, accessed at `accessed_at_ms`, with the
+    /// loaded version. A store may write it instead of merging a delta only under a guard that
+    /// the stored version is still [`Session::version`] (otherwise it must merge
+    /// [`SessionInternals::delta`] into the latest record). [`Error::NotFound`] if never created.
+    fn snapshot(&self, accessed_at_ms: u64) -> Result<SessionRecord>;
+
+    /// For stores: what a save at `now_ms` must write, following the [`SaveMode`] and
+    /// [`Concurrency`] of the settings. [`Error::NotFound`] if the session was never created.
+    fn delta(&self, now_ms: u64) -> Result<SessionDelta<'_>>;
+
+    /// For stores: the session is now stored with `version`, last accessed at `accessed_at_ms`;
+    /// pending changes are cleared.
+    fn mark_persisted(&mut self, version: u64, accessed_at_ms: u64);
+
+    /// For stores: gives this session another id once it is stored under it (create
+    /// collision, `change_id`). Stores assign only after success, so that a call that failed
+    /// with a transient error can be retried with the session as it was. Pending changes stay
+    /// pending.
+    fn assign_id(&mut self, id: SessionId);
+
+    /// Epoch ms of [`Session::created_at`].
+    fn created_at_ms(&self) -> u64;
+
+    /// Epoch ms of [`Session::last_accessed_at`]: for a loaded session, the stored access time
+    /// it was loaded with, which stores can compare to detect touches since the load.
+    fn last_accessed_at_ms(&self) -> u64;
+
+    /// Epoch ms of [`Session::expires_at`].
+    fn deadline_ms(&self) -> u64;
+}
+
+impl SessionInternals for Session {
+    fn from_record(id: SessionId, record: SessionRecord, settings: Arc<SessionSettings>) -> Self {
+        Self::from_parts(id, record, settings, true)
+    }
+
+    fn record_for_create(&mut self, now_ms: u64) -> Result<SessionRecord> {
+        if self.persisted {
+            return Err(Error::InvalidInput(
+                "session was already created; use save".into(),
+            ));
+        }
+        self.created_at_ms = now_ms;
+        self.last_accessed_at_ms = now_ms;
+        Ok(SessionRecord {
+            created_at_ms: now_ms,
+            last_accessed_at_ms: now_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            absolute_lifetime_ms: self.absolute_lifetime_ms,
+            principal: self.principal.clone(),
+            version: self.version,
+            attributes: self.attributes.clone(),
+        })
+    }
+
+    fn snapshot(&self, accessed_at_ms: u64) -> Result<SessionRecord> {
+        if !self.persisted {
+            return Err(Error::NotFound);
+        }
+        Ok(SessionRecord {
+            created_at_ms: self.created_at_ms,
+            last_accessed_at_ms: self.last_accessed_at_ms.max(accessed_at_ms),
+            idle_timeout_ms: self.idle_timeout_ms,
+            absolute_lifetime_ms: self.absolute_lifetime_ms,
+            principal: self.principal.clone(),
+            version: self.version,
+            attributes: self.attributes.clone(),
+        })
+    }
+
+    fn delta(&self, now_ms: u64) -> Result<SessionDelta<'_>> {
+        if !self.persisted {
+            return Err(Error::NotFound);
+        }
+        let pick = |name: &String| {
+            self.attributes
+                .get_key_value(name.as_str())
+                .map(|(name, value)| (&**name, value))
+        };
+        let upserts: Vec<(&str, &Bytes)> = match self.settings.save_mode {
+            SaveMode::Always => self
+                .attributes
+                .iter()
+                .map(|(name, value)| (&**name, value))
+                .collect(),
+            // Walk the (few) changed names, not every attribute of the session.
+            SaveMode::OnSet => self.changed.iter().filter_map(pick).collect(),
+            SaveMode::OnGet => self
+                .changed
+                .union(&self.read_names())
+                .filter_map(pick)
+                .collect(),
+        };
+        Ok(SessionDelta {
+            upserts,
+            removals: self.removed.iter().map(String::as_str).collect(),
+            principal: self.principal_changed.then_some(self.principal.as_deref()),
+            idle_timeout_ms: self.idle_timeout_changed.then_some(self.idle_timeout_ms),
+            absolute_lifetime_ms: self
+                .absolute_lifetime_changed
+                .then_some(self.absolute_lifetime_ms),
+            accessed_at_ms: now_ms,
+            expected_version: (self.settings.concurrency == Concurrency::Optimistic)
+                .then_some(self.version),
+        })
+    }
+
+    fn mark_persisted(&mut self, version: u64, accessed_at_ms: u64) {
+        self.persisted = true;
+        self.version = version;
+        self.last_accessed_at_ms = self.last_accessed_at_ms.max(accessed_at_ms);
+        self.changed.clear();
+        self.removed.clear();
+        self.read
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.principal_changed = false;
+        self.idle_timeout_changed = false;
+        self.absolute_lifetime_changed = false;
+    }
+
+    fn assign_id(&mut self, id: SessionId) {
+        self.key = id.key();
+        self.id = id;
+    }
+
+    fn created_at_ms(&self) -> u64 {
+        self.created_at_ms
+    }
+
+    fn last_accessed_at_ms(&self) -> u64 {
+        self.last_accessed_at_ms
+    }
+
+    fn deadline_ms(&self) -> u64 {
+        self.deadline()
+    }
+}

@@ -1,0 +1,73 @@
+//! Rows to records and records to statement parameters.
+
+use session_core::raw::{decode_attributes, report_undecodable, SessionRecord};
+use session_core::{Result, SessionKey};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::error::map;
+
+pub(crate) fn ms(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// The stored record of `key` from a row of `find`/`find_for_merge`, or `None` if its bytes
+/// cannot be decoded (reported).
+pub(crate) fn record_from_row(key: &SessionKey, row: &AnyRow) -> Result<Option<SessionRecord>> {
+    // MySQL's VARBINARY reaches the Any driver as text; the other databases give bytes.
+    let principal: Option<Vec<u8>> = match row.try_get::<Option<Vec<u8>>, _>(4) {
+        Ok(bytes) => bytes,
+        Err(_) => row
+            .try_get::<Option<String>, _>(4)
+            .map_err(map)?
+            .map(String::into_bytes),
+    };
+    let principal = match principal.map(String::from_utf8).transpose() {
+        Ok(principal) => principal,
+        Err(error) => {
+            report_undecodable(key, &error);
+            return Ok(None);
+        }
+    };
+    let attributes: Vec<u8> = row.try_get(6).map_err(map)?;
+    let attributes = match decode_attributes(&attributes) {
+        Ok(attributes) => attributes,
+        Err(error) => {
+            report_undecodable(key, &error);
+            return Ok(None);
+        }
+    };
+    Ok(Some(SessionRecord {
+        created_at_ms: unsigned(row.try_get(0).map_err(map)?),
+        last_accessed_at_ms: unsigned(row.try_get(1).map_err(map)?),
+        idle_timeout_ms: unsigned(row.try_get(2).map_err(map)?),
+        absolute_lifetime_ms: row.try_get::<Option<i64>, _>(3).map_err(map)?.map(unsigned),
+        principal,
+        version: unsigned(row.try_get(5).map_err(map)?),
+        attributes,
+    }))
+}
+
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the columns every write of a whole record sets, in the order the statements of
+/// `dialect.rs` list them: last access, idle timeout, absolute lifetime, deadline, principal,
+/// version, attributes.
+pub(crate) fn bind_record<'q>(
+    query: AnyQuery<'q>,
+    record: &SessionRecord,
+    attributes: Vec<u8>,
+) -> AnyQuery<'q> {
+    query
+        .bind(ms(record.last_accessed_at_ms))
+        .bind(ms(record.idle_timeout_ms))
+        .bind(record.absolute_lifetime_ms.map(ms))
+        .bind(ms(record.deadline_ms()))
+        .bind(record.principal.as_ref().map(|p| p.as_bytes().to_vec()))
+        .bind(ms(record.version))
+        .bind(attributes)
+}

@@ -1,0 +1,160 @@
+//! The save: a compare-and-set of the row.
+//!
+//! A save is a compare-and-set on the `version` column. When nobody wrote since the session
+//! was loaded (the common case) the stored row *is* the loaded copy, so the loaded copy with
+//! its changes applied is exactly what a merge would produce: one `UPDATE ... WHERE version =
+//! loaded` writes it. If that matches no row, the save reads the latest row, merges its delta
+//! into it with [`SessionRecord::apply`] (per-attribute last-write-wins, limits, liveness) and
+//! writes it with the same compare-and-set, retrying if yet another save slipped in. Optimistic
+//! mode stops at the first mismatch with `Conflict`.
+
+use session_core::raw::time::now_millis;
+use session_core::raw::{encode_attributes, SessionInternals, SessionRecord};
+use session_core::{Concurrency, Error, Result, Session, SessionKey};
+use sqlx::Row;
+
+use crate::dialect::Dialect;
+use crate::error::map;
+use crate::row::{bind_record, ms, record_from_row, unsigned};
+use crate::store::SqlStore;
+
+/// Compare-and-set rounds a contended save tries before it merges under a row lock.
+const MERGE_ATTEMPTS: usize = 8;
+/// On SQLite there is no row lock to fall back to; only other processes can make a save lose
+/// (this process's writers are queued), so it simply tries longer before reporting the store
+/// unavailable.
+const SQLITE_MERGE_ATTEMPTS: usize = 64;
+
+impl SqlStore {
+    /// `UPDATE ... WHERE version = expected`: writes `record` (with its version) if the row is
+    /// live and still at `expected`. Returns whether it matched. Callers hold the write turn.
+    pub(crate) async fn compare_and_set<'c, E>(
+        &self,
+        executor: E,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expected: u64,
+        now: u64,
+    ) -> Result<bool>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
+        let attributes = encode_attributes(&record.attributes)?;
+        let result = bind_record(
+            sqlx::query(&self.inner.sql.save_if_version),
+            record,
+            attributes,
+        )
+        .bind(key.as_bytes().to_vec())
+        .bind(ms(expected))
+        .bind(ms(now))
+        .execute(executor)
+        .await
+        .map_err(map)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// The stored record of `key` for a merge (`sql` is `find_for_merge` or its locking
+    /// variant); absent or undecodable is `NotFound`. Liveness is checked by the merge itself.
+    async fn read_for_merge<'c, E>(
+        &self,
+        executor: E,
+        sql: &str,
+        key: &SessionKey,
+    ) -> Result<SessionRecord>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
+        let row = sqlx::query(sql)
+            .bind(key.as_bytes().to_vec())
+            .fetch_optional(executor)
+            .await
+            .map_err(map)?
+            .ok_or(Error::NotFound)?;
+        record_from_row(key, &row)?.ok_or(Error::NotFound)
+    }
+
+    /// The live stored version of `key`, if any.
+    pub(crate) async fn live_version(&self, key: &SessionKey, now: u64) -> Result<Option<u64>> {
+        let row = sqlx::query(&self.inner.sql.exists)
+            .bind(key.as_bytes().to_vec())
+            .bind(ms(now))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(map)?;
+        row.map(|row| row.try_get::<i64, _>(0).map(unsigned))
+            .transpose()
+            .map_err(map)
+    }
+
+    pub(crate) async fn save_now(&self, session: &mut Session) -> Result<()> {
+        let now = now_millis();
+        let key = session.key();
+        let delta = session.delta(now)?;
+        let mut fast = session.snapshot(now)?;
+        fast.version += 1;
+        let turn = self.inner.write_turn().await;
+        let written = self
+            .compare_and_set(&self.inner.pool, &key, &fast, session.version(), now)
+            .await?;
+        drop(turn);
+        if written {
+            drop(delta);
+            session.mark_persisted(fast.version, now);
+            return Ok(());
+        }
+        if self.settings.concurrency == Concurrency::Optimistic {
+            return Err(match self.live_version(&key, now).await? {
+                Some(actual) => Error::Conflict {
+                    expected: session.version(),
+                    actual,
+                },
+                None => Error::NotFound,
+            });
+        }
+        let attempts = match self.inner.dialect {
+            Dialect::Sqlite => SQLITE_MERGE_ATTEMPTS,
+            _ => MERGE_ATTEMPTS,
+        };
+        for _ in 0..attempts {
+            // On SQLite the turn spans read and write, so only another process can get between.
+            let _turn = self.inner.write_turn().await;
+            let mut record = self
+                .read_for_merge(&self.inner.pool, &self.inner.sql.find_for_merge, &key)
+                .await?;
+            let read_version = record.version;
+            record.apply(&delta, now, &self.settings.limits)?;
+            if self
+                .compare_and_set(&self.inner.pool, &key, &record, read_version, now)
+                .await?
+            {
+                let version = record.version;
+                drop(delta);
+                session.mark_persisted(version, now);
+                return Ok(());
+            }
+        }
+        let Some(find_for_update) = &self.inner.sql.find_for_update else {
+            return Err(Error::retries_exhausted(
+                "save lost its compare-and-set to other processes",
+                attempts,
+            ));
+        };
+        // Hot session: merge under the row lock, where no other save can get in between.
+        let mut tx = self.inner.pool.begin().await.map_err(map)?;
+        let mut record = self.read_for_merge(&mut *tx, find_for_update, &key).await?;
+        let read_version = record.version;
+        record.apply(&delta, now, &self.settings.limits)?;
+        if !self
+            .compare_and_set(&mut *tx, &key, &record, read_version, now)
+            .await?
+        {
+            return Err(Error::backend("a locked row changed under its lock"));
+        }
+        tx.commit().await.map_err(map)?;
+        let version = record.version;
+        drop(delta);
+        session.mark_persisted(version, now);
+        Ok(())
+    }
+}

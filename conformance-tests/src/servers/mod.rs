@@ -1,0 +1,338 @@
+//! Real servers for the suite.
+//!
+//! [`provision`] finds a server for a backend in this order:
+//!
+//! 1. a URL from the environment, `SESSION_TEST_<BACKEND>_URL` (e.g. `SESSION_TEST_REDIS_URL`;
+//!    a cluster's node URLs, comma-separated, in `SESSION_TEST_REDIS_CLUSTER_URLS`);
+//! 2. a throwaway server started from a binary on `PATH`, on a free loopback port with its data
+//!    in a temp dir, shared by every test of the test binary;
+//! 3. otherwise the backend is skipped with one line on stderr, unless `SESSION_TEST_REQUIRE`
+//!    is `all` or names the backend (comma-separated), in which case the test fails.
+//!
+//! Containers (testcontainers, when a Docker engine answers) are the intended third step and
+//! are not implemented yet: the machines this project runs on have no Docker engine.
+//!
+//! The harness owns the servers it starts: [`ServerProcess::start`] gives a dedicated server
+//! that fault cases can [`stop`](ServerProcess::stop) and [`restart`](ServerProcess::restart).
+//! Each server is watched by a small shell process that kills it and removes its temp dir when
+//! the test process exits, however it exits.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::report;
+
+mod cluster;
+mod proc;
+mod process;
+mod spec;
+mod tls;
+
+pub use cluster::{
+    add_redis_cluster_master, move_redis_cluster_slots, redis_cluster_masters,
+    start_redis_cluster_of, start_redis_cluster_with_replicas,
+};
+pub use proc::{child_processes, ProcStat};
+pub use process::ServerProcess;
+pub use spec::{Probe, ServerSpec};
+pub use tls::TestCertificates;
+#[allow(unused_imports)]
+use {cluster::*, proc::*, process::*, spec::*};
+
+/// How long a started server may take to answer its readiness probe.
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A kind of server the suite can provision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// A standalone redis-server.
+    Redis,
+    /// memcached.
+    Memcached,
+    /// PostgreSQL (15 on Debian 12).
+    Postgres,
+    /// MariaDB or MySQL.
+    MySql,
+    /// A Redis Cluster of three masters (no replicas).
+    RedisCluster,
+}
+
+impl Backend {
+    /// Name used in `SESSION_TEST_REQUIRE` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Redis => "redis",
+            Backend::Memcached => "memcached",
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+            Backend::RedisCluster => "redis-cluster",
+        }
+    }
+
+    /// The environment variable holding an external server's URL: `SESSION_TEST_<NAME>_URL`,
+    /// except for a cluster, whose several node URLs (comma-separated) are in
+    /// `SESSION_TEST_REDIS_CLUSTER_URLS`.
+    pub fn url_variable(self) -> String {
+        let name = self.name().to_uppercase().replace('-', "_");
+        match self {
+            Backend::RedisCluster => format!("SESSION_TEST_{name}_URLS"),
+            _ => format!("SESSION_TEST_{name}_URL"),
+        }
+    }
+
+    /// How to start a throwaway server of this kind.
+    pub fn spec(self) -> ServerSpec {
+        let strings = |items: &[&str]| {
+            items
+                .iter()
+                .map(|item| (*item).to_owned())
+                .collect::<Vec<_>>()
+        };
+        match self {
+            Backend::Redis => ServerSpec {
+                backend: self,
+                program: "redis-server".into(),
+                args: strings(&[
+                    "--port",
+                    "{port}",
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    "{dir}",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--logfile",
+                    "{dir}/redis.log",
+                    // Expired-key notifications, so that stores can report expiry events.
+                    "--notify-keyspace-events",
+                    "Ex",
+                ]),
+                probe: Probe::RedisPing,
+                url: "redis://127.0.0.1:{port}".into(),
+                run_as: None,
+                owner: None,
+                setup: Vec::new(),
+                after_start: Vec::new(),
+            },
+            Backend::RedisCluster => Backend::Redis.spec().redis_cluster_node(),
+            Backend::Memcached => ServerSpec {
+                backend: self,
+                program: "memcached".into(),
+                // As root memcached exits with 64 unless told which user to run as.
+                args: strings(&[
+                    "-u",
+                    "nobody",
+                    "-l",
+                    "127.0.0.1",
+                    "-p",
+                    "{port}",
+                    "-U",
+                    "0",
+                    "-m",
+                    "64",
+                ]),
+                probe: Probe::MemcachedVersion,
+                url: "memcache://127.0.0.1:{port}".into(),
+                run_as: None,
+                owner: None,
+                setup: Vec::new(),
+                after_start: Vec::new(),
+            },
+            Backend::Postgres => {
+                // initdb and postgres refuse to run as root; Debian keeps them off PATH.
+                let bin = postgres_bin_dir()
+                    .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+                let tool = |name: &str| bin.join(name).to_string_lossy().into_owned();
+                ServerSpec {
+                    backend: self,
+                    program: tool("postgres"),
+                    args: strings(&[
+                        "-D",
+                        "{dir}/data",
+                        "-p",
+                        "{port}",
+                        "-k",
+                        "{dir}",
+                        "-c",
+                        "listen_addresses=127.0.0.1",
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                        "-c",
+                        "max_connections=300",
+                    ]),
+                    probe: Probe::Command(vec![
+                        "pg_isready".into(),
+                        "-q".into(),
+                        "-h".into(),
+                        "127.0.0.1".into(),
+                        "-p".into(),
+                        "{port}".into(),
+                    ]),
+                    url: "postgres://postgres@127.0.0.1:{port}/postgres".into(),
+                    run_as: Some("postgres"),
+                    owner: Some("postgres"),
+                    setup: vec![vec![
+                        tool("initdb"),
+                        "-D".into(),
+                        "{dir}/data".into(),
+                        "-U".into(),
+                        "postgres".into(),
+                        "--auth=trust".into(),
+                        "-E".into(),
+                        "UTF8".into(),
+                        "--locale=C.UTF-8".into(),
+                        "-N".into(),
+                    ]],
+                    after_start: Vec::new(),
+                }
+            }
+            Backend::MySql => {
+                let client = |sql: &str| {
+                    strings(&[
+                        "mariadb",
+                        "--no-defaults",
+                        "--protocol=TCP",
+                        "-h127.0.0.1",
+                        "-P{port}",
+                        "-uroot",
+                        "-e",
+                        sql,
+                    ])
+                };
+                ServerSpec {
+                    backend: self,
+                    program: "mariadbd".into(),
+                    // --no-defaults: /etc/mysql/my.cnf would override datadir, socket and port.
+                    args: strings(&[
+                        "--no-defaults",
+                        "--datadir={dir}/data",
+                        // Its own temp dir: servers sharing /tmp collide on temp-table names.
+                        "--tmpdir={dir}",
+                        "--user=mysql",
+                        "--port={port}",
+                        "--bind-address=127.0.0.1",
+                        "--socket={dir}/sock",
+                        "--skip-log-bin",
+                        "--innodb-flush-log-at-trx-commit=0",
+                        "--max-connections=300",
+                    ]),
+                    probe: Probe::Command(client("SELECT 1")),
+                    url: "mysql://root@127.0.0.1:{port}/session_test".into(),
+                    run_as: None,
+                    owner: Some("mysql"),
+                    setup: vec![strings(&[
+                        "mariadb-install-db",
+                        "--no-defaults",
+                        "--datadir={dir}/data",
+                        // Concurrent bootstraps in one /tmp fail on each other's temp tables.
+                        "--tmpdir={dir}",
+                        "--user=mysql",
+                        "--auth-root-authentication-method=normal",
+                        "--skip-test-db",
+                    ])],
+                    after_start: vec![client("CREATE DATABASE IF NOT EXISTS session_test")],
+                }
+            }
+        }
+    }
+}
+
+/// Whether `SESSION_TEST_REQUIRE` makes a skip of `backend` a failure.
+pub fn is_required(backend: Backend) -> bool {
+    std::env::var("SESSION_TEST_REQUIRE").is_ok_and(|value| {
+        value.split(',').map(str::trim).any(|name| {
+            name.eq_ignore_ascii_case("all") || name.eq_ignore_ascii_case(backend.name())
+        })
+    })
+}
+
+/// A server for tests: where to connect, and the process if the harness started it.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    /// URL of the server.
+    pub url: String,
+    /// The server processes when the harness owns them (none for a URL from the environment).
+    pub processes: Vec<Arc<ServerProcess>>,
+}
+
+type Slot = Arc<tokio::sync::OnceCell<Option<Provisioned>>>;
+
+/// A server for `backend`, shared by all tests of this test binary (see the module docs for
+/// the order tried). `None` after printing one skip line; panics instead when the backend is
+/// required.
+pub async fn provision(backend: Backend) -> Option<Provisioned> {
+    static SLOTS: OnceLock<Mutex<HashMap<Backend, Slot>>> = OnceLock::new();
+    let slot = Arc::clone(
+        lock(SLOTS.get_or_init(Default::default))
+            .entry(backend)
+            .or_default(),
+    );
+    slot.get_or_init(|| provision_uncached(backend))
+        .await
+        .clone()
+}
+
+async fn provision_uncached(backend: Backend) -> Option<Provisioned> {
+    let variable = backend.url_variable();
+    if let Ok(url) = std::env::var(&variable) {
+        if !url.trim().is_empty() {
+            report(&format!("{}: using {variable}", backend.name()));
+            return Some(Provisioned {
+                url,
+                processes: Vec::new(),
+            });
+        }
+    }
+    let spec = backend.spec();
+    let cluster = backend == Backend::RedisCluster;
+    let reason = if spec.available() && (!cluster || find_on_path("redis-cli").is_some()) {
+        let started = if cluster {
+            start_redis_cluster_of(&Backend::RedisCluster.spec(), &[]).await
+        } else {
+            ServerProcess::start(spec.clone())
+                .await
+                .map(|process| Provisioned {
+                    url: process.url(),
+                    processes: vec![process],
+                })
+        };
+        match started {
+            Ok(provisioned) => {
+                report(&format!(
+                    "{}: started a throwaway server at {}",
+                    backend.name(),
+                    provisioned.url
+                ));
+                return Some(provisioned);
+            }
+            Err(error) => format!("starting {} failed: {error}", spec.program),
+        }
+    } else {
+        format!(
+            "no {variable}, no {} on PATH, and no container support",
+            spec.program
+        )
+    };
+    if is_required(backend) {
+        panic!(
+            "{} is required by SESSION_TEST_REQUIRE but unavailable: {reason}",
+            backend.name()
+        );
+    }
+    report(&format!("SKIPPED {}: {reason}", backend.name()));
+    None
+}

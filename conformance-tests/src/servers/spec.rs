@@ -1,0 +1,209 @@
+//! Recipes for throwaway servers and their readiness probes.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// The newest `/usr/lib/postgresql/<version>/bin` that has a `postgres` binary.
+pub(super) fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("postgres").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// How to tell that a freshly started server accepts work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Probe {
+    /// `PING` answers `+PONG`.
+    RedisPing,
+    /// `version` answers one `VERSION ...` line (memcached keeps the connection open, so the
+    /// probe reads one line instead of waiting for EOF).
+    MemcachedVersion,
+    /// A client command (`{port}` substituted) that exits 0 once the server accepts queries.
+    Command(Vec<String>),
+}
+
+impl Probe {
+    pub(super) async fn check(&self, port: u16) -> bool {
+        if let Probe::Command(command) = self {
+            let args: Vec<String> = command
+                .iter()
+                .map(|arg| arg.replace("{port}", &port.to_string()))
+                .collect();
+            let status = tokio::process::Command::new(&args[0])
+                .args(&args[1..])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            return matches!(tokio::time::timeout(Duration::from_secs(5), status).await, Ok(Ok(s)) if s.success());
+        }
+        let attempt = async {
+            let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+            let mut stream = BufReader::new(stream);
+            let (request, answer) = match self {
+                Probe::RedisPing => ("PING\r\n", "+PONG"),
+                Probe::MemcachedVersion | Probe::Command(_) => ("version\r\n", "VERSION"),
+            };
+            stream.get_mut().write_all(request.as_bytes()).await?;
+            let mut line = String::new();
+            stream.read_line(&mut line).await?;
+            Ok::<bool, std::io::Error>(line.starts_with(answer))
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), attempt).await,
+            Ok(Ok(true))
+        )
+    }
+}
+
+/// A recipe for a throwaway server: program, arguments with `{port}` and `{dir}` placeholders,
+/// readiness probe and URL template.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerSpec {
+    /// The backend this serves.
+    pub backend: Backend,
+    /// Binary: an absolute path or a name looked up on `PATH`.
+    pub program: String,
+    /// Arguments; `{port}` and `{dir}` are substituted.
+    pub args: Vec<String>,
+    /// Readiness probe.
+    pub probe: Probe,
+    /// URL template; `{port}` is substituted.
+    pub url: String,
+    /// User to run the setup and the server as (via `setpriv`).
+    pub run_as: Option<&'static str>,
+    /// User that must own the data dir (servers that drop privileges themselves).
+    pub owner: Option<&'static str>,
+    /// Commands run once, before the first start (e.g. `initdb`).
+    pub setup: Vec<Vec<String>>,
+    /// Commands run after each start, once the probe answers (e.g. `CREATE DATABASE`).
+    pub after_start: Vec<Vec<String>>,
+}
+
+impl ServerSpec {
+    /// This redis-server spec as a cluster node: cluster mode on, its node file in the data
+    /// dir. [`start_redis_cluster_of`] joins three of them.
+    pub fn redis_cluster_node(mut self) -> Self {
+        self.backend = Backend::RedisCluster;
+        self.args.extend(
+            [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "{dir}/nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+            ]
+            .map(String::from),
+        );
+        self
+    }
+
+    /// A redis-server spec that listens only on TLS, presenting `certificates`' server
+    /// certificate (clients are not asked for one); its URL is `rediss://`. Clients must
+    /// trust [`TestCertificates::ca`].
+    pub fn redis_tls(certificates: &TestCertificates) -> Self {
+        let file = |path: PathBuf| path.display().to_string();
+        let mut spec = Backend::Redis.spec();
+        spec.args = vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            "{port}".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--tls-cert-file".into(),
+            file(certificates.server_certificate()),
+            "--tls-key-file".into(),
+            file(certificates.server_key()),
+            "--tls-ca-cert-file".into(),
+            file(certificates.ca()),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--dir".into(),
+            "{dir}".into(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+        ];
+        spec.probe = Probe::Command(
+            [
+                "redis-cli",
+                "--tls",
+                "--cacert",
+                &file(certificates.ca()),
+                "-p",
+                "{port}",
+                "ping",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        spec.url = "rediss://127.0.0.1:{port}".into();
+        spec
+    }
+
+    pub(super) fn available(&self) -> bool {
+        let program = Path::new(&self.program);
+        let found = if program.is_absolute() {
+            program.is_file()
+        } else {
+            find_on_path(&self.program).is_some()
+        };
+        found && (self.run_as.is_none() || find_on_path("setpriv").is_some())
+    }
+
+    /// `command` with placeholders filled in, run as [`ServerSpec::run_as`].
+    pub(super) fn command(&self, words: &[String], port: u16, dir: &Path) -> Command {
+        let dir = dir.to_string_lossy();
+        let mut words: Vec<String> = words
+            .iter()
+            .map(|word| {
+                word.replace("{port}", &port.to_string())
+                    .replace("{dir}", &dir)
+            })
+            .collect();
+        if let Some(user) = self.run_as {
+            let mut wrapped = vec![
+                "setpriv".to_owned(),
+                format!("--reuid={user}"),
+                format!("--regid={user}"),
+                "--init-groups".to_owned(),
+                "--".to_owned(),
+            ];
+            wrapped.append(&mut words);
+            words = wrapped;
+        }
+        let mut command = Command::new(&words[0]);
+        command
+            .args(&words[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+}
+
+/// Runs `command` to completion without blocking the runtime; an error names it if it fails.
+pub(super) async fn run_to_end(command: Command) -> std::io::Result<()> {
+    let shown = format!("{command:?}");
+    let status = tokio::process::Command::from(command).status().await?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{shown} failed with {status}"
+        )))
+    }
+}

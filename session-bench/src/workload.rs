@@ -1,0 +1,159 @@
+//! The measured workloads (store and raw, cycle and read) and the measuring loop.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// One measured row.
+#[derive(Debug)]
+pub(crate) struct Row {
+    pub(crate) ops_per_sec: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    /// Operations done.
+    pub(crate) ops: usize,
+    /// CPU time the server spent during the row, when this run started the server.
+    pub(crate) server_cpu: Option<Duration>,
+}
+
+/// An operation a task repeats on session number `i`.
+#[async_trait]
+pub(crate) trait Workload: Send + Sync {
+    async fn run(&self, i: usize) -> Result<()>;
+}
+
+#[derive(Clone)]
+pub(crate) struct RawCycle {
+    pub(crate) raw: Arc<dyn RawDriver>,
+    pub(crate) keys: Arc<Vec<SessionKey>>,
+}
+
+#[async_trait]
+impl Workload for RawCycle {
+    async fn run(&self, i: usize) -> Result<()> {
+        let key = &self.keys[i];
+        let bytes = self.raw.get(key).await?.ok_or(Error::NotFound)?;
+        self.raw.put(key, bytes.to_vec()).await
+    }
+}
+
+pub(crate) struct RawRead(pub(crate) RawCycle);
+
+#[async_trait]
+impl Workload for RawRead {
+    async fn run(&self, i: usize) -> Result<()> {
+        self.0
+            .raw
+            .get(&self.0.keys[i])
+            .await?
+            .ok_or(Error::NotFound)?;
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct StoreCycle {
+    pub(crate) repository: Arc<dyn SessionRepository>,
+    pub(crate) ids: Arc<Vec<SessionId>>,
+    pub(crate) value: String,
+}
+
+#[async_trait]
+impl Workload for StoreCycle {
+    async fn run(&self, i: usize) -> Result<()> {
+        let mut session = self
+            .repository
+            .find(&self.ids[i])
+            .await?
+            .ok_or(Error::NotFound)?;
+        session.insert("attr0", &self.value)?;
+        self.repository.save(&mut session).await
+    }
+}
+
+pub(crate) struct StoreRead(pub(crate) StoreCycle);
+
+#[async_trait]
+impl Workload for StoreRead {
+    async fn run(&self, i: usize) -> Result<()> {
+        self.0
+            .repository
+            .find(&self.0.ids[i])
+            .await?
+            .ok_or(Error::NotFound)?;
+        Ok(())
+    }
+}
+
+/// Runs `workload` from `tasks` tasks for `seconds`, each task walking its own stride of the
+/// session set so that tasks rarely contend on one session.
+pub(crate) async fn measure(workload: Arc<dyn Workload>, options: &Options) -> Result<Row> {
+    let deadline = Instant::now() + Duration::from_secs_f64(options.seconds);
+    let mut handles = Vec::with_capacity(options.tasks);
+    for task in 0..options.tasks {
+        let workload = Arc::clone(&workload);
+        let sessions = options.sessions;
+        let tasks = options.tasks;
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut i = task;
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                workload.run(i % sessions).await?;
+                latencies.push(start.elapsed());
+                i += tasks;
+            }
+            Ok::<_, Error>(latencies)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for handle in handles {
+        all.extend(handle.await.map_err(Error::backend)??);
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(options.seconds);
+    all.sort_unstable();
+    let percentile = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(Row {
+        ops_per_sec: all.len() as f64 / elapsed,
+        p50: percentile(0.50),
+        p99: percentile(0.99),
+        ops: all.len(),
+        server_cpu: None,
+    })
+}
+
+/// [`measure`], with the CPU time the server processes `pids` (and their children, such as
+/// PostgreSQL's per-connection backends) spent meanwhile.
+pub(crate) async fn measure_with_server(
+    workload: Arc<dyn Workload>,
+    options: &Options,
+    pids: &[u32],
+) -> Result<Row> {
+    let before = server_cpu(pids);
+    let mut row = measure(workload, options).await?;
+    row.server_cpu = before
+        .zip(server_cpu(pids))
+        .map(|(before, after)| after.saturating_sub(before));
+    Ok(row)
+}
+
+/// User + system CPU time of `pids` and their live children, from /proc (Linux); `None`
+/// without pids or /proc.
+pub(crate) fn server_cpu(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut ticks = 0;
+    for pid in pids {
+        ticks += ProcStat::of(*pid)?.cpu_ticks;
+    }
+    for child in child_processes(pids) {
+        // A child that ended meanwhile took its time with it.
+        ticks += ProcStat::of(child).map_or(0, |stat| stat.cpu_ticks);
+    }
+    Some(Duration::from_millis(ticks * 10))
+}

@@ -3,8 +3,15 @@
 use session_core::Error;
 use sqlx::error::ErrorKind;
 
-/// Transient failures (connection, pool, lock contention) become retryable
-/// `Unavailable`; anything else is `Backend`. The sqlx error stays the source.
+/// Transient failures become retryable `Unavailable`; anything else is `Backend`. The sqlx
+/// error stays the source.
+///
+/// | server | transient (→ `Unavailable`) |
+/// |---|---|
+/// | any | I/O, TLS and protocol errors (closed or reset connections), pool timeout or closed |
+/// | PostgreSQL | class `08` (connection exceptions), `57P01` admin shutdown, `57P02` crash shutdown, `57P03` cannot connect now (starting up), `53300` too many connections, `40001` serialization failure and `40P01` deadlock (after the store's own retries) |
+/// | MySQL/MariaDB | `1040` too many connections, `1205` lock wait timeout, `1213` deadlock (after the store's own retries), `1053` server shutdown, `2006` server gone away, `2013` lost connection, `1927` connection killed; SQLSTATE class `08` |
+/// | SQLite | `5` busy, `6` locked and their extended codes `261`, `262`, `517` |
 pub(crate) fn map(error: sqlx::Error) -> Error {
     let transient = match &error {
         sqlx::Error::Io(_)
@@ -13,7 +20,9 @@ pub(crate) fn map(error: sqlx::Error) -> Error {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => is_transient_code(db.code().as_deref()),
+        sqlx::Error::Database(db) => {
+            is_transient_code(db.code().as_deref()) || is_transient_mysql_number(&**db)
+        }
         _ => false,
     };
     if transient {
@@ -23,29 +32,40 @@ pub(crate) fn map(error: sqlx::Error) -> Error {
     }
 }
 
-/// Database error codes that mean "try again": serialization failures and deadlocks
-/// (PostgreSQL 40001/40P01, MySQL 1213/1205), server shutting down (57P01..57P03), too many
-/// connections (53300, 1040), SQLite busy/locked (5, 6 and their extended codes).
+/// SQLSTATEs (PostgreSQL; MySQL's SQLSTATE too) and SQLite result codes that mean "try again".
 fn is_transient_code(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some(
+    let Some(code) = code else {
+        return false;
+    };
+    code.starts_with("08")
+        || matches!(
+            code,
             "40001"
                 | "40P01"
                 | "57P01"
                 | "57P02"
                 | "57P03"
                 | "53300"
-                | "1213"
-                | "1205"
-                | "1040"
                 | "5"
                 | "6"
                 | "261"
                 | "262"
                 | "517"
         )
-    )
+}
+
+/// MySQL/MariaDB error numbers that mean "try again" (the SQLSTATE of most is the generic
+/// `HY000`, so the number decides).
+fn is_transient_mysql_number(error: &dyn sqlx::error::DatabaseError) -> bool {
+    #[cfg(feature = "mysql")]
+    if let Some(mysql) = error.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return matches!(
+            mysql.number(),
+            1040 | 1053 | 1205 | 1213 | 1927 | 2006 | 2013
+        );
+    }
+    let _ = error;
+    false
 }
 
 /// Whether `error` is a unique-key violation (an id collision on insert).

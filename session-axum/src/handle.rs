@@ -176,8 +176,9 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionHandle {
     }
 }
 
-/// A session error as a response: 503 when the store is unavailable (retry later), 413 when
-/// the session would be too large, 400 for invalid input, 500 otherwise. Handlers can return
+/// A session error as a response, by the table in [`status_for`](crate::status_for): 503 with
+/// `Retry-After` when the store is unavailable, 413 when the session would be too large, 400
+/// for invalid input, 409 for an optimistic conflict, 500 otherwise. Handlers can return
 /// `Result<_, SessionError>` and use `?` on the handle's methods.
 #[derive(Debug)]
 pub struct SessionError(pub Error);
@@ -190,13 +191,6 @@ impl From<Error> for SessionError {
 
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
-        let status = match &self.0 {
-            error if error.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        tracing::warn!(error = %self.0.report(), "session error");
-        status.into_response()
+        crate::status::error_response(&self.0, StatusCode::SERVICE_UNAVAILABLE, "in a handler")
     }
 }

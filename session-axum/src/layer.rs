@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use cookie::Cookie;
 use http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use http::{HeaderValue, Request};
@@ -25,7 +25,11 @@ use crate::handle::SessionHandle;
 ///   to drop its id; a new session that got attributes is created; a changed session is saved
 ///   once (after rotating its id if [`SessionHandle::cycle_id`] was called); an unchanged one is
 ///   touched when more than [`LayerConfig::touch_after`] of its idle timeout has passed.
-/// - A store error while finishing answers [`LayerConfig::error_status`] (503), never a panic.
+/// - A store error while finishing answers by the table of [`status_for`](crate::status_for)
+///   ([`LayerConfig::error_status`], 503, with `Retry-After` when the store is unavailable),
+///   never a panic. A session that ended while the request ran (its final save or touch is
+///   `NotFound`: logged out elsewhere, expired) is no error: the response stands and the client
+///   is told to drop its id.
 #[derive(Clone)]
 pub struct SessionLayer {
     repository: Arc<dyn SessionRepository>,
@@ -110,8 +114,11 @@ where
                 Ok(Some(outcome)) => write_id(&mut response, &config, outcome),
                 Ok(None) => {}
                 Err(error) => {
-                    tracing::warn!(error = %error.report(), "the session store failed while finishing a request");
-                    response = config.error_status.into_response();
+                    response = crate::status::error_response(
+                        &error,
+                        config.error_status,
+                        "while finishing a request",
+                    );
                 }
             }
             Ok(response)
@@ -234,15 +241,29 @@ async fn finish(handle: &SessionHandle, config: &LayerConfig) -> Result<Option<I
         return Ok(Some(set(session)));
     }
     let before = session.id().clone();
-    if cycle {
-        repository.change_id(session).await?;
-    }
-    if session.is_modified() || cycle {
-        repository.save(session).await?;
-    } else if touch_due(session, config.touch_after) {
-        repository.touch(session.id()).await?;
-    } else if !refresh {
-        return Ok(None);
+    let written = async {
+        if cycle {
+            repository.change_id(session).await?;
+        }
+        if session.is_modified() || cycle {
+            repository.save(session).await.map(|()| true)
+        } else if touch_due(session, config.touch_after) {
+            repository.touch(session.id()).await.map(|()| true)
+        } else {
+            Ok(false)
+        }
+    };
+    match written.await {
+        Ok(true) => {}
+        Ok(false) if !refresh => return Ok(None),
+        Ok(false) => {}
+        // The session ended while this request ran (logged out elsewhere, deleted, expired):
+        // the store is fine and the handler's response stands; the client drops its id.
+        Err(Error::NotFound) => {
+            tracing::debug!(session = %before, "the session ended during the request; its id is dropped");
+            return Ok(Some(IdOutcome::Clear));
+        }
+        Err(error) => return Err(error),
     }
     let changed = session.id() != &before;
     Ok((changed || refresh).then(|| set(session)))

@@ -24,7 +24,9 @@
 mod config;
 mod handle;
 mod layer;
+mod status;
 
 pub use config::{CookieConfig, CookieLifetime, IdTransport, LayerConfig, SameSite, TokenConfig};
 pub use handle::{SessionError, SessionHandle};
 pub use layer::{SessionLayer, SessionService};
+pub use status::status_for;

@@ -345,3 +345,83 @@ async fn store_failure_while_finishing_is_503() {
         "no id for a session that was not stored"
     );
 }
+
+/// A request that is still running when the same user logs out elsewhere: its final save
+/// finds the session gone. The handler's response stands (no outage page: the store is fine),
+/// the client is told to drop its id, and the session stays logged out.
+async fn logout_during_a_slow_request(store: Arc<dyn SessionRepository>) {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (started_in, release_in) = (Arc::clone(&started), Arc::clone(&release));
+    let app = Router::new()
+        .route(
+            "/slow",
+            post(move |session: SessionHandle| {
+                let (started, release) = (Arc::clone(&started_in), Arc::clone(&release_in));
+                async move {
+                    let visits = session.get::<u64>("visits").await?.unwrap_or(0);
+                    started.notify_one();
+                    release.notified().await;
+                    session.insert("visits", &(visits + 1)).await?;
+                    Ok::<_, SessionError>("slow done")
+                }
+            }),
+        )
+        .route("/visits", get(read_visits).post(add_visit))
+        .route("/logout", post(logout))
+        .layer(SessionLayer::new(
+            Arc::clone(&store),
+            LayerConfig::default(),
+        ));
+    let transport = IdTransport::Cookie(CookieConfig::default());
+    let id = issued(
+        &call(&app, "POST", "/visits", None, &transport).await,
+        &transport,
+    )
+    .unwrap();
+
+    let slow = {
+        let (app, id, transport) = (app.clone(), id.clone(), transport.clone());
+        tokio::spawn(async move { call(&app, "POST", "/slow", Some(&id), &transport).await })
+    };
+    started.notified().await;
+    let logout = call(&app, "POST", "/logout", Some(&id), &transport).await;
+    assert_eq!(logout.status(), StatusCode::OK);
+    release.notify_one();
+    let response = slow.await.unwrap();
+
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the handler's answer stands"
+    );
+    assert_eq!(
+        issued(&response, &transport).as_deref(),
+        Some(""),
+        "the client is told the session ended"
+    );
+    assert_eq!(text(response).await, "slow done");
+    assert!(
+        store.find(&id.parse().unwrap()).await.unwrap().is_none(),
+        "the session stays logged out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_during_a_slow_request_on_memory() {
+    logout_during_a_slow_request(Arc::new(session_memory::MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_during_a_slow_request_on_redis() {
+    let Some(server) = provision(Backend::Redis).await else {
+        return;
+    };
+    let config = session_redis::Config::from_url(&server.url)
+        .unwrap()
+        .with_prefix(format!("{}:", namespace("race")));
+    let store = session_redis::RedisStore::open(config, SessionSettings::default())
+        .await
+        .unwrap();
+    logout_during_a_slow_request(Arc::new(store)).await;
+}

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use session_core::testing::RawShape;
 use session_core::{Result, SessionKey, SessionRepository, SessionSettings};
 
 /// One isolated namespace on a real store, from which the cases open repositories.
@@ -32,5 +33,19 @@ pub trait StoreFixture: Send + Sync + 'static {
     async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
         let _ = (key, bytes);
         Err(session_core::Error::Unsupported("raw writes"))
+    }
+
+    /// The shapes of foreign stored data [`StoreFixture::write_raw_shape`] can leave, beyond
+    /// the corrupt record of [`StoreFixture::write_raw`]: those a store's server can hold
+    /// (e.g. another value type at a Redis key, invalid UTF-8 in a SQL text column).
+    fn raw_shapes(&self) -> Vec<RawShape> {
+        Vec::new()
+    }
+
+    /// Leaves data of `shape` where the store keeps the session of `key` (which exists), through
+    /// the store's own client.
+    async fn write_raw_shape(&self, key: &SessionKey, shape: RawShape) -> Result<()> {
+        let _ = (key, shape);
+        Err(session_core::Error::Unsupported("raw shapes"))
     }
 }

@@ -51,6 +51,7 @@ use session_core::{Capabilities, SessionSettings};
 
 pub use fixture::StoreFixture;
 pub use registry::Needs;
+pub use session_core::testing::RawShape;
 pub use support::{short_lived, MARGIN, SHORT_IDLE};
 
 /// Upper bound on one case, so that a hanging store fails the case instead of the CI run.
@@ -63,8 +64,8 @@ pub struct Case {
     pub name: &'static str,
     /// The expected behaviour, in one line.
     pub doc: &'static str,
-    /// What the store must offer for the case to apply.
-    pub needs: Needs,
+    /// What the store must offer for the case to apply (all of them).
+    pub needs: &'static [Needs],
     /// Runs the case on a fixture; panics on a contract violation.
     pub run: for<'a> fn(&'a dyn StoreFixture) -> CaseFuture<'a>,
 }
@@ -73,17 +74,24 @@ pub struct Case {
 pub type CaseFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 impl Case {
-    /// Whether the case applies to a store with these capabilities and raw-write support.
-    pub fn applies_to(&self, capabilities: &Capabilities, raw_writes: bool) -> bool {
-        match self.needs {
+    /// Whether the case applies to a store with these capabilities whose fixture is `fixture`.
+    pub fn applies_to(&self, capabilities: &Capabilities, fixture: &dyn StoreFixture) -> bool {
+        self.needs.iter().all(|need| match need {
             Needs::Nothing => true,
             Needs::PrincipalIndex => capabilities.principal_index,
             Needs::NoPrincipalIndex => !capabilities.principal_index,
             Needs::LifecycleEvents => capabilities.lifecycle_events,
             Needs::ExpiryEvents => capabilities.expiry_events,
             Needs::NoEvents => !capabilities.lifecycle_events && !capabilities.expiry_events,
-            Needs::RawWrites => raw_writes,
-        }
+            Needs::RawWrites => fixture.can_write_raw(),
+            Needs::RawShapes => !fixture.raw_shapes().is_empty(),
+        })
+    }
+
+    /// The requirements as written in the registry, e.g. `PrincipalIndex & RawWrites`.
+    pub fn needs_text(&self) -> String {
+        let needs: Vec<String> = self.needs.iter().map(|need| format!("{need:?}")).collect();
+        needs.join(" & ")
     }
 }
 
@@ -143,7 +151,7 @@ where
             return;
         };
         let capabilities = capabilities_of(&fixture).await;
-        if !case.applies_to(&capabilities, fixture.can_write_raw()) {
+        if !case.applies_to(&capabilities, &fixture) {
             return;
         }
         if tokio::time::timeout(CASE_TIMEOUT, (case.run)(&fixture))
@@ -172,13 +180,12 @@ where
             return;
         };
         let capabilities = capabilities_of(&fixture).await;
-        let raw = fixture.can_write_raw();
         let (run, skipped): (Vec<&Case>, Vec<&Case>) = CASES
             .iter()
-            .partition(|case| case.applies_to(&capabilities, raw));
+            .partition(|case| case.applies_to(&capabilities, &fixture));
         let skipped: Vec<String> = skipped
             .iter()
-            .map(|case| format!("{} (needs {:?})", case.name, case.needs))
+            .map(|case| format!("{} (needs {})", case.name, case.needs_text()))
             .collect();
         report(&format!(
             "conformance `{}`: {} of {} cases run{}{}",

@@ -18,6 +18,10 @@ pub enum Needs {
     NoEvents,
     /// `StoreFixture::can_write_raw`.
     RawWrites,
+    /// `StoreFixture::raw_shapes` is not empty: the fixture can leave stored data of other
+    /// shapes than a corrupt record (a foreign value type at the key, invalid UTF-8 in a text
+    /// field).
+    RawShapes,
 }
 
 /// Expands `$callback! { { $args } <the case list> }`. Internal: use
@@ -143,6 +147,12 @@ macro_rules! __with_cases {
             corrupt_record_is_absent: RawWrites,
             /// A corrupt record can be deleted, save over it is NotFound, touch does not make it readable, and the store keeps working.
             corrupt_record_does_not_break_the_store: RawWrites,
+            /// A corrupt record is absent for find, touch, save and change_id (never a store failure), and delete removes it from the server.
+            corrupt_record_is_absent_for_every_method: RawWrites,
+            /// The principal listing leaves out what find cannot decode, and log-out-everywhere removes it from the server.
+            corrupt_sessions_are_not_listed_and_are_logged_out: PrincipalIndex & RawWrites,
+            /// Stored data of a foreign shape (another value type at the key, invalid UTF-8 in a text field) is absent for every method and delete removes it.
+            foreign_shapes_are_absent_and_deletable: RawShapes,
             /// 100 tasks saving different attributes of one session lose none.
             concurrent_savers_lose_no_attribute: Nothing,
             /// Saves and touches racing a delete never bring the session back.
@@ -169,13 +179,13 @@ macro_rules! __with_cases {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __case_table {
-    ({} $( $(#[doc = $doc:literal])* $name:ident : $needs:ident, )*) => {
+    ({} $( $(#[doc = $doc:literal])* $name:ident : $($needs:ident)&+, )*) => {
         /// Every conformance case, in registration order.
         pub static CASES: &[$crate::Case] = &[
             $( $crate::Case {
                 name: stringify!($name),
                 doc: concat!($($doc),*),
-                needs: $crate::Needs::$needs,
+                needs: &[$($crate::Needs::$needs),+],
                 run: |fixture| ::std::boxed::Box::pin($crate::cases::$name(fixture)),
             }, )*
         ];
@@ -186,7 +196,7 @@ macro_rules! __case_table {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __case_tests {
-    ({ $factory:expr } $( $(#[doc = $doc:literal])* $name:ident : $needs:ident, )*) => {
+    ({ $factory:expr } $( $(#[doc = $doc:literal])* $name:ident : $($needs:ident)&+, )*) => {
         $(
             $(#[doc = $doc])*
             #[test]

@@ -205,6 +205,8 @@ pub trait SessionRepository: Send + Sync + fmt::Debug + 'static {
     ///
     /// - Afterwards no session of the principal is live; sessions of other principals are
     ///   untouched. Idempotent.
+    /// - Stored sessions of the principal that cannot be decoded are removed from the server
+    ///   too, and counted; `find_by_principal` does not list them.
     /// - Same input rules as [`find_by_principal`](SessionRepository::find_by_principal).
     /// - [`Error::Unsupported`] without [`Capabilities::principal_index`] (the default body).
     async fn delete_by_principal(&self, principal: &str) -> Result<u64> {

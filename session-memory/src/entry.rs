@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use session_core::raw::time::now_millis;
-use session_core::raw::{report_undecodable, SessionRecord};
+use session_core::raw::{report_undecodable, Lookup, SessionRecord};
 use session_core::SessionKey;
 
 /// Weight of an entry beyond its bytes: key, metadata and moka's own bookkeeping.
@@ -88,6 +88,22 @@ impl Entry {
         self.state()
             .live_record_mut(key, now_ms)
             .map(|record| record.clone())
+    }
+}
+
+impl Entry {
+    /// What this entry holds for the principal algorithms.
+    pub(crate) fn lookup(&self, key: &SessionKey, now_ms: u64) -> Lookup {
+        let mut state = self.state();
+        if let Some(record) = state.live_record_mut(key, now_ms) {
+            return Lookup::Live(record.clone());
+        }
+        // Bytes that stayed encoded after the decode attempt are undecodable.
+        if !state.removed && matches!(state.content, Content::Encoded(_)) {
+            Lookup::Undecodable
+        } else {
+            Lookup::Absent
+        }
     }
 }
 

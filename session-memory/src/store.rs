@@ -27,8 +27,8 @@ use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use session_core::raw::time::now_millis;
 use session_core::raw::{
-    delete_listed, list_principal, rotate_id, Creation, EventBus, PrincipalIndexIo, Rotated,
-    Rotation, SessionInternals, SessionRecord,
+    delete_principal, list_principal, rotate_id, Creation, EventBus, Lookup, PrincipalIndexIo,
+    Rotated, Rotation, SessionInternals, SessionRecord,
 };
 use session_core::{
     async_trait, Capabilities, Error, EventSubscription, Result, Session, SessionEvent, SessionId,
@@ -259,9 +259,11 @@ impl PrincipalIndexIo for MemoryStore {
         Some(*member)
     }
 
-    async fn load_live(&self, key: &SessionKey, now_ms: u64) -> Result<Option<SessionRecord>> {
-        let entry = self.shared.cache.get(key).await;
-        Ok(entry.and_then(|entry| entry.live_record(key, now_ms)))
+    async fn lookup(&self, key: &SessionKey, now_ms: u64) -> Result<Lookup> {
+        Ok(match self.shared.cache.get(key).await {
+            Some(entry) => entry.lookup(key, now_ms),
+            None => Lookup::Absent,
+        })
     }
 
     async fn prune(&self, principal: &str, member: &SessionKey) -> Result<()> {
@@ -366,8 +368,7 @@ impl SessionRepository for MemoryStore {
     }
 
     async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
-        let listed = self.find_by_principal(principal).await?;
-        delete_listed(listed, |key| async move {
+        delete_principal(self, principal, &self.settings, |key| async move {
             let removed = self.remove(key).await.is_some();
             if removed {
                 self.shared.events.publish(SessionEvent::Deleted(key));

@@ -2,7 +2,7 @@
 //! slack (see the `scripts` module), checked against the sessions on every read by core's
 //! [`list_principal`](session_core::raw::list_principal), which prunes what is dead.
 
-use session_core::raw::{PrincipalIndexIo, SessionRecord};
+use session_core::raw::{Lookup, PrincipalIndexIo};
 use session_core::{async_trait, Result, SessionKey};
 use sha2::{Digest, Sha256};
 
@@ -74,8 +74,8 @@ impl PrincipalIndexIo for RedisStore {
         SessionKey::from_hex(std::str::from_utf8(member).ok()?)
     }
 
-    async fn load_live(&self, key: &SessionKey, now_ms: u64) -> Result<Option<SessionRecord>> {
-        self.load(key, now_ms).await
+    async fn lookup(&self, key: &SessionKey, now_ms: u64) -> Result<Lookup> {
+        self.lookup_record(key, now_ms).await
     }
 
     async fn prune(&self, principal: &str, member: &Vec<u8>) -> Result<()> {

@@ -15,6 +15,10 @@
 //!   report that the index needs the session again only when the deadline passes it, so most
 //!   of them stay one round trip (the index lives in another Cluster slot).
 //!
+//! A key that holds a value of another type (`WRONGTYPE`, left by a foreign writer) is an
+//! absent session for save and touch (they read it with `redis.pcall`, at no extra cost), and
+//! delete removes it.
+//!
 //! The metadata is one field rather than one field per value because every `redis.call` and
 //! every number formatted in Lua costs the single-threaded server about a microsecond: this
 //! layout reads it with one call and writes it with the attributes in one HSET. Every script
@@ -104,12 +108,13 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
         if ARGV[1] ~= '' then
             local meta, score
             if ARGV[3] == '' then
-                meta = redis.call('HGET', k, '\1m')
+                meta = redis.pcall('HGET', k, '\1m')
             else
-                local f = redis.call('HMGET', k, '\1m', '\1x')
+                local f = redis.pcall('HMGET', k, '\1m', '\1x')
+                if f.err then return {-1} end
                 meta, score = f[1], f[2]
             end
-            if not meta then return {-1} end
+            if not meta or type(meta) == 'table' then return {-1} end
             if string.find(meta, ARGV[1], 1, true) == 1 then
                 if removals > 0 then
                     redis.call('HDEL', k, unpack(ARGV, 6, ups_at - 1))
@@ -123,8 +128,8 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
                 return 0
             end
         end
-        local m = redis.call('HMGET', k, '\1m', '\1p', '\1x')
-        if not m[1] then return {-1} end
+        local m = redis.pcall('HMGET', k, '\1m', '\1p', '\1x')
+        if m.err or not m[1] then return {-1} end
         local nows, expected, max_bytes, max_count, idle, abs_op, abs, principal_op, new_principal =
             string.match(ARGV[5], '^(%d+) (%S+) (%d+) (%d+) (%S+) (%S+) (%S+) (%S) ?(.*)$')
         local vs, cs, as, is, bs, ss, ns =
@@ -184,8 +189,8 @@ pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local k = KEYS[1]
-        local m = redis.call('HMGET', k, '\1m', '\1p', '\1x')
-        if not m[1] then return {-1} end
+        local m = redis.pcall('HMGET', k, '\1m', '\1p', '\1x')
+        if m.err or not m[1] then return {-1} end
         local vs, cs, as, rest = string.match(m[1], '^(%d+) (%d+) (%d+) (.*)$')
         local is, bs = string.match(rest or '', '^(%d+) ([%d-]+) ')
         if not is then return {-1} end
@@ -212,11 +217,16 @@ pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
 
 /// KEYS[1] session. ARGV[1] expected version ('' = any), ARGV[2] event channel ('' = none),
 /// ARGV[3] key hex. Returns {deleted 0/1, principal|false}, or {-2} if the version differs
-/// (nothing deleted).
+/// (nothing deleted). A value of another type at the key (a foreign writer's) is deleted too
+/// when no version is expected.
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        local m = redis.call('HMGET', KEYS[1], '\1p', '\1m')
+        local m = redis.pcall('HMGET', KEYS[1], '\1p', '\1m')
+        if m.err then
+            if ARGV[1] ~= '' then return {-2} end
+            m = {false, false}
+        end
         if ARGV[1] ~= '' and m[2] and string.match(m[2], '^%d+') ~= ARGV[1] then return {-2} end
         local deleted = redis.call('DEL', KEYS[1])
         if deleted == 1 and ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], 'd ' .. ARGV[3]) end

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use redis::{Cmd, Value};
 use session_core::raw::time::now_millis;
 use session_core::raw::{
-    delete_listed, list_principal, report_undecodable, rotate_id, Creation, EventBus, Rotated,
-    Rotation, Runner, SessionInternals, SessionRecord,
+    delete_principal, list_principal, report_undecodable, rotate_id, Creation, EventBus, Lookup,
+    Rotated, Rotation, Runner, SessionInternals, SessionRecord,
 };
 use session_core::{
     async_trait, Capabilities, Error, EventSubscription, Operation, Result, Session, SessionEvent,
@@ -34,7 +34,7 @@ use session_core::{
 use crate::cache::{near_cache, NearCache};
 use crate::config::Config;
 use crate::connection::{connect, trusted_ca, Connection};
-use crate::error::map;
+use crate::error::{is_wrong_type, map};
 use crate::listener::{event_channel, listen};
 use crate::meta::{index_score, parse_hash, record_fields, Fields, Meta};
 use crate::scripts;
@@ -154,48 +154,67 @@ impl RedisStore {
     /// the access time, which touches move, is taken from the server. Otherwise, and without
     /// an entry, it fetches the whole hash and caches it.
     pub(crate) async fn load(&self, key: &SessionKey, now: u64) -> Result<Option<SessionRecord>> {
+        Ok(self.lookup_record(key, now).await?.live())
+    }
+
+    /// [`RedisStore::load`], telling an absent session from undecodable data (reported) such as
+    /// a malformed hash or a value of another type at the key.
+    pub(crate) async fn lookup_record(&self, key: &SessionKey, now: u64) -> Result<Lookup> {
         let redis_key = self.session_key(key);
         let cached = self.inner.near_cache.as_ref().and_then(|c| c.get(key));
         if let Some(cached) = cached {
             // Sized up front: a command buffer grown argument by argument reallocates.
-            let meta: Option<Vec<u8>> = Cmd::with_capacity(3, 16 + redis_key.len())
+            let meta: Option<Vec<u8>> = match Cmd::with_capacity(3, 16 + redis_key.len())
                 .arg("HGET")
                 .arg(&redis_key)
                 .arg(Meta::FIELD)
                 .query_async(&mut self.connection())
                 .await
-                .map_err(map)?;
+            {
+                Ok(meta) => meta,
+                Err(error) => {
+                    self.forget(key);
+                    return undecodable_if_wrong_type(key, error);
+                }
+            };
             let Some(meta) = meta else {
                 self.forget(key);
-                return Ok(None);
+                return Ok(Lookup::Absent);
             };
             if let Some(meta) = Meta::parse(&meta).filter(|meta| meta.same_but_access(&cached.meta))
             {
                 let mut record = cached.record.clone();
                 record.last_accessed_at_ms = meta.accessed;
-                return Ok(record.is_live_at(now).then_some(record));
+                return Ok(if record.is_live_at(now) {
+                    Lookup::Live(record)
+                } else {
+                    Lookup::Absent
+                });
             }
             self.forget(key);
         }
-        let fields: Fields = redis::cmd("HGETALL")
+        let fields: Fields = match redis::cmd("HGETALL")
             .arg(&redis_key)
             .query_async(&mut self.connection())
             .await
-            .map_err(map)?;
+        {
+            Ok(fields) => fields,
+            Err(error) => return undecodable_if_wrong_type(key, error),
+        };
         if fields.is_empty() {
-            return Ok(None);
+            return Ok(Lookup::Absent);
         }
-        match parse_hash(fields) {
+        Ok(match parse_hash(fields) {
             Ok(record) if record.is_live_at(now) => {
                 self.remember(key, &record);
-                Ok(Some(record))
+                Lookup::Live(record)
             }
-            Ok(_) => Ok(None),
+            Ok(_) => Lookup::Absent,
             Err(error) => {
                 report_undecodable(key, &error);
-                Ok(None)
+                Lookup::Undecodable
             }
-        }
+        })
     }
 
     /// Stores `record` under `key` unless the key exists; publishes `Created` if `announce`.
@@ -399,8 +418,7 @@ impl SessionRepository for RedisStore {
     }
 
     async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
-        let listed = self.find_by_principal(principal).await?;
-        let deleted = delete_listed(listed, |key| async move {
+        let deleted = delete_principal(self, principal, &self.settings, |key| async move {
             Ok(self.delete_if(&key, None, true).await?.is_some())
         });
         self.run(Operation::DeleteByPrincipal, deleted).await
@@ -408,6 +426,17 @@ impl SessionRepository for RedisStore {
 
     fn subscribe(&self) -> Result<EventSubscription> {
         Ok(self.inner.events.subscribe())
+    }
+}
+
+/// A read that met a value of another type at a session key (a foreign writer's) found
+/// undecodable data (reported); any other error is mapped.
+fn undecodable_if_wrong_type(key: &SessionKey, error: redis::RedisError) -> Result<Lookup> {
+    if is_wrong_type(&error) {
+        report_undecodable(key, &error);
+        Ok(Lookup::Undecodable)
+    } else {
+        Err(map(error))
     }
 }
 
@@ -422,6 +451,34 @@ impl session_core::testing::WriteRaw for RedisStore {
                 .arg(&redis_key)
                 .arg(Meta::FIELD)
                 .arg(bytes)
+                .query_async::<()>(&mut self.connection())
+                .await
+                .map_err(map)
+        })
+        .await
+    }
+}
+
+#[cfg(feature = "testing")]
+#[async_trait]
+impl session_core::testing::WriteRawShape for RedisStore {
+    /// [`RawShape::ForeignType`](session_core::testing::RawShape): a string where the
+    /// session's hash was, as a foreign writer sharing the prefix could leave.
+    async fn write_raw_shape(
+        &self,
+        key: &SessionKey,
+        shape: session_core::testing::RawShape,
+    ) -> Result<()> {
+        if shape != session_core::testing::RawShape::ForeignType {
+            return Err(Error::Unsupported("this raw shape on Redis"));
+        }
+        let redis_key = self.session_key(key);
+        self.run(Operation::Save, async {
+            redis::cmd("SET")
+                .arg(&redis_key)
+                .arg("a foreign writer's string")
+                .arg("PX")
+                .arg(60_000)
                 .query_async::<()>(&mut self.connection())
                 .await
                 .map_err(map)

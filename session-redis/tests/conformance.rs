@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use conformance_tests::servers::{provision, Backend};
 use conformance_tests::{conformance_suite, namespace, StoreFixture};
-use session_core::testing::WriteRaw;
+use session_core::testing::{RawShape, WriteRaw, WriteRawShape};
 use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
 use session_redis::{Config, RedisStore};
 
@@ -34,6 +34,14 @@ impl StoreFixture for RedisFixture {
 
     async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
         self.first.write_raw(key, bytes).await
+    }
+
+    fn raw_shapes(&self) -> Vec<RawShape> {
+        vec![RawShape::ForeignType]
+    }
+
+    async fn write_raw_shape(&self, key: &SessionKey, shape: RawShape) -> Result<()> {
+        self.first.write_raw_shape(key, shape).await
     }
 }
 

@@ -86,6 +86,9 @@ pub(crate) struct Statements {
     /// Replaces a row's attributes, for raw writes (feature `testing`).
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub write_raw: String,
+    /// Replaces a row's principal, for raw shapes (feature `testing`).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub write_raw_principal: String,
 }
 
 const COLUMNS: &str = "session_key, created_at, last_accessed_at, idle_timeout, absolute_lifetime, expires_at, principal, version, attributes";
@@ -104,6 +107,15 @@ impl Statements {
         } else {
             String::new()
         };
+        // The principal as hex text too: the Any driver may hand a MySQL VARBINARY over as
+        // text, which would mangle or refuse bytes that are not UTF-8; hex keeps them exact,
+        // so that such a principal is read as undecodable, the same on every database.
+        let principal_hex = match dialect {
+            Dialect::Postgres => "encode(principal, 'hex')",
+            Dialect::MySql | Dialect::Sqlite => {
+                "CASE WHEN principal IS NULL THEN NULL ELSE lower(hex(principal)) END"
+            }
+        };
         let least = dialect.least();
         let sql = |text: String| dialect.placeholders(&text);
         Statements {
@@ -111,16 +123,16 @@ impl Statements {
                 "INSERT INTO {t} ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             )),
             find: sql(format!(
-                "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, principal, version, attributes \
+                "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, {principal_hex}, version, attributes \
                  FROM {t} WHERE session_key = $1 AND expires_at > $2"
             )),
             find_for_merge: sql(format!(
-                "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, principal, version, attributes \
+                "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, {principal_hex}, version, attributes \
                  FROM {t} WHERE session_key = $1"
             )),
             find_for_update: (dialect != Dialect::Sqlite).then(|| {
                 sql(format!(
-                    "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, principal, version, attributes \
+                    "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, {principal_hex}, version, attributes \
                      FROM {t} WHERE session_key = $1 FOR UPDATE"
                 ))
             }),
@@ -139,9 +151,12 @@ impl Statements {
                 "SELECT version FROM {t} WHERE session_key = $1 AND expires_at > $2"
             )),
             delete: sql(format!("DELETE FROM {t} WHERE session_key = $1")),
+            // Reads the row a rotation moves (decoded: an undecodable session is absent and
+            // is not moved), locking it where the database can.
             lock_for_change: (dialect != Dialect::Sqlite).then(|| {
                 sql(format!(
-                    "SELECT version FROM {t} WHERE session_key = $1 AND expires_at > $2 FOR UPDATE"
+                    "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, {principal_hex}, version, attributes \
+                     FROM {t} WHERE session_key = $1 AND expires_at > $2 FOR UPDATE"
                 ))
             }),
             copy_to_new_key: sql(format!(
@@ -149,9 +164,10 @@ impl Statements {
                  absolute_lifetime, expires_at, principal, version, attributes \
                  FROM {t} WHERE session_key = $2 AND expires_at > $3"
             )),
-            // Keys as hex text: the Any driver hands MySQL's BINARY columns over as text.
+            // Keys as hex text: the Any driver hands MySQL's BINARY columns over as text. The
+            // attributes come along so that the listing leaves out what `find` cannot decode.
             by_principal: sql(format!(
-                "SELECT {key_hex}, created_at, last_accessed_at, expires_at FROM {t} \
+                "SELECT {key_hex}, created_at, last_accessed_at, expires_at, attributes FROM {t} \
                  WHERE principal = $1 AND expires_at > $2 ORDER BY created_at"
             )),
             delete_by_principal: sql(format!(
@@ -174,6 +190,9 @@ impl Statements {
             purge_returns_keys: returning,
             write_raw: sql(format!(
                 "UPDATE {t} SET attributes = $1, version = version + 1 WHERE session_key = $2"
+            )),
+            write_raw_principal: sql(format!(
+                "UPDATE {t} SET principal = $1, version = version + 1 WHERE session_key = $2"
             )),
         }
     }

@@ -1,6 +1,6 @@
 //! Rows to records and records to statement parameters.
 
-use session_core::raw::{decode_attributes, report_undecodable, SessionRecord};
+use session_core::raw::{decode_attributes, report_undecodable, SessionRecord, UndecodableRecord};
 use session_core::{Result, SessionKey};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -18,18 +18,17 @@ pub(crate) fn unsigned(value: i64) -> u64 {
 /// The stored record of `key` from a row of `find`/`find_for_merge`, or `None` if its bytes
 /// cannot be decoded (reported).
 pub(crate) fn record_from_row(key: &SessionKey, row: &AnyRow) -> Result<Option<SessionRecord>> {
-    // MySQL's VARBINARY reaches the Any driver as text; the other databases give bytes.
-    let principal: Option<Vec<u8>> = match row.try_get::<Option<Vec<u8>>, _>(4) {
-        Ok(bytes) => bytes,
-        Err(_) => row
-            .try_get::<Option<String>, _>(4)
-            .map_err(map)?
-            .map(String::into_bytes),
-    };
-    let principal = match principal.map(String::from_utf8).transpose() {
-        Ok(principal) => principal,
-        Err(error) => {
-            report_undecodable(key, &error);
+    // The statements select the principal as hex text (see `Statements::new`).
+    let principal_hex: Option<String> = row.try_get(4).map_err(map)?;
+    let principal = match principal_hex.map(|text| {
+        hex::decode(text)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| String::from_utf8(bytes).map_err(|error| error.to_string()))
+    }) {
+        None => None,
+        Some(Ok(principal)) => Some(principal),
+        Some(Err(error)) => {
+            report_undecodable(key, &UndecodableRecord::new(format!("principal: {error}")));
             return Ok(None);
         }
     };

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use session_core::raw::time::{now_millis, system_time};
 use session_core::raw::{
-    check_principal_query, encode_attributes, redact_url, rotate_id, Creation, EventBus, Rotation,
-    Runner, SessionInternals, SessionRecord,
+    check_principal_query, decode_attributes, encode_attributes, redact_url, report_undecodable,
+    rotate_id, Creation, EventBus, Rotation, Runner, SessionInternals, SessionRecord,
 };
 use session_core::{
     async_trait, Capabilities, Error, EventSubscription, Operation, Result, Session, SessionId,
@@ -239,22 +239,30 @@ impl SqlStore {
         Ok(())
     }
 
-    /// One attempt of `change_id`, in one transaction: lock the live old row, copy it to the
-    /// new key, delete the old row.
+    /// One attempt of `change_id`, in one transaction: read (and lock) the live old row, copy
+    /// it to the new key, delete the old row.
     async fn rotate(&self, old_key: SessionKey, new_key: SessionKey) -> Result<Rotation> {
         let now = ms(now_millis());
         let _turn = self.inner.write_turn().await;
         let mut tx = self.inner.pool.begin().await.map_err(map)?;
-        if let Some(lock) = &self.inner.sql.lock_for_change {
-            let locked = sqlx::query(lock)
-                .bind(old_key.as_bytes().to_vec())
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map)?;
-            if locked.is_none() {
-                return Ok(Rotation::Gone);
-            }
+        let read = self
+            .inner
+            .sql
+            .lock_for_change
+            .as_ref()
+            .unwrap_or(&self.inner.sql.find);
+        let row = sqlx::query(read)
+            .bind(old_key.as_bytes().to_vec())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map)?;
+        // Absent, or stored data `find` could not read: nothing to move.
+        let Some(row) = row else {
+            return Ok(Rotation::Gone);
+        };
+        if record_from_row(&old_key, &row)?.is_none() {
+            return Ok(Rotation::Gone);
         }
         let copied = sqlx::query(&self.inner.sql.copy_to_new_key)
             .bind(new_key.as_bytes().to_vec())
@@ -385,6 +393,13 @@ impl SessionRepository for SqlStore {
             let Some(key) = SessionKey::from_hex(&key) else {
                 continue;
             };
+            // The same rule as `find`: a session whose attributes cannot be decoded is absent.
+            // Decoding costs a few microseconds per session, and a principal has a handful.
+            let attributes: Vec<u8> = row.try_get(4).map_err(map)?;
+            if let Err(error) = decode_attributes(&attributes) {
+                report_undecodable(&key, &error);
+                continue;
+            }
             found.push(SessionInfo::new(
                 key,
                 principal.to_owned(),
@@ -434,6 +449,33 @@ impl session_core::testing::WriteRaw for SqlStore {
             let _turn = self.inner.write_turn().await;
             sqlx::query(&self.inner.sql.write_raw)
                 .bind(bytes.to_vec())
+                .bind(key.as_bytes().to_vec())
+                .execute(&self.inner.pool)
+                .await
+                .map_err(map)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(feature = "testing")]
+#[async_trait]
+impl session_core::testing::WriteRawShape for SqlStore {
+    /// [`RawShape::InvalidUtf8Principal`](session_core::testing::RawShape): the principal
+    /// column gets bytes that are not UTF-8 (a row holds no other foreign shape).
+    async fn write_raw_shape(
+        &self,
+        key: &SessionKey,
+        shape: session_core::testing::RawShape,
+    ) -> Result<()> {
+        if shape != session_core::testing::RawShape::InvalidUtf8Principal {
+            return Err(Error::Unsupported("this raw shape on SQL"));
+        }
+        self.run(Operation::Save, async {
+            let _turn = self.inner.write_turn().await;
+            sqlx::query(&self.inner.sql.write_raw_principal)
+                .bind(vec![0xffu8, 0xfe, b'x'])
                 .bind(key.as_bytes().to_vec())
                 .execute(&self.inner.pool)
                 .await

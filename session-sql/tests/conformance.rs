@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use conformance_tests::servers::{provision, Backend};
 use conformance_tests::{conformance_suite, namespace, StoreFixture};
-use session_core::testing::WriteRaw;
+use session_core::testing::{RawShape, WriteRaw, WriteRawShape};
 use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
 use session_sql::{Config, SqlStore};
 
@@ -41,6 +41,14 @@ impl StoreFixture for SqlFixture {
 
     async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
         self.first.write_raw(key, bytes).await
+    }
+
+    fn raw_shapes(&self) -> Vec<RawShape> {
+        vec![RawShape::InvalidUtf8Principal]
+    }
+
+    async fn write_raw_shape(&self, key: &SessionKey, shape: RawShape) -> Result<()> {
+        self.first.write_raw_shape(key, shape).await
     }
 }
 

@@ -16,6 +16,28 @@ pub fn check_principal_query(principal: &str, settings: &SessionSettings) -> Res
     validate_principal(principal, settings.limits.max_principal_len)
 }
 
+/// What a store holds for a key, as the principal algorithms need to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A live, decodable session.
+    Live(SessionRecord),
+    /// Nothing, or a session past its deadline.
+    Absent,
+    /// Stored data `find` cannot read (reported with `report_undecodable`): absent for every
+    /// method, but still on the server until deleted or expired.
+    Undecodable,
+}
+
+impl Lookup {
+    /// The live record, if any.
+    pub fn live(self) -> Option<SessionRecord> {
+        match self {
+            Lookup::Live(record) => Some(record),
+            Lookup::Absent | Lookup::Undecodable => None,
+        }
+    }
+}
+
 /// The I/O of a store whose principal index is a separate structure (a set per principal)
 /// that may hold stale members; [`list_principal`] applies the rules.
 #[async_trait]
@@ -29,8 +51,8 @@ pub trait PrincipalIndexIo: Send + Sync {
     /// The session key a member names; `None` for a malformed member.
     fn member_key(&self, member: &Self::Member) -> Option<SessionKey>;
 
-    /// The record of `key` if it is live at `now_ms` and decodable.
-    async fn load_live(&self, key: &SessionKey, now_ms: u64) -> Result<Option<SessionRecord>>;
+    /// What the store holds for `key` at `now_ms`.
+    async fn lookup(&self, key: &SessionKey, now_ms: u64) -> Result<Lookup>;
 
     /// Removes `member` from `principal`'s index.
     async fn prune(&self, principal: &str, member: &Self::Member) -> Result<()>;
@@ -40,8 +62,9 @@ pub trait PrincipalIndexIo: Send + Sync {
 /// sessions whose principal is exactly `principal`, prunes members that are malformed or whose
 /// session is gone (so the index cannot leak), and sorts by creation time.
 ///
-/// A live session that now belongs to another principal is left out but not pruned: the save
-/// that moved it maintains both indexes, and pruning here could race a move back.
+/// Left out but not pruned: a live session that now belongs to another principal (the save
+/// that moved it maintains both indexes, and pruning here could race a move back), and
+/// undecodable data (so that log-out-everywhere still finds and removes it).
 pub async fn list_principal<I>(
     index: &I,
     principal: &str,
@@ -58,16 +81,64 @@ where
             index.prune(principal, &member).await?;
             continue;
         };
-        match index.load_live(&key, now).await? {
-            Some(record) if record.principal.as_deref() == Some(principal) => {
+        match index.lookup(&key, now).await? {
+            Lookup::Live(record) if record.principal.as_deref() == Some(principal) => {
                 found.extend(record.info(key));
             }
-            Some(_) => {}
-            None => index.prune(principal, &member).await?,
+            // Kept in the index, so that log-out-everywhere finds and removes it.
+            Lookup::Live(_) | Lookup::Undecodable => {}
+            Lookup::Absent => index.prune(principal, &member).await?,
         }
     }
     found.sort_by_key(|info| info.created_at);
     Ok(found)
+}
+
+/// `delete_by_principal` for a store with its own index ("log out everywhere"): deletes every
+/// live session of `principal` and every undecodable one its index names (a corrupt record, a
+/// foreign value at the key) and counts them; also deletes what is past its deadline, so that
+/// nothing of the principal's is left on the server; prunes malformed members. A live session
+/// that now belongs to another principal is left alone. `delete` answers whether it removed
+/// something.
+pub async fn delete_principal<I, F, Fut>(
+    index: &I,
+    principal: &str,
+    settings: &SessionSettings,
+    mut delete: F,
+) -> Result<u64>
+where
+    I: PrincipalIndexIo + ?Sized,
+    F: FnMut(SessionKey) -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    check_principal_query(principal, settings)?;
+    let now = now_millis();
+    let mut deleted = 0;
+    for member in index.members(principal).await? {
+        let Some(key) = index.member_key(&member) else {
+            index.prune(principal, &member).await?;
+            continue;
+        };
+        match index.lookup(&key, now).await? {
+            Lookup::Live(record) if record.principal.as_deref() == Some(principal) => {
+                if delete(key).await? {
+                    deleted += 1;
+                }
+            }
+            Lookup::Live(_) => {}
+            Lookup::Undecodable => {
+                if delete(key).await? {
+                    deleted += 1;
+                }
+                index.prune(principal, &member).await?;
+            }
+            Lookup::Absent => {
+                delete(key).await?;
+                index.prune(principal, &member).await?;
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// `delete_by_principal` from a listing: deletes each listed key with `delete` (answering

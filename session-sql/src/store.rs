@@ -24,7 +24,7 @@ use session_core::{
     SessionInfo, SessionKey, SessionRepository, SessionSettings,
 };
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Connection, Executor, Row};
 
 use crate::config::Config;
 use crate::dialect::{Dialect, Statements};
@@ -90,7 +90,9 @@ impl SqlStore {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
-            .acquire_timeout(config.timeout)
+            // Shorter than the operation bound, so that a pool that cannot connect reports its
+            // cause before the bound turns it into a bare timeout.
+            .acquire_timeout(config.timeout.mul_f64(0.9))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
@@ -105,12 +107,17 @@ impl SqlStore {
             })
             .connect(&url);
         let runner = Runner::new(dialect.feature(), config.timeout);
-        let pool = runner
+        let pool = match runner
             .run(Operation::Open, async { pool.await.map_err(map) })
             .await
-            .inspect_err(|error| {
+        {
+            Ok(pool) => pool,
+            Err(error) => {
+                let error = why_no_connection(&runner, &url, error).await;
                 tracing::warn!(url = %redact_url(&config.url), error = %error.report(), "cannot connect to the session database");
-            })?;
+                return Err(error);
+            }
+        };
         Runner::new(dialect.feature(), config.timeout * 6)
             .run(Operation::Open, migrate(&pool, dialect, &config.table))
             .await?;
@@ -284,6 +291,26 @@ impl SqlStore {
             .map_err(map)?;
         tx.commit().await.map_err(map)?;
         Ok(Rotation::Moved)
+    }
+}
+
+/// The pool answers "timed out" when every attempt to connect failed (PostgreSQL's "too many
+/// clients" among them), which tells an operator nothing: one direct attempt says why.
+async fn why_no_connection(runner: &Runner, url: &str, error: Error) -> Error {
+    let pool_timed_out = matches!(
+        &error,
+        Error::Unavailable { source, .. }
+            if matches!(source.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::PoolTimedOut))
+    );
+    if !pool_timed_out {
+        return error;
+    }
+    let direct = runner.run(Operation::Open, async {
+        sqlx::AnyConnection::connect(url).await.map_err(map)
+    });
+    match direct.await {
+        Err(cause) => cause,
+        Ok(_) => error,
     }
 }
 

@@ -3,11 +3,15 @@
 //! real server.
 //!
 //! A store provides a [`StoreFixture`] (how to open repositories on an isolated namespace) and
-//! expands [`conformance_suite!`] in a test file: one `#[test]` per case, plus a summary test
-//! printing how many cases apply. Cases the store's [`Capabilities`]
-//! rule out are reported as not applicable, never silently passed.
+//! expands [`conformance_suite!`] as the `main` of a test file declared with `harness = false`:
+//! one test per case, plus a summary test printing how many cases apply. Cases the store's
+//! [`Capabilities`] rule out show as `ignored` with the requirement they miss, and every case of
+//! a store whose server was not found shows as `ignored` with that reason: `passed` counts only
+//! cases that ran against a server.
 //!
-//! A third-party store runs the suite like this (here on the in-memory store):
+//! A third-party store runs the suite like this (here on the in-memory store), in
+//! `tests/conformance.rs` with `[[test]] name = "conformance"` and `harness = false` in its
+//! `Cargo.toml`:
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -25,6 +29,7 @@
 //! }
 //!
 //! conformance_suite!(|| async { Some(MyFixture(session_memory::MemoryStore::new())) });
+//! # // rustdoc wraps this example in a `main` of its own.
 //! ```
 //!
 //! Servers come from [`servers`]: a URL from the environment, else a throwaway server the
@@ -38,6 +43,7 @@ pub mod cases;
 pub mod faults;
 mod fixture;
 mod registry;
+pub mod runner;
 pub mod servers;
 mod support;
 
@@ -97,17 +103,24 @@ impl Case {
 
 __with_cases!(__case_table {});
 
-/// Expands to one `#[test]` per conformance case, plus `conformance_summary`.
+/// Runs the suite as the `main` of a test binary (`harness = false`): one trial per case, plus
+/// `conformance_summary`, for each store given as `"prefix" => factory` (or just `factory`).
 ///
-/// `$factory` is an expression callable as `FnOnce() -> impl Future<Output = Option<F>>` with
+/// `factory` is callable as `Fn() -> impl Future<Output = Option<F>> + Send` with
 /// `F: StoreFixture`; it runs once per case, so every case gets its own namespace. `None` means
-/// the store's server is unavailable and the case is skipped (provisioning has printed why, or
-/// failed the run under `SESSION_TEST_REQUIRE`). Each test runs on its own Tokio runtime, so the
-/// calling crate needs no Tokio macros.
+/// the store's server is unavailable: every case is reported as ignored with that reason
+/// (provisioning has printed why, or failed the run under `SESSION_TEST_REQUIRE`). Cases the
+/// store's capabilities rule out are ignored with the requirement they miss. Each case runs on
+/// its own Tokio runtime, so the calling crate needs no Tokio macros.
 #[macro_export]
 macro_rules! conformance_suite {
+    ($($prefix:literal => $factory:expr),+ $(,)?) => {
+        fn main() {
+            $crate::runner::run(vec![$($crate::runner::Suite::new($prefix, $factory)),+]);
+        }
+    };
     ($factory:expr $(,)?) => {
-        $crate::__with_cases!($crate::__case_tests { $factory });
+        $crate::conformance_suite!("" => $factory);
     };
 }
 
@@ -133,74 +146,6 @@ async fn capabilities_of(fixture: &dyn StoreFixture) -> Capabilities {
             fixture.name()
         ),
     }
-}
-
-/// Runs the registered case `name` on a fixture from `factory`. Used by [`conformance_suite!`].
-pub fn run_case<Factory, Fut, Fixture>(name: &str, factory: Factory)
-where
-    Factory: FnOnce() -> Fut,
-    Fut: Future<Output = Option<Fixture>>,
-    Fixture: StoreFixture,
-{
-    let case = CASES
-        .iter()
-        .find(|case| case.name == name)
-        .unwrap_or_else(|| panic!("no conformance case named {name}"));
-    runtime().block_on(async {
-        let Some(fixture) = factory().await else {
-            return;
-        };
-        let capabilities = capabilities_of(&fixture).await;
-        if !case.applies_to(&capabilities, &fixture) {
-            return;
-        }
-        if tokio::time::timeout(CASE_TIMEOUT, (case.run)(&fixture))
-            .await
-            .is_err()
-        {
-            panic!(
-                "case {name} on `{}` did not finish within {CASE_TIMEOUT:?}",
-                fixture.name()
-            );
-        }
-    });
-}
-
-/// Prints how many cases apply to the fixture's store and which do not (and why). Fails if a
-/// case that could apply is excluded for no reason, which cannot happen by construction but
-/// keeps the count honest.
-pub fn print_summary<Factory, Fut, Fixture>(factory: Factory)
-where
-    Factory: FnOnce() -> Fut,
-    Fut: Future<Output = Option<Fixture>>,
-    Fixture: StoreFixture,
-{
-    runtime().block_on(async {
-        let Some(fixture) = factory().await else {
-            return;
-        };
-        let capabilities = capabilities_of(&fixture).await;
-        let (run, skipped): (Vec<&Case>, Vec<&Case>) = CASES
-            .iter()
-            .partition(|case| case.applies_to(&capabilities, &fixture));
-        let skipped: Vec<String> = skipped
-            .iter()
-            .map(|case| format!("{} (needs {})", case.name, case.needs_text()))
-            .collect();
-        report(&format!(
-            "conformance `{}`: {} of {} cases run{}{}",
-            fixture.name(),
-            run.len(),
-            CASES.len(),
-            if skipped.is_empty() {
-                ""
-            } else {
-                "; not applicable: "
-            },
-            skipped.join(", ")
-        ));
-        assert!(!run.is_empty());
-    });
 }
 
 /// A name unique to this process and call, usable as a key prefix, table or database name:

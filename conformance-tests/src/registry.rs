@@ -191,24 +191,3 @@ macro_rules! __case_table {
         ];
     };
 }
-
-/// Expands to one `#[test]` per case, each running on a fresh fixture from `$factory`.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __case_tests {
-    ({ $factory:expr } $( $(#[doc = $doc:literal])* $name:ident : $($needs:ident)&+, )*) => {
-        $(
-            $(#[doc = $doc])*
-            #[test]
-            fn $name() {
-                $crate::run_case(stringify!($name), $factory);
-            }
-        )*
-
-        /// Prints how many conformance cases apply to this store and which are skipped.
-        #[test]
-        fn conformance_summary() {
-            $crate::print_summary($factory);
-        }
-    };
-}

@@ -60,35 +60,23 @@ async fn fixture(name: &'static str, backend: Backend) -> Option<RedisFixture> {
     })
 }
 
-mod standalone {
-    use super::*;
-
-    async fn redis() -> Option<RedisFixture> {
-        fixture("redis", Backend::Redis).await
-    }
-
-    conformance_suite!(redis);
+async fn redis() -> Option<RedisFixture> {
+    fixture("redis", Backend::Redis).await
 }
 
 /// The same suite with the near cache off: every read fetches the whole hash.
-mod standalone_uncached {
-    use super::*;
-
-    async fn redis_uncached() -> Option<RedisFixture> {
-        let mut fixture = fixture("redis", Backend::Redis).await?;
-        fixture.config = fixture.config.with_near_cache_bytes(0);
-        Some(fixture)
-    }
-
-    conformance_suite!(redis_uncached);
+async fn redis_uncached() -> Option<RedisFixture> {
+    let mut fixture = fixture("redis", Backend::Redis).await?;
+    fixture.config = fixture.config.with_near_cache_bytes(0);
+    Some(fixture)
 }
 
-mod cluster {
-    use super::*;
-
-    async fn redis_cluster() -> Option<RedisFixture> {
-        fixture("redis-cluster", Backend::RedisCluster).await
-    }
-
-    conformance_suite!(redis_cluster);
+async fn redis_cluster() -> Option<RedisFixture> {
+    fixture("redis-cluster", Backend::RedisCluster).await
 }
+
+conformance_suite!(
+    "standalone" => redis,
+    "standalone_uncached" => redis_uncached,
+    "cluster" => redis_cluster,
+);

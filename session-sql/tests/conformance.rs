@@ -82,37 +82,21 @@ async fn server_fixture(name: &'static str, backend: Backend) -> Option<SqlFixtu
     fixture(name, server.url, Vec::new()).await
 }
 
-mod postgres {
-    use super::*;
-
-    async fn postgres() -> Option<SqlFixture> {
-        server_fixture("postgres", Backend::Postgres).await
-    }
-
-    conformance_suite!(postgres);
+async fn postgres() -> Option<SqlFixture> {
+    server_fixture("postgres", Backend::Postgres).await
 }
 
-mod mysql {
-    use super::*;
-
-    async fn mysql() -> Option<SqlFixture> {
-        server_fixture("mysql", Backend::MySql).await
-    }
-
-    conformance_suite!(mysql);
+async fn mysql() -> Option<SqlFixture> {
+    server_fixture("mysql", Backend::MySql).await
 }
 
-mod sqlite {
-    use super::*;
-
-    async fn sqlite() -> Option<SqlFixture> {
-        let path = std::env::temp_dir().join(format!("{}.db", namespace("session_sqlite")));
-        let files = ["", "-wal", "-shm"]
-            .iter()
-            .map(|suffix| PathBuf::from(format!("{}{suffix}", path.display())))
-            .collect();
-        fixture("sqlite", format!("sqlite://{}", path.display()), files).await
-    }
-
-    conformance_suite!(sqlite);
+async fn sqlite() -> Option<SqlFixture> {
+    let path = std::env::temp_dir().join(format!("{}.db", namespace("session_sqlite")));
+    let files = ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| PathBuf::from(format!("{}{suffix}", path.display())))
+        .collect();
+    fixture("sqlite", format!("sqlite://{}", path.display()), files).await
 }
+
+conformance_suite!("postgres" => postgres, "mysql" => mysql, "sqlite" => sqlite);

@@ -178,7 +178,8 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionHandle {
 
 /// A session error as a response, by the table in [`status_for`](crate::status_for): 503 with
 /// `Retry-After` when the store is unavailable, 413 when the session would be too large, 400
-/// for invalid input, 409 for an optimistic conflict, 500 otherwise. Handlers can return
+/// for invalid input, 409 for an optimistic conflict, 501 for a feature the store lacks, 500
+/// otherwise. Handlers can return
 /// `Result<_, SessionError>` and use `?` on the handle's methods.
 #[derive(Debug)]
 pub struct SessionError(pub Error);

@@ -8,7 +8,8 @@
 //! | `InvalidInput` | 400 Bad Request | a name or value the contract refuses |
 //! | `Conflict` | 409 Conflict | optimistic mode: another request changed the session first |
 //! | `NotFound` | 410 Gone, where a handler returns it | the session ended meanwhile (logged out elsewhere, expired); at the end of a request this is no error at all: the response stands and the client is told to drop its id |
-//! | anything else (`Backend`, `Encode`, `Decode`, `Config`, `Unsupported`) | 500 Internal Server Error | a fault of the service or its store, not of the user's data |
+//! | `Unsupported` | 501 Not Implemented | the store has no such feature (a principal listing on memcached) |
+//! | anything else (`Backend`, `Encode`, `Decode`, `Config`) | 500 Internal Server Error | a fault of the service or its store, not of the user's data |
 //!
 //! [`SessionError`]: crate::SessionError
 //! [`LayerConfig::error_status`]: crate::LayerConfig::error_status
@@ -26,6 +27,7 @@ pub fn status_for(error: &Error, unavailable: StatusCode) -> StatusCode {
         Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
         Error::Conflict { .. } => StatusCode::CONFLICT,
         Error::NotFound => StatusCode::GONE,
+        Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -83,7 +85,7 @@ mod tests {
                 Error::Config("bad".into()),
                 StatusCode::INTERNAL_SERVER_ERROR,
             ),
-            (Error::Unsupported("x"), StatusCode::INTERNAL_SERVER_ERROR),
+            (Error::Unsupported("x"), StatusCode::NOT_IMPLEMENTED),
         ];
         for (error, status) in cases {
             assert_eq!(status_for(&error, unavailable), status, "{error}");

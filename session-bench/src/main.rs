@@ -122,7 +122,8 @@ struct Target {
     _dedicated: Option<Arc<ServerProcess>>,
 }
 
-const BACKENDS: &str = "memory, sqlite, postgres, mysql, redis, redis-tls, redis-cluster";
+const BACKENDS: &str =
+    "memory, sqlite, postgres, mysql, redis, redis-tls, redis-cluster, memcached";
 
 async fn open_target(name: &str, options: &Options) -> std::result::Result<Target, String> {
     let mut server_pids = Vec::new();
@@ -182,6 +183,27 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
                 sql: None,
                 server_pids,
                 _dedicated: dedicated,
+            });
+        }
+        "memcached" => {
+            let (url, server_pids) = server(Backend::Memcached, options).await?;
+            let config = session_memcached::Config::from_url(&url)
+                .map_err(|e| e.to_string())?
+                .with_prefix(format!("{}:", conformance_tests::namespace("bench")));
+            let raw = raw::MemcachedRaw::new(&config).map_err(|e| e.to_string())?;
+            let store = session_memcached::MemcachedStore::open(
+                config,
+                session_core::SessionSettings::default(),
+            )
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+            return Ok(Target {
+                name: name.into(),
+                repository: Arc::new(store),
+                raw: Arc::new(raw),
+                sql: None,
+                server_pids,
+                _dedicated: None,
             });
         }
         "postgres" | "mysql" => {

@@ -186,3 +186,89 @@ impl RawDriver for RedisRaw {
         .await
     }
 }
+
+/// Pooled async-memcached connections doing one `mg` and one `ms` of the bytes, the way the
+/// store's own pool does (same client, same pool size): the limit the memcached store can
+/// approach.
+pub struct MemcachedRaw {
+    pool: deadpool::managed::Pool<MemcachedConnector>,
+    prefix: String,
+}
+
+pub struct MemcachedConnector(String);
+
+impl deadpool::managed::Manager for MemcachedConnector {
+    type Type = async_memcached::Client;
+    type Error = async_memcached::Error;
+
+    async fn create(&self) -> std::result::Result<Self::Type, Self::Error> {
+        async_memcached::Client::new(format!("tcp://{}", self.0)).await
+    }
+
+    async fn recycle(
+        &self,
+        client: &mut Self::Type,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<Self::Error> {
+        if client.is_closed() {
+            Err(deadpool::managed::RecycleError::message("closed"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl MemcachedRaw {
+    pub fn new(config: &session_memcached::Config) -> Result<Self> {
+        let pool = deadpool::managed::Pool::builder(MemcachedConnector(config.servers[0].clone()))
+            .max_size(config.pool_size)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| session_core::Error::backend(e.to_string()))?;
+        Ok(MemcachedRaw {
+            pool,
+            prefix: format!("{}raw:", config.prefix),
+        })
+    }
+
+    fn key(&self, key: &SessionKey) -> String {
+        format!("{}{}", self.prefix, key.to_hex())
+    }
+}
+
+#[async_trait]
+impl RawDriver for MemcachedRaw {
+    async fn get(&self, key: &SessionKey) -> Result<Option<Arc<Vec<u8>>>> {
+        use async_memcached::MetaProtocol;
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| session_core::Error::unavailable(e.to_string()))?;
+        let item = client
+            .meta_get(self.key(key), false, None, Some(&["v"]))
+            .await
+            .map_err(session_core::Error::unavailable)?;
+        Ok(item.and_then(|item| item.data).map(Arc::new))
+    }
+
+    async fn put(&self, key: &SessionKey, bytes: Vec<u8>) -> Result<()> {
+        use async_memcached::MetaProtocol;
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| session_core::Error::unavailable(e.to_string()))?;
+        client
+            .meta_set(
+                self.key(key),
+                bytes.as_slice(),
+                false,
+                None,
+                Some(&["T1800"]),
+            )
+            .await
+            .map_err(session_core::Error::unavailable)?;
+        Ok(())
+    }
+}

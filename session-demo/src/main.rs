@@ -11,7 +11,14 @@ use session_demo::{instance, serve, Transport};
 #[tokio::main]
 async fn main() {
     if let Err(error) = run().await {
-        eprintln!("session-demo: {error}");
+        // The whole cause chain: "session store unavailable (memcached, open): connection refused".
+        let mut line = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            line.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        eprintln!("session-demo: {line}");
         std::process::exit(1);
     }
 }

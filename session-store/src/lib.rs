@@ -18,6 +18,7 @@
 //! | `postgres://`, `postgresql://` | `session_sql` | `postgres` |
 //! | `mysql://`, `mariadb://` | `session_sql` | `mysql` |
 //! | `redis://`, `rediss://`, `redis+cluster://`, comma-separated nodes | `session_redis` | `redis` |
+//! | `memcache://`, `memcached://`, comma-separated servers | `session_memcached` | `memcached` |
 //!
 //! The schemes come from core's one table ([`session_core::raw::SCHEMES`]). A URL whose store
 //! is not compiled in is [`Error::Config`] naming the feature to enable; an unknown scheme
@@ -168,12 +169,13 @@ pub async fn open_with(config: &StoreConfig) -> Result<Arc<dyn SessionRepository
         "memory" => open_memory(url, settings),
         "sqlite" | "postgres" | "mysql" => open_sql(url, scheme.kind, settings).await,
         "redis" => open_redis(url, settings).await,
+        "memcached" => open_memcached(url, settings).await,
         other => Err(missing(other, scheme.scheme)),
     }
 }
 
 fn missing(feature: &str, scheme: &str) -> Error {
-    if matches!(feature, "memcached" | "mongo") {
+    if matches!(feature, "mongo") {
         return Error::Config(format!(
             "no {scheme}:// store in this version of session-store"
         ));
@@ -234,4 +236,20 @@ async fn open_redis(url: &str, settings: SessionSettings) -> Result<Arc<dyn Sess
 #[cfg(not(feature = "redis"))]
 async fn open_redis(_: &str, _: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
     Err(missing("redis", "redis"))
+}
+
+#[cfg(feature = "memcached")]
+async fn open_memcached(
+    url: &str,
+    settings: SessionSettings,
+) -> Result<Arc<dyn SessionRepository>> {
+    let config = session_memcached::Config::from_url(url)?;
+    Ok(Arc::new(
+        session_memcached::MemcachedStore::open(config, settings).await?,
+    ))
+}
+
+#[cfg(not(feature = "memcached"))]
+async fn open_memcached(_: &str, _: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
+    Err(missing("memcached", "memcache"))
 }

@@ -1,0 +1,444 @@
+//! The Memcached store.
+//!
+//! # Expiry strategy
+//!
+//! One item per session, under `<prefix><hex of the session key>` (64 hex digits: within
+//! memcached's 250-byte key limit and free of spaces whatever the id), on the one server that
+//! rendezvous hashing picks for the key. The value is the encoded [`SessionRecord`] — the
+//! deadline is computed from its metadata, to the millisecond, by every read: a session is
+//! absent from its deadline on. memcached counts expiry in whole seconds, so the item's
+//! exptime is the deadline rounded up plus one second: the server drops the item at most two
+//! seconds after the session ended, never before (a relative TTL up to 30 days, an absolute
+//! unix time beyond, as memcached reads any larger number as a date).
+//!
+//! Writes are compare-and-swap on the item (`mg … c`, then `ms … C<cas>`): a save merges its
+//! delta into the latest record with [`SessionRecord::apply`] and writes it only if nobody
+//! wrote since it read, else reads again (bounded, with backoff); an item that is gone is
+//! `NotFound` and never re-added. Writers of one session in this process take turns (a striped
+//! lock), so CAS retries only happen between processes. A create is an add (`ME`), which never
+//! overwrites.
+//!
+//! A touch moves the access time inside the record (so that the deadline `find` computes
+//! moves) and the item's exptime with it; both need the stored timeouts, so a touch is one read
+//! and one compare-and-swap write — two round trips, where a server with scripts (Redis) or
+//! statements (SQL) needs one. memcached has no conditional update of a value's part.
+//!
+//! What memcached cannot promise: an item may be evicted before its exptime when the server
+//! needs memory, and a restarted server has lost every session it held.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_memcached::{MetaProtocol, Status};
+use session_core::raw::time::now_millis;
+use session_core::raw::{
+    report_undecodable, rotate_id, Creation, Rotation, Runner, SessionInternals, SessionRecord,
+};
+use session_core::{
+    async_trait, Error, Operation, Result, Session, SessionId, SessionKey, SessionRepository,
+    SessionSettings,
+};
+use tokio::sync::Mutex;
+
+use crate::config::Config;
+use crate::error::{map, status};
+use crate::pool::Server;
+use crate::ring::pick;
+
+/// Compare-and-swap rounds a save or touch tries against other processes' writes.
+const CAS_ATTEMPTS: usize = 16;
+/// Locks that serialise this process's writers of one session (by key hash).
+const STRIPES: usize = 256;
+/// memcached reads an exptime above this many seconds as a unix time.
+const RELATIVE_EXPTIME_MAX: u64 = 30 * 24 * 60 * 60;
+/// Bytes memcached adds to an item beyond its key and value (header, CAS, suffix).
+const ITEM_OVERHEAD: usize = 64;
+
+/// What the server holds for a key.
+enum Stored {
+    Absent,
+    Undecodable,
+    Record { record: SessionRecord, cas: u64 },
+}
+
+/// How a write of a record went.
+enum Written {
+    Stored,
+    /// Add: the key is taken. Compare-and-swap: the item changed since it was read.
+    Refused,
+    /// Compare-and-swap: the item is gone.
+    Missing,
+}
+
+struct Inner {
+    servers: Vec<Server>,
+    addresses: Vec<String>,
+    config: Config,
+    runner: Runner,
+    item_size_max: usize,
+    stripes: Vec<Mutex<()>>,
+}
+
+/// Sessions in one or several memcached servers.
+///
+/// Cloning, or [`MemcachedStore::with_settings`], gives another handle on the same pools.
+#[derive(Clone)]
+pub struct MemcachedStore {
+    inner: Arc<Inner>,
+    settings: Arc<SessionSettings>,
+}
+
+impl std::fmt::Debug for MemcachedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemcachedStore")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The exptime memcached must get for a session whose deadline is `deadline_ms`, at `now_ms`:
+/// the deadline rounded up to the second, plus one; relative when that fits in 30 days, an
+/// absolute unix time beyond.
+pub(crate) fn exptime(deadline_ms: u64, now_ms: u64) -> u64 {
+    let relative = deadline_ms.saturating_sub(now_ms).div_ceil(1000) + 1;
+    if relative > RELATIVE_EXPTIME_MAX {
+        deadline_ms.div_ceil(1000) + 1
+    } else {
+        relative
+    }
+}
+
+impl MemcachedStore {
+    /// Sets up the connection pools and reads the servers' item size limit (`stats settings`;
+    /// the smallest over all servers, [`Config::item_size_max`] for a server that does not
+    /// say). Fails if a server cannot be reached within the timeout.
+    pub async fn open(config: Config, settings: SessionSettings) -> Result<Self> {
+        config.validate()?;
+        let runner = Runner::new("memcached", config.timeout);
+        let mut servers = Vec::with_capacity(config.servers.len());
+        let mut item_size_max = usize::MAX;
+        for address in &config.servers {
+            let server = Server::new(address, config.pool_size, config.timeout)?;
+            let limit = runner
+                .run(Operation::Open, server.item_size_max())
+                .await?
+                .unwrap_or(config.item_size_max);
+            item_size_max = item_size_max.min(limit);
+            servers.push(server);
+        }
+        Ok(MemcachedStore {
+            inner: Arc::new(Inner {
+                addresses: config.servers.clone(),
+                servers,
+                runner,
+                item_size_max,
+                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                config,
+            }),
+            settings: Arc::new(settings),
+        })
+    }
+
+    /// Another handle on the same pools with other session settings.
+    pub fn with_settings(&self, settings: SessionSettings) -> Self {
+        MemcachedStore {
+            inner: Arc::clone(&self.inner),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The largest item the servers take (bytes of key and value), read at open.
+    pub fn item_size_max(&self) -> usize {
+        self.inner.item_size_max
+    }
+
+    /// The address of the server that holds the session of `key`.
+    pub fn server_of(&self, key: &SessionKey) -> &str {
+        &self.inner.addresses[pick(&self.inner.addresses, key.as_bytes())]
+    }
+
+    /// The memcached key of a session.
+    pub fn item_key(&self, key: &SessionKey) -> String {
+        let mut item = String::with_capacity(self.inner.config.prefix.len() + 64);
+        item.push_str(&self.inner.config.prefix);
+        key.push_hex(&mut item);
+        item
+    }
+
+    fn server(&self, key: &SessionKey) -> &Server {
+        &self.inner.servers[pick(&self.inner.addresses, key.as_bytes())]
+    }
+
+    fn stripe(&self, key: &SessionKey) -> &Mutex<()> {
+        let bytes = key.as_bytes();
+        let index = usize::from(u16::from_be_bytes([bytes[0], bytes[1]])) % STRIPES;
+        &self.inner.stripes[index]
+    }
+
+    async fn run<T>(
+        &self,
+        operation: Operation,
+        future: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.inner.runner.run(operation, future).await
+    }
+
+    async fn fetch(&self, key: &SessionKey) -> Result<Stored> {
+        let mut connection = self.server(key).connection().await?;
+        let item = connection
+            .meta_get(self.item_key(key), false, None, Some(&["v", "c"]))
+            .await
+            .map_err(map)?;
+        let Some(item) = item else {
+            return Ok(Stored::Absent);
+        };
+        let (Some(data), Some(cas)) = (item.data, item.cas) else {
+            return Ok(Stored::Absent);
+        };
+        Ok(match SessionRecord::decode(&data) {
+            Ok(record) => Stored::Record { record, cas },
+            Err(error) => {
+                report_undecodable(key, &error);
+                Stored::Undecodable
+            }
+        })
+    }
+
+    /// Writes `record`: an add when `cas` is `None`, else a compare-and-swap.
+    async fn write(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        cas: Option<u64>,
+        now: u64,
+    ) -> Result<Written> {
+        let bytes = record.encode()?;
+        let item_key = self.item_key(key);
+        let size = bytes.len() + item_key.len() + ITEM_OVERHEAD;
+        if size > self.inner.item_size_max {
+            return Err(Error::TooLarge {
+                what: "memcached item",
+                actual: size,
+                limit: self.inner.item_size_max,
+            });
+        }
+        let ttl = format!("T{}", exptime(record.deadline_ms(), now));
+        let mode = match cas {
+            Some(cas) => format!("C{cas}"),
+            None => "ME".to_owned(),
+        };
+        let mut connection = self.server(key).connection().await?;
+        let written = connection
+            .meta_set(
+                item_key,
+                bytes.as_slice(),
+                false,
+                None,
+                Some(&[&mode, &ttl]),
+            )
+            .await;
+        match written {
+            Ok(_) => Ok(Written::Stored),
+            Err(error) => match status(&error) {
+                Some(Status::NotStored | Status::Exists) => Ok(Written::Refused),
+                Some(Status::NotFound) => Ok(Written::Missing),
+                _ => Err(map(error)),
+            },
+        }
+    }
+
+    /// Deletes the item of `key` (only if still at `cas`, when given); whether it did.
+    async fn remove(&self, key: &SessionKey, cas: Option<u64>) -> Result<bool> {
+        let compare = cas.map(|cas| format!("C{cas}"));
+        let flags: Vec<&str> = compare.iter().map(String::as_str).collect();
+        let mut connection = self.server(key).connection().await?;
+        let removed = connection
+            .meta_delete(self.item_key(key), false, None, Some(&flags))
+            .await;
+        match removed {
+            Ok(_) => Ok(true),
+            Err(error) => match status(&error) {
+                Some(Status::NotFound | Status::Exists) => Ok(false),
+                _ => Err(map(error)),
+            },
+        }
+    }
+
+    /// Changes the live record of `key` with `change` and writes it back by compare-and-swap,
+    /// reading again when another process wrote meanwhile. `NotFound` if not live.
+    async fn update<T>(
+        &self,
+        key: &SessionKey,
+        mut change: impl FnMut(&mut SessionRecord, u64) -> Result<T>,
+    ) -> Result<T> {
+        let _turn = self.stripe(key).lock().await;
+        for attempt in 0..CAS_ATTEMPTS {
+            let now = now_millis();
+            let Stored::Record { mut record, cas } = self.fetch(key).await? else {
+                return Err(Error::NotFound);
+            };
+            let value = change(&mut record, now)?;
+            match self.write(key, &record, Some(cas), now).await? {
+                Written::Stored => return Ok(value),
+                Written::Missing => return Err(Error::NotFound),
+                Written::Refused => backoff(attempt).await,
+            }
+        }
+        Err(Error::retries_exhausted(
+            "a write kept losing its compare-and-swap to other processes",
+            CAS_ATTEMPTS,
+        ))
+    }
+
+    /// One attempt of `change_id`: add the live record under `new`, then delete `old` only if
+    /// nobody wrote it since it was read (else undo the add and report the race). If the
+    /// process stops between the two, both items exist until the old one expires; the caller
+    /// never learned the new id, so the old one goes on working until then.
+    async fn rotate(&self, old: SessionKey, new: SessionKey) -> Result<Rotation> {
+        let now = now_millis();
+        let Stored::Record { record, cas } = self.fetch(&old).await? else {
+            return Ok(Rotation::Gone);
+        };
+        if !record.is_live_at(now) {
+            return Ok(Rotation::Gone);
+        }
+        match self.write(&new, &record, None, now).await? {
+            Written::Stored => {}
+            Written::Refused | Written::Missing => return Ok(Rotation::IdTaken),
+        }
+        if self.remove(&old, Some(cas)).await? {
+            return Ok(Rotation::Moved);
+        }
+        self.remove(&new, None).await?;
+        Ok(Rotation::Raced)
+    }
+}
+
+/// A short, growing, jittered pause before compare-and-swap round `attempt + 1`, so that two
+/// processes that collided do not collide again.
+async fn backoff(attempt: usize) {
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            % 500,
+    );
+    let base = 200u64 << attempt.min(5);
+    tokio::time::sleep(Duration::from_micros(base + jitter)).await;
+}
+
+#[async_trait]
+impl SessionRepository for MemcachedStore {
+    fn settings(&self) -> &Arc<SessionSettings> {
+        &self.settings
+    }
+
+    async fn create(&self, session: &mut Session) -> Result<()> {
+        let creation = Creation::begin(session)?;
+        let record = creation.record();
+        let inserted = creation.insert_under_free_id(|key| async move {
+            let written = self.write(&key, record, None, now_millis()).await?;
+            Ok(matches!(written, Written::Stored))
+        });
+        let id = self.run(Operation::Create, inserted).await?;
+        creation.finish(session, id);
+        Ok(())
+    }
+
+    async fn find(&self, id: &SessionId) -> Result<Option<Session>> {
+        let key = id.key();
+        let stored = self.run(Operation::Find, self.fetch(&key)).await?;
+        Ok(match stored {
+            Stored::Record { record, .. } if record.is_live_at(now_millis()) => Some(
+                Session::from_record(id.clone(), record, Arc::clone(&self.settings)),
+            ),
+            _ => None,
+        })
+    }
+
+    async fn save(&self, session: &mut Session) -> Result<()> {
+        let now = now_millis();
+        let key = session.key();
+        let limits = self.settings.limits;
+        let version = {
+            let delta = session.delta(now)?;
+            let merged = self.update(&key, |record, now| {
+                record.apply(&delta, now, &limits)?;
+                Ok(record.version)
+            });
+            self.run(Operation::Save, merged).await?
+        };
+        session.mark_persisted(version, now);
+        Ok(())
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<()> {
+        let key = id.key();
+        let touched = self.update(&key, |record, now| record.touch(now));
+        self.run(Operation::Touch, touched).await
+    }
+
+    async fn delete_by_key(&self, key: &SessionKey) -> Result<()> {
+        self.run(Operation::Delete, self.remove(key, None))
+            .await
+            .map(|_| ())
+    }
+
+    async fn change_id(&self, session: &mut Session) -> Result<()> {
+        let rotation = rotate_id(session, |old, new| self.rotate(old, new));
+        self.run(Operation::ChangeId, rotation).await.map(|_| ())
+    }
+}
+
+#[cfg(feature = "testing")]
+#[async_trait]
+impl session_core::testing::WriteRaw for MemcachedStore {
+    /// Replaces the item of `key` with `bytes`, as a foreign writer would; it expires in a
+    /// minute.
+    async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
+        self.run(Operation::Save, async {
+            let mut connection = self.server(key).connection().await?;
+            connection
+                .meta_set(self.item_key(key), bytes, false, None, Some(&["T60"]))
+                .await
+                .map_err(map)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{exptime, RELATIVE_EXPTIME_MAX};
+
+    #[test]
+    fn exptime_is_relative_up_to_thirty_days_and_absolute_beyond() {
+        let now = 1_795_800_000_123;
+        // Rounded up to the second, plus one: never before the deadline.
+        assert_eq!(exptime(now + 1, now), 2);
+        assert_eq!(exptime(now + 1_000, now), 2);
+        assert_eq!(exptime(now + 1_001, now), 3);
+        assert_eq!(
+            exptime(now - 5_000, now),
+            1,
+            "past deadlines expire at once"
+        );
+        // The last relative value: 30 days in seconds, exactly.
+        let at_limit = now + (RELATIVE_EXPTIME_MAX - 1) * 1000;
+        assert_eq!(exptime(at_limit, now), RELATIVE_EXPTIME_MAX);
+        // One millisecond more and memcached would read the number as a date in 1970.
+        let past_limit = at_limit + 1;
+        let absolute = exptime(past_limit, now);
+        assert_eq!(absolute, past_limit.div_ceil(1000) + 1);
+        assert!(absolute > RELATIVE_EXPTIME_MAX);
+        // An absolute time is the deadline's second plus one, like the relative form.
+        let year = now + 365 * 24 * 3600 * 1000;
+        assert_eq!(exptime(year, now), year.div_ceil(1000) + 1);
+    }
+}

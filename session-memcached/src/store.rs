@@ -14,7 +14,10 @@
 //! Writes are compare-and-swap on the item (`mg … c`, then `ms … C<cas>`): a save merges its
 //! delta into the latest record with [`SessionRecord::apply`] and writes it only if nobody
 //! wrote since it read, else reads again (bounded, with backoff); an item that is gone is
-//! `NotFound` and never re-added. Writers of one session in this process take turns (a striped
+//! `NotFound` and never re-added. A save of a copy this instance loaded skips the read: `find`
+//! remembers the CAS token it saw with the version and access time it loaded, and when nobody
+//! wrote or touched the item since, the loaded copy with its changes *is* the merge, written
+//! with that token in one round trip (a lost race falls back to the loop). Writers of one session in this process take turns (a striped
 //! lock), so CAS retries only happen between processes. A create is an add (`ME`), which never
 //! overwrites.
 //!
@@ -70,7 +73,15 @@ enum Written {
     Missing,
 }
 
+/// CAS tokens `find` saw, by session key, with the version and access time of the copy it
+/// returned: a later save of that copy may write with the token instead of reading again.
+type CasMemo = quick_cache::sync::Cache<SessionKey, (u64, u64, u64)>;
+
+/// Entries of the CAS memo: a few MiB, enough for the sessions in flight.
+const CAS_MEMO_ENTRIES: usize = 100_000;
+
 struct Inner {
+    cas_memo: CasMemo,
     servers: Vec<Server>,
     addresses: Vec<String>,
     config: Config,
@@ -128,6 +139,7 @@ impl MemcachedStore {
         }
         Ok(MemcachedStore {
             inner: Arc::new(Inner {
+                cas_memo: CasMemo::new(CAS_MEMO_ENTRIES),
                 addresses: config.servers.clone(),
                 servers,
                 runner,
@@ -295,6 +307,45 @@ impl MemcachedStore {
         ))
     }
 
+    /// The one-round-trip save: if this instance loaded `session` and remembers the CAS token
+    /// of that load, writes the loaded copy with its changes under that token. `Ok(None)` when
+    /// it cannot (no token, or the item changed since): the caller merges.
+    async fn save_loaded(&self, session: &Session, now: u64) -> Result<Option<u64>> {
+        let key = session.key();
+        let Some((version, accessed, cas)) = self.inner.cas_memo.get(&key) else {
+            return Ok(None);
+        };
+        if version != session.version() || accessed != session.last_accessed_at_ms() {
+            return Ok(None);
+        }
+        // Timeout changes move the deadline the merge checks liveness against: merge those.
+        let delta = session.delta(now)?;
+        if delta.idle_timeout_ms.is_some() || delta.absolute_lifetime_ms.is_some() {
+            return Ok(None);
+        }
+        // Nobody wrote since the load (the token says so), so the stored record is the loaded
+        // one: live until the loaded copy's deadline, and the merge of this save's delta is the
+        // loaded copy with its changes.
+        if session.deadline_ms() <= now {
+            return Err(Error::NotFound);
+        }
+        let mut record = session.snapshot(now)?;
+        record.version += 1;
+        let limits = &self.settings.limits;
+        if record.attributes.len() > limits.max_attributes
+            || record.attributes_size() > limits.max_session_bytes
+        {
+            return Ok(None);
+        }
+        let _turn = self.stripe(&key).lock().await;
+        self.inner.cas_memo.remove(&key);
+        match self.write(&key, &record, Some(cas), now).await? {
+            Written::Stored => Ok(Some(record.version)),
+            Written::Missing => Err(Error::NotFound),
+            Written::Refused => Ok(None),
+        }
+    }
+
     /// One attempt of `change_id`: add the live record under `new`, then delete `old` only if
     /// nobody wrote it since it was read (else undo the add and report the race). If the
     /// process stops between the two, both items exist until the old one expires; the caller
@@ -354,9 +405,15 @@ impl SessionRepository for MemcachedStore {
         let key = id.key();
         let stored = self.run(Operation::Find, self.fetch(&key)).await?;
         Ok(match stored {
-            Stored::Record { record, .. } if record.is_live_at(now_millis()) => Some(
-                Session::from_record(id.clone(), record, Arc::clone(&self.settings)),
-            ),
+            Stored::Record { record, cas } if record.is_live_at(now_millis()) => {
+                let memo = (record.version, record.last_accessed_at_ms, cas);
+                self.inner.cas_memo.insert(key, memo);
+                Some(Session::from_record(
+                    id.clone(),
+                    record,
+                    Arc::clone(&self.settings),
+                ))
+            }
             _ => None,
         })
     }
@@ -365,6 +422,13 @@ impl SessionRepository for MemcachedStore {
         let now = now_millis();
         let key = session.key();
         let limits = self.settings.limits;
+        if let Some(version) = self
+            .run(Operation::Save, self.save_loaded(session, now))
+            .await?
+        {
+            session.mark_persisted(version, now);
+            return Ok(());
+        }
         let version = {
             let delta = session.delta(now)?;
             let merged = self.update(&key, |record, now| {

@@ -23,6 +23,8 @@ mod error;
 mod pool;
 mod ring;
 mod store;
+#[cfg(feature = "testing")]
+mod testing;
 
 pub use async_memcached;
 pub use config::Config;

@@ -182,7 +182,7 @@ impl MemcachedStore {
         item
     }
 
-    fn server(&self, key: &SessionKey) -> &Server {
+    pub(crate) fn server(&self, key: &SessionKey) -> &Server {
         &self.inner.servers[pick(&self.inner.addresses, key.as_bytes())]
     }
 
@@ -192,7 +192,7 @@ impl MemcachedStore {
         &self.inner.stripes[index]
     }
 
-    async fn run<T>(
+    pub(crate) async fn run<T>(
         &self,
         operation: Operation,
         future: impl std::future::Future<Output = Result<T>>,
@@ -456,24 +456,6 @@ impl SessionRepository for MemcachedStore {
     async fn change_id(&self, session: &mut Session) -> Result<()> {
         let rotation = rotate_id(session, |old, new| self.rotate(old, new));
         self.run(Operation::ChangeId, rotation).await.map(|_| ())
-    }
-}
-
-#[cfg(feature = "testing")]
-#[async_trait]
-impl session_core::testing::WriteRaw for MemcachedStore {
-    /// Replaces the item of `key` with `bytes`, as a foreign writer would; it expires in a
-    /// minute.
-    async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
-        self.run(Operation::Save, async {
-            let mut connection = self.server(key).connection().await?;
-            connection
-                .meta_set(self.item_key(key), bytes, false, None, Some(&["T60"]))
-                .await
-                .map_err(map)?;
-            Ok(())
-        })
-        .await
     }
 }
 

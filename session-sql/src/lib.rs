@@ -27,6 +27,8 @@ mod row;
 mod save;
 mod schema;
 mod store;
+#[cfg(feature = "testing")]
+mod testing;
 
 pub use config::Config;
 pub use dialect::Dialect;

@@ -187,7 +187,7 @@ impl SqlStore {
         purge(&self.inner).await
     }
 
-    async fn run<T>(
+    pub(crate) async fn run<T>(
         &self,
         operation: Operation,
         future: impl std::future::Future<Output = Result<T>>,
@@ -463,52 +463,5 @@ impl SessionRepository for SqlStore {
                 "events (this SQL store purges without RETURNING, or does not purge)",
             ))
         }
-    }
-}
-
-#[cfg(feature = "testing")]
-#[async_trait]
-impl session_core::testing::WriteRaw for SqlStore {
-    /// Replaces the stored attributes of `key` by `bytes`, as a foreign writer would (the
-    /// version moves), without any check.
-    async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
-        self.run(Operation::Save, async {
-            let _turn = self.inner.write_turn().await;
-            sqlx::query(&self.inner.sql.write_raw)
-                .bind(bytes.to_vec())
-                .bind(key.as_bytes().to_vec())
-                .execute(&self.inner.pool)
-                .await
-                .map_err(map)?;
-            Ok(())
-        })
-        .await
-    }
-}
-
-#[cfg(feature = "testing")]
-#[async_trait]
-impl session_core::testing::WriteRawShape for SqlStore {
-    /// [`RawShape::InvalidUtf8Principal`](session_core::testing::RawShape): the principal
-    /// column gets bytes that are not UTF-8 (a row holds no other foreign shape).
-    async fn write_raw_shape(
-        &self,
-        key: &SessionKey,
-        shape: session_core::testing::RawShape,
-    ) -> Result<()> {
-        if shape != session_core::testing::RawShape::InvalidUtf8Principal {
-            return Err(Error::Unsupported("this raw shape on SQL"));
-        }
-        self.run(Operation::Save, async {
-            let _turn = self.inner.write_turn().await;
-            sqlx::query(&self.inner.sql.write_raw_principal)
-                .bind(vec![0xffu8, 0xfe, b'x'])
-                .bind(key.as_bytes().to_vec())
-                .execute(&self.inner.pool)
-                .await
-                .map_err(map)?;
-            Ok(())
-        })
-        .await
     }
 }

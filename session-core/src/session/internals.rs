@@ -32,6 +32,11 @@ pub trait SessionInternals: sealed::Sealed + Sized {
     /// loaded version. A store may write it instead of merging a delta only under a guard that
     /// the stored version is still [`Session::version`] (otherwise it must merge
     /// [`SessionInternals::delta`] into the latest record). [`Error::NotFound`] if never created.
+    ///
+    /// The snapshot's access time is already the new one, so its deadline is the *new*
+    /// deadline: check that the session is still live on the loaded copy
+    /// ([`SessionInternals::deadline_ms`], before applying timeout changes), never on the
+    /// snapshot.
     fn snapshot(&self, accessed_at_ms: u64) -> Result<SessionRecord>;
 
     /// For stores: what a save at `now_ms` must write, following the [`SaveMode`] and

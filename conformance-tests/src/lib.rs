@@ -101,7 +101,7 @@ impl Case {
     }
 }
 
-__with_cases!(__case_table {});
+pub use cases::CASES;
 
 /// Runs the suite as the `main` of a test binary (`harness = false`): one trial per case, plus
 /// `conformance_summary`, for each store given as `"prefix" => factory` (or just `factory`).

@@ -1,5 +1,7 @@
-//! The conformance cases, one file per topic. Each is a `pub async fn` that panics when the
-//! store breaks the rule named in its doc line; the list in `registry.rs` registers them.
+//! The conformance cases, one file per topic. Each case is written once, in its topic's
+//! `cases!` block: its doc line (the rule), its requirements (`#[needs(...)]`, several joined
+//! by `&`) and its body, a `pub async fn` that panics when the store breaks the rule. The
+//! block also makes the topic's list, and [`CASES`] joins the lists in topic order.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,27 +20,59 @@ use crate::support::{
     create_with, exists, load, open, short_lived, sleep, text, MARGIN, SHORT_IDLE,
 };
 
-mod change_id;
-mod concurrency;
-mod corrupt;
-mod create_find;
-mod delete;
-mod events;
-mod expiry;
-mod limits;
-mod principal;
-mod save;
+/// Defines the cases of a topic file, each written once — doc line, requirements, body — and
+/// the file's list of them, `CASES`, in order.
+macro_rules! cases {
+    ($(
+        $(#[doc = $doc:literal])*
+        #[needs($($need:ident)&+)]
+        pub async fn $name:ident($fixture:ident: &dyn StoreFixture) $body:block
+    )*) => {
+        $(
+            $(#[doc = $doc])*
+            pub async fn $name($fixture: &dyn StoreFixture) $body
+        )*
 
-pub use change_id::*;
-pub use concurrency::*;
-pub use corrupt::*;
-pub use create_find::*;
-pub use delete::*;
-pub use events::*;
-pub use expiry::*;
-pub use limits::*;
-pub use principal::*;
-pub use save::*;
+        /// The cases of this file, in order.
+        pub(crate) const CASES: &[$crate::Case] = &[
+            $( $crate::Case {
+                name: stringify!($name),
+                doc: concat!($($doc),*),
+                needs: &[$($crate::Needs::$need),+],
+                run: |fixture| ::std::boxed::Box::pin($name(fixture)),
+            }, )*
+        ];
+    };
+}
+
+pub mod change_id;
+pub mod concurrency;
+pub mod corrupt;
+pub mod create_find;
+pub mod delete;
+pub mod events;
+pub mod expiry;
+pub mod limits;
+pub mod principal;
+pub mod save;
+
+/// Every conformance case, topic by topic ([`create_find`], [`save`], [`expiry`], [`delete`],
+/// [`change_id`], [`principal`], [`limits`], [`corrupt`], [`concurrency`], [`events`]).
+pub static CASES: std::sync::LazyLock<Vec<crate::Case>> = std::sync::LazyLock::new(|| {
+    [
+        create_find::CASES,
+        save::CASES,
+        expiry::CASES,
+        delete::CASES,
+        change_id::CASES,
+        principal::CASES,
+        limits::CASES,
+        corrupt::CASES,
+        concurrency::CASES,
+        events::CASES,
+    ]
+    .concat()
+});
 
 // ----- helpers shared by the cases --------------------------------------------------------------
 

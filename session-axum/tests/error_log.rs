@@ -34,14 +34,16 @@ async fn read(session: SessionHandle) -> Result<String, SessionError> {
     Ok(session.get::<String>("user").await?.unwrap_or_default())
 }
 
-/// Runs a request against `store` with `session`'s cookie after `stop` took its server down,
-/// and returns the log line the layer wrote.
+/// Stores a session in `store`, then runs a request with its cookie after `stop` took the
+/// store's server down, and returns the log line the layer wrote.
 async fn logged_failure(
     store: Arc<dyn SessionRepository>,
-    session: &session_core::Session,
     stop: impl FnOnce(),
     captured: &Captured,
 ) -> String {
+    let mut session = store.new_session();
+    session.insert("user", "morris").unwrap();
+    store.create(&mut session).await.unwrap();
     let app = Router::new()
         .route("/", get(read))
         .layer(SessionLayer::new(store, LayerConfig::default()));
@@ -109,10 +111,7 @@ async fn a_stopped_store_is_logged_with_store_operation_and_cause() {
         let store = session_redis::RedisStore::open(config, SessionSettings::default())
             .await
             .unwrap();
-        let mut session = store.new_session();
-        session.insert("user", "morris").unwrap();
-        store.create(&mut session).await.unwrap();
-        let line = logged_failure(Arc::new(store), &session, || server.stop(), &captured).await;
+        let line = logged_failure(Arc::new(store), || server.stop(), &captured).await;
         assert_names_store_operation_and_cause(&line, "redis");
     } else {
         assert!(!is_required(Backend::Redis));
@@ -129,10 +128,7 @@ async fn a_stopped_store_is_logged_with_store_operation_and_cause() {
         let store = session_sql::SqlStore::open(config, SessionSettings::default())
             .await
             .unwrap();
-        let mut session = store.new_session();
-        session.insert("user", "morris").unwrap();
-        store.create(&mut session).await.unwrap();
-        let line = logged_failure(Arc::new(store), &session, || server.stop(), &captured).await;
+        let line = logged_failure(Arc::new(store), || server.stop(), &captured).await;
         assert_names_store_operation_and_cause(&line, "postgres");
     } else {
         assert!(!is_required(Backend::Postgres));

@@ -152,14 +152,88 @@ impl<'de> Deserialize<'de> for Attributes {
 
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Attributes, A::Error> {
                 let mut attributes = Attributes::new();
-                while let Some((name, value)) = access.next_entry::<Arc<str>, Bytes>()? {
-                    attributes.insert(name, value);
+                while let Some((name, value)) = access.next_entry::<Arc<str>, Value>()? {
+                    attributes.insert(name, value.0);
                 }
                 Ok(attributes)
             }
         }
 
         deserializer.deserialize_map(AttributesVisitor)
+    }
+}
+
+thread_local! {
+    /// The buffer [`decode_sharing`] is decoding, whose slices values can share.
+    static SOURCE: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `decode` with `source` as the buffer that decoded values may share instead of
+/// copying: a value the deserializer lends from inside `source` becomes a slice of it (no
+/// allocation, no copy); anything else is copied as usual.
+pub(crate) fn decode_sharing<T>(source: &Bytes, decode: impl FnOnce(&[u8]) -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SOURCE.with(|cell| cell.borrow_mut().take());
+        }
+    }
+    SOURCE.with(|cell| *cell.borrow_mut() = Some(source.clone()));
+    let _reset = Reset;
+    decode(source)
+}
+
+/// An attribute value being decoded: a slice of the [`decode_sharing`] buffer when the bytes
+/// lie in it, else a copy.
+struct Value(Bytes);
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = Value;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an encoded attribute value (bytes)")
+            }
+
+            fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<Value, E> {
+                let shared = SOURCE.with(|cell| {
+                    let source = cell.borrow();
+                    let source = source.as_ref()?;
+                    let (base, start) = (source.as_ptr() as usize, v.as_ptr() as usize);
+                    let inside = start >= base && start + v.len() <= base + source.len();
+                    inside.then(|| source.slice_ref(v))
+                });
+                Ok(Value(shared.unwrap_or_else(|| Bytes::copy_from_slice(v))))
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Value, E> {
+                Ok(Value(Bytes::copy_from_slice(v)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+                Ok(Value(Bytes::copy_from_slice(v.as_bytes())))
+            }
+
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Value, E> {
+                Ok(Value(Bytes::from(v)))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Value, A::Error> {
+                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(byte) = seq.next_element::<u8>()? {
+                    bytes.push(byte);
+                }
+                Ok(Value(Bytes::from(bytes)))
+            }
+        }
+
+        deserializer.deserialize_byte_buf(ValueVisitor)
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::attributes::{attribute_size, Attributes};
+use crate::attributes::{attribute_size, decode_sharing, Attributes};
 use crate::error::{Error, Result};
 use crate::id::SessionKey;
 use crate::raw::time::{deadline_millis, system_time};
@@ -176,6 +176,13 @@ impl SessionRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, UndecodableRecord> {
         decode_versioned(RECORD_FORMAT_V1, bytes, "record")
     }
+
+    /// [`SessionRecord::decode`] of a buffer the record may keep: attribute values become
+    /// slices of `bytes` instead of copies, which saves a store that owns what it read an
+    /// allocation and a copy per attribute.
+    pub fn decode_shared(bytes: &Bytes) -> Result<Self, UndecodableRecord> {
+        decode_sharing(bytes, Self::decode)
+    }
 }
 
 /// `ATTRIBUTES_FORMAT_V1` followed by MessagePack of the attribute map.
@@ -186,6 +193,12 @@ pub fn encode_attributes(attributes: &Attributes) -> Result<Vec<u8>> {
 /// Parses bytes written by [`encode_attributes`].
 pub fn decode_attributes(bytes: &[u8]) -> Result<Attributes, UndecodableRecord> {
     decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes")
+}
+
+/// [`decode_attributes`] whose values are slices of `bytes` (see
+/// [`SessionRecord::decode_shared`]).
+pub fn decode_attributes_shared(bytes: &Bytes) -> Result<Attributes, UndecodableRecord> {
+    decode_sharing(bytes, decode_attributes)
 }
 
 /// `format` byte, then MessagePack of `value`.
@@ -300,5 +313,43 @@ impl SessionInfo {
             last_accessed_at,
             expires_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_decode_slices_the_buffer_and_equals_a_copying_one() {
+        let mut attributes = Attributes::new();
+        attributes.insert("a".into(), Bytes::from_static(b"\x01value a"));
+        attributes.insert("b".into(), Bytes::from(vec![7u8; 300]));
+        let record = SessionRecord {
+            created_at_ms: 1,
+            last_accessed_at_ms: 2,
+            idle_timeout_ms: 3,
+            absolute_lifetime_ms: None,
+            principal: Some("p".into()),
+            version: 4,
+            attributes,
+        };
+        let buffer = Bytes::from(record.encode().unwrap());
+        let shared = SessionRecord::decode_shared(&buffer).unwrap();
+        assert_eq!(shared, SessionRecord::decode(&buffer).unwrap());
+        assert_eq!(shared, record);
+        let value = shared.attributes.get("b").unwrap();
+        let (base, start) = (buffer.as_ptr() as usize, value.as_ptr() as usize);
+        assert!(
+            start >= base && start + value.len() <= base + buffer.len(),
+            "not a slice"
+        );
+        // Outside a shared decode, values are copies.
+        let copied = SessionRecord::decode(&buffer).unwrap();
+        let value = copied.attributes.get("b").unwrap();
+        let start = value.as_ptr() as usize;
+        assert!(start < base || start >= base + buffer.len());
+        // Garbage still fails cleanly.
+        assert!(SessionRecord::decode_shared(&Bytes::from_static(b"\x01\xc1")).is_err());
     }
 }

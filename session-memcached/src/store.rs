@@ -38,8 +38,8 @@ use session_core::raw::{
     report_undecodable, rotate_id, Creation, Rotation, Runner, SessionInternals, SessionRecord,
 };
 use session_core::{
-    async_trait, Error, Operation, Result, Session, SessionId, SessionKey, SessionRepository,
-    SessionSettings,
+    async_trait, Bytes, Error, Operation, Result, Session, SessionId, SessionKey,
+    SessionRepository, SessionSettings,
 };
 use tokio::sync::Mutex;
 
@@ -212,7 +212,9 @@ impl MemcachedStore {
         let (Some(data), Some(cas)) = (item.data, item.cas) else {
             return Ok(Stored::Absent);
         };
-        Ok(match SessionRecord::decode(&data) {
+        // The record keeps the buffer: its values are slices of it, not copies.
+        let data = Bytes::from(data);
+        Ok(match SessionRecord::decode_shared(&data) {
             Ok(record) => Stored::Record { record, cas },
             Err(error) => {
                 report_undecodable(key, &error);

@@ -1,7 +1,9 @@
 //! Rows to records and records to statement parameters.
 
-use session_core::raw::{decode_attributes, report_undecodable, SessionRecord, UndecodableRecord};
-use session_core::{Result, SessionKey};
+use session_core::raw::{
+    decode_attributes_shared, report_undecodable, SessionRecord, UndecodableRecord,
+};
+use session_core::{Bytes, Result, SessionKey};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -33,7 +35,8 @@ pub(crate) fn record_from_row(key: &SessionKey, row: &AnyRow) -> Result<Option<S
         }
     };
     let attributes: Vec<u8> = row.try_get(6).map_err(map)?;
-    let attributes = match decode_attributes(&attributes) {
+    // The attributes keep the column's buffer: their values are slices of it, not copies.
+    let attributes = match decode_attributes_shared(&Bytes::from(attributes)) {
         Ok(attributes) => attributes,
         Err(error) => {
             report_undecodable(key, &error);

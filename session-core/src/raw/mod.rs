@@ -103,8 +103,9 @@ pub use crate::attributes::Attributes;
 pub use crate::error::with_timeout;
 pub use crate::event::EventBus;
 pub use crate::record::{
-    decode_attributes, encode_attributes, report_undecodable, undecodable_records, SessionDelta,
-    SessionRecord, UndecodableRecord, ATTRIBUTES_FORMAT_V1, RECORD_FORMAT_V1,
+    decode_attributes, decode_attributes_shared, encode_attributes, report_undecodable,
+    undecodable_records, SessionDelta, SessionRecord, UndecodableRecord, ATTRIBUTES_FORMAT_V1,
+    RECORD_FORMAT_V1,
 };
 pub use crate::session::{validate_principal, SessionInternals};
 pub use create::{Creation, CREATE_ID_ATTEMPTS};

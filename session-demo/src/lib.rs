@@ -108,8 +108,14 @@ fn problem(status: StatusCode, message: &str) -> (StatusCode, Json<serde_json::V
 }
 
 fn session_problem(error: session_core::Error) -> (StatusCode, Json<serde_json::Value>) {
+    // A store without the feature (no principal index on memcached) says so; other store
+    // trouble stays vague to the client (the log has the cause).
+    let message = match &error {
+        session_core::Error::Unsupported(_) => error.to_string(),
+        _ => "session store problem".to_owned(),
+    };
     let status = axum::response::IntoResponse::into_response(SessionError(error)).status();
-    problem(status, "session store problem")
+    problem(status, &message)
 }
 
 fn find_user(username: &str) -> Option<&'static User> {

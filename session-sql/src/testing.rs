@@ -12,17 +12,7 @@ impl session_core::testing::WriteRaw for SqlStore {
     /// Replaces the stored attributes of `key` by `bytes`, as a foreign writer would (the
     /// version moves), without any check.
     async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
-        self.run(Operation::Save, async {
-            let _turn = self.inner.write_turn().await;
-            sqlx::query(&self.inner.sql.write_raw)
-                .bind(bytes.to_vec())
-                .bind(key.as_bytes().to_vec())
-                .execute(&self.inner.pool)
-                .await
-                .map_err(map)?;
-            Ok(())
-        })
-        .await
+        self.overwrite(&self.inner.sql.write_raw, bytes, key).await
     }
 }
 
@@ -38,10 +28,20 @@ impl session_core::testing::WriteRawShape for SqlStore {
         if shape != session_core::testing::RawShape::InvalidUtf8Principal {
             return Err(Error::Unsupported("this raw shape on SQL"));
         }
+        let not_utf8 = [0xffu8, 0xfe, b'x'];
+        self.overwrite(&self.inner.sql.write_raw_principal, &not_utf8, key)
+            .await
+    }
+}
+
+impl SqlStore {
+    /// Runs one of the raw-write statements (`UPDATE … SET <column> = $1, version = version
+    /// + 1 WHERE session_key = $2`) with `bytes`.
+    async fn overwrite(&self, statement: &str, bytes: &[u8], key: &SessionKey) -> Result<()> {
         self.run(Operation::Save, async {
             let _turn = self.inner.write_turn().await;
-            sqlx::query(&self.inner.sql.write_raw_principal)
-                .bind(vec![0xffu8, 0xfe, b'x'])
+            sqlx::query(statement)
+                .bind(bytes.to_vec())
                 .bind(key.as_bytes().to_vec())
                 .execute(&self.inner.pool)
                 .await

@@ -11,8 +11,7 @@
 //!   record to create, the delta to save, mark it stored, give it another id);
 //! - the contract's algorithms, so that a store supplies I/O and nothing else: [`Creation`]
 //!   (create under a free id), [`rotate_id`] (change_id to a free id), [`list_principal`]
-//!   and [`delete_principal`] (principal listing and log-out-everywhere; [`delete_listed`]
-//!   for stores that list otherwise), [`Runner`] (a timeout
+//!   and [`delete_principal`] (principal listing and log-out-everywhere), [`Runner`] (a timeout
 //!   and the store's name on every operation);
 //! - [`StoreUrl`] and [`SCHEMES`]: one URL reader and one table of schemes for every store;
 //! - [`EventBus`], [`time`].
@@ -110,8 +109,7 @@ pub use crate::record::{
 pub use crate::session::{validate_principal, SessionInternals};
 pub use create::{Creation, CREATE_ID_ATTEMPTS};
 pub use principal::{
-    check_principal_query, delete_listed, delete_principal, list_principal, Lookup,
-    PrincipalIndexIo,
+    check_principal_query, delete_principal, list_principal, Lookup, PrincipalIndexIo,
 };
 pub use rotate::{rotate_id, Rotated, Rotation, ROTATE_ATTEMPTS};
 pub use runner::Runner;

@@ -140,19 +140,3 @@ where
     }
     Ok(deleted)
 }
-
-/// `delete_by_principal` from a listing: deletes each listed key with `delete` (answering
-/// whether this call removed it) and counts the removals.
-pub async fn delete_listed<F, Fut>(listed: Vec<SessionInfo>, mut delete: F) -> Result<u64>
-where
-    F: FnMut(SessionKey) -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let mut deleted = 0;
-    for info in listed {
-        if delete(info.key).await? {
-            deleted += 1;
-        }
-    }
-    Ok(deleted)
-}

@@ -88,6 +88,12 @@ impl SessionRecord {
         self.attributes.size()
     }
 
+    /// [`Error::TooLarge`] if the attributes exceed `limits` (count or size), as a save that
+    /// merged into this record would report.
+    pub fn check_limits(&self, limits: &Limits) -> Result<()> {
+        check_size(self.attributes_size(), self.attributes.len(), limits)
+    }
+
     /// Applies a save to this record, following the contract:
     ///
     /// 1. a record past its deadline at `now_ms` is absent: [`Error::NotFound`];

@@ -30,18 +30,17 @@
 //! needs memory, and a restarted server has lost every session it held.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_memcached::{MetaProtocol, Status};
 use session_core::raw::time::now_millis;
 use session_core::raw::{
-    report_undecodable, rotate_id, Creation, Rotation, Runner, SessionInternals, SessionRecord,
+    backoff, report_undecodable, rotate_id, Creation, Rotation, Runner, SessionInternals,
+    SessionRecord, WriterTurns,
 };
 use session_core::{
     async_trait, Bytes, Error, Operation, Result, Session, SessionId, SessionKey,
     SessionRepository, SessionSettings,
 };
-use tokio::sync::Mutex;
 
 use crate::config::Config;
 use crate::error::{map, status};
@@ -50,8 +49,6 @@ use crate::ring::pick;
 
 /// Compare-and-swap rounds a save or touch tries against other processes' writes.
 const CAS_ATTEMPTS: usize = 16;
-/// Locks that serialise this process's writers of one session (by key hash).
-const STRIPES: usize = 256;
 /// memcached reads an exptime above this many seconds as a unix time.
 const RELATIVE_EXPTIME_MAX: u64 = 30 * 24 * 60 * 60;
 /// Bytes memcached adds to an item beyond its key and value (header, CAS, suffix).
@@ -87,7 +84,7 @@ struct Inner {
     config: Config,
     runner: Runner,
     item_size_max: usize,
-    stripes: Vec<Mutex<()>>,
+    turns: WriterTurns,
 }
 
 /// Sessions in one or several memcached servers.
@@ -144,7 +141,7 @@ impl MemcachedStore {
                 servers,
                 runner,
                 item_size_max,
-                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+                turns: WriterTurns::new(),
                 config,
             }),
             settings: Arc::new(settings),
@@ -184,12 +181,6 @@ impl MemcachedStore {
 
     pub(crate) fn server(&self, key: &SessionKey) -> &Server {
         &self.inner.servers[pick(&self.inner.addresses, key.as_bytes())]
-    }
-
-    fn stripe(&self, key: &SessionKey) -> &Mutex<()> {
-        let bytes = key.as_bytes();
-        let index = usize::from(u16::from_be_bytes([bytes[0], bytes[1]])) % STRIPES;
-        &self.inner.stripes[index]
     }
 
     pub(crate) async fn run<T>(
@@ -290,7 +281,7 @@ impl MemcachedStore {
         key: &SessionKey,
         mut change: impl FnMut(&mut SessionRecord, u64) -> Result<T>,
     ) -> Result<T> {
-        let _turn = self.stripe(key).lock().await;
+        let _turn = self.inner.turns.take(key).await;
         for attempt in 0..CAS_ATTEMPTS {
             let now = now_millis();
             let Stored::Record { mut record, cas } = self.fetch(key).await? else {
@@ -333,13 +324,11 @@ impl MemcachedStore {
         }
         let mut record = session.snapshot(now)?;
         record.version += 1;
-        let limits = &self.settings.limits;
-        if record.attributes.len() > limits.max_attributes
-            || record.attributes_size() > limits.max_session_bytes
-        {
+        if record.check_limits(&self.settings.limits).is_err() {
+            // Perhaps not once merged into what is stored: the merge reports it exactly.
             return Ok(None);
         }
-        let _turn = self.stripe(&key).lock().await;
+        let _turn = self.inner.turns.take(&key).await;
         self.inner.cas_memo.remove(&key);
         match self.write(&key, &record, Some(cas), now).await? {
             Written::Stored => Ok(Some(record.version)),
@@ -370,19 +359,6 @@ impl MemcachedStore {
         self.remove(&new, None).await?;
         Ok(Rotation::Raced)
     }
-}
-
-/// A short, growing, jittered pause before compare-and-swap round `attempt + 1`, so that two
-/// processes that collided do not collide again.
-async fn backoff(attempt: usize) {
-    let jitter = u64::from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-            % 500,
-    );
-    let base = 200u64 << attempt.min(5);
-    tokio::time::sleep(Duration::from_micros(base + jitter)).await;
 }
 
 #[async_trait]

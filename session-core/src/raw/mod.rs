@@ -96,6 +96,7 @@ mod principal;
 mod rotate;
 mod runner;
 pub mod time;
+mod turns;
 mod url;
 
 pub use crate::attributes::Attributes;
@@ -112,5 +113,6 @@ pub use principal::{
     check_principal_query, delete_principal, list_principal, Lookup, PrincipalIndexIo,
 };
 pub use rotate::{rotate_id, Rotated, Rotation, ROTATE_ATTEMPTS};
-pub use runner::Runner;
+pub use runner::{backoff, Runner};
+pub use turns::WriterTurns;
 pub use url::{redact_url, scheme_of, Scheme, StoreUrl, SCHEMES};

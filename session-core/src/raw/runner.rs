@@ -46,3 +46,17 @@ impl Runner {
         }
     }
 }
+
+/// A short, growing, jittered pause before retry `attempt + 1` of a compare-and-swap or
+/// version-checked write that lost to another process: 0.2 ms doubling up to 6.4 ms, plus up
+/// to 0.5 ms of jitter so that two processes that collided do not collide again in step.
+pub async fn backoff(attempt: usize) {
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.subsec_nanos())
+            % 500,
+    );
+    let base = 200u64 << attempt.min(5);
+    tokio::time::sleep(Duration::from_micros(base + jitter)).await;
+}

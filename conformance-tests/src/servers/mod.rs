@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::report;
@@ -63,6 +63,13 @@ pub enum Backend {
     MySql,
     /// A Redis Cluster of three masters (no replicas).
     RedisCluster,
+    /// A MongoDB-wire server: a real `mongod` from `SESSION_TEST_MONGODB_URL`, else secantusdb
+    /// (a Python server on WiredTiger; `secantusd-py` on `PATH`, from
+    /// `pip install secantusdb==0.7.0b3`).
+    MongoDb,
+    /// A second, independent MongoDB-wire server, nx-27017 (Python on NeoSQLite; `nx-27017` on
+    /// `PATH`, from `pip install nx-27017==0.8.1`), run as a second opinion.
+    MongoDbNx,
 }
 
 impl Backend {
@@ -74,6 +81,8 @@ impl Backend {
             Backend::Postgres => "postgres",
             Backend::MySql => "mysql",
             Backend::RedisCluster => "redis-cluster",
+            Backend::MongoDb => "mongodb",
+            Backend::MongoDbNx => "mongodb-nx",
         }
     }
 
@@ -125,6 +134,29 @@ impl Backend {
                 after_start: Vec::new(),
             },
             Backend::RedisCluster => Backend::Redis.spec().redis_cluster_node(),
+            Backend::MongoDb => secantus_spec(),
+            Backend::MongoDbNx => ServerSpec {
+                backend: self,
+                program: "nx-27017".into(),
+                args: strings(&[
+                    "--host",
+                    "127.0.0.1",
+                    "-p",
+                    "{port}",
+                    "--data-dir",
+                    "{dir}",
+                    "--log-file",
+                    "{dir}/nx.log",
+                    "--pid-file",
+                    "{dir}/nx.pid",
+                ]),
+                probe: Probe::MongoPing,
+                url: "mongodb://127.0.0.1:{port}/session_test?directConnection=true".into(),
+                run_as: None,
+                owner: None,
+                setup: Vec::new(),
+                after_start: Vec::new(),
+            },
             Backend::Memcached => ServerSpec {
                 backend: self,
                 program: "memcached".into(),

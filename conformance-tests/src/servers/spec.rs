@@ -29,6 +29,8 @@ pub enum Probe {
     MemcachedVersion,
     /// A client command (`{port}` substituted) that exits 0 once the server accepts queries.
     Command(Vec<String>),
+    /// An OP_MSG `ping` answers `ok: 1` (MongoDB's wire protocol).
+    MongoPing,
 }
 
 impl Probe {
@@ -46,12 +48,20 @@ impl Probe {
                 .status();
             return matches!(tokio::time::timeout(Duration::from_secs(5), status).await, Ok(Ok(s)) if s.success());
         }
+        if *self == Probe::MongoPing {
+            return matches!(
+                tokio::time::timeout(Duration::from_secs(2), mongo_ping(port)).await,
+                Ok(Ok(true))
+            );
+        }
         let attempt = async {
             let stream = TcpStream::connect(("127.0.0.1", port)).await?;
             let mut stream = BufReader::new(stream);
             let (request, answer) = match self {
                 Probe::RedisPing => ("PING\r\n", "+PONG"),
-                Probe::MemcachedVersion | Probe::Command(_) => ("version\r\n", "VERSION"),
+                Probe::MemcachedVersion | Probe::Command(_) | Probe::MongoPing => {
+                    ("version\r\n", "VERSION")
+                }
             };
             stream.get_mut().write_all(request.as_bytes()).await?;
             let mut line = String::new();
@@ -62,6 +72,83 @@ impl Probe {
             tokio::time::timeout(Duration::from_secs(2), attempt).await,
             Ok(Ok(true))
         )
+    }
+}
+
+/// Sends `{ping: 1, $db: "admin"}` as an OP_MSG and reads the reply: whether it says `ok: 1`
+/// (a double, as MongoDB writes it, or an integer).
+async fn mongo_ping(port: u16) -> std::io::Result<bool> {
+    const OP_MSG: i32 = 2013;
+    let mut document = Vec::new();
+    document.extend_from_slice(b"\x10ping\0");
+    document.extend_from_slice(&1i32.to_le_bytes());
+    document.extend_from_slice(b"\x02$db\0");
+    document.extend_from_slice(&6i32.to_le_bytes());
+    document.extend_from_slice(b"admin\0\0");
+    let document_len = i32::try_from(document.len() + 4).unwrap_or(i32::MAX);
+    let body_len = 4 + 1 + 4 + document.len();
+    let message_len = i32::try_from(16 + body_len).unwrap_or(i32::MAX);
+    let mut message = Vec::with_capacity(16 + body_len);
+    for word in [message_len, 1, 0, OP_MSG] {
+        message.extend_from_slice(&word.to_le_bytes());
+    }
+    message.extend_from_slice(&0u32.to_le_bytes());
+    message.push(0);
+    message.extend_from_slice(&document_len.to_le_bytes());
+    message.extend_from_slice(&document);
+
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(&message).await?;
+    let mut header = [0u8; 16];
+    stream.read_exact(&mut header).await?;
+    let word = |at: usize| {
+        i32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let (length, op_code) = (word(0), word(12));
+    let Some(rest) = usize::try_from(length).ok().and_then(|n| n.checked_sub(16)) else {
+        return Ok(false);
+    };
+    if op_code != OP_MSG || rest > 1 << 20 {
+        return Ok(false);
+    }
+    let mut reply = vec![0u8; rest];
+    stream.read_exact(&mut reply).await?;
+    let ok = |tag: u8, value: &[u8]| {
+        let mut pattern = vec![tag];
+        pattern.extend_from_slice(b"ok\0");
+        pattern.extend_from_slice(value);
+        reply.windows(pattern.len()).any(|window| window == pattern)
+    };
+    Ok(ok(0x01, &1f64.to_le_bytes())
+        || ok(0x10, &1i32.to_le_bytes())
+        || ok(0x12, &1i64.to_le_bytes()))
+}
+
+/// secantusdb, started by the harness's launcher (`scripts/secantus_server.py`) with the
+/// Python next to `secantusd-py` on `PATH` (the venv it was installed in): its command line
+/// sweeps expired documents every 60 s and cannot be told otherwise, the launcher sweeps every
+/// second.
+pub(super) fn secantus_spec() -> ServerSpec {
+    let python = find_on_path("secantusd-py")
+        .and_then(|entry| Some(entry.parent()?.join("python")))
+        .map_or_else(
+            || "secantusd-py".to_owned(),
+            |python| python.display().to_string(),
+        );
+    ServerSpec {
+        backend: Backend::MongoDb,
+        program: python,
+        args: vec![
+            concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/secantus_server.py").to_owned(),
+            "{port}".to_owned(),
+            "{dir}".to_owned(),
+        ],
+        probe: Probe::MongoPing,
+        url: "mongodb://127.0.0.1:{port}/session_test?directConnection=true".into(),
+        run_as: None,
+        owner: None,
+        setup: Vec::new(),
+        after_start: Vec::new(),
     }
 }
 

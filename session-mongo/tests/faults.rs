@@ -1,0 +1,35 @@
+//! A MongoDB-wire server that dies and comes back, or hangs and recovers, under a live store
+//! (the suite's shared fault cases).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conformance_tests::faults::{server_killed_and_restarted, server_paused_and_resumed};
+use conformance_tests::namespace;
+use conformance_tests::servers::Backend;
+use session_core::{SessionRepository, SessionSettings};
+use session_mongo::{Config, MongoStore};
+
+/// The store the shared fault cases run on: a collection of its own, their operation timeout.
+async fn fault_store(
+    url: String,
+    timeout: Duration,
+) -> session_core::Result<Arc<dyn SessionRepository>> {
+    let config = Config::from_url(&url)?
+        .with_collection(namespace("fault"))
+        .with_timeout(timeout);
+    Ok(
+        Arc::new(MongoStore::open(config, SessionSettings::default()).await?)
+            as Arc<dyn SessionRepository>,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_dies_and_returns() {
+    server_killed_and_restarted(Backend::MongoDb, fault_store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_hangs_and_recovers() {
+    server_paused_and_resumed(Backend::MongoDb, fault_store).await;
+}

@@ -21,6 +21,7 @@
 mod config;
 mod document;
 mod error;
+mod rotate;
 mod store;
 #[cfg(feature = "testing")]
 mod testing;

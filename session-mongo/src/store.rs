@@ -32,8 +32,8 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
 use session_core::raw::time::now_millis;
 use session_core::raw::{
-    backoff, check_principal_query, report_undecodable, rotate_id, Creation, Lookup, Rotation,
-    Runner, SessionDelta, SessionInternals, SessionRecord, WriterTurns,
+    backoff, check_principal_query, report_undecodable, rotate_id, Creation, Lookup, Runner,
+    SessionDelta, SessionInternals, SessionRecord, WriterTurns,
 };
 use session_core::{
     async_trait, Capabilities, Error, Operation, Result, Session, SessionId, SessionInfo,
@@ -43,7 +43,7 @@ use session_core::{
 use crate::config::Config;
 use crate::document::{
     date, document_size_bound, from_document, id_of, key_of, live, save_update, to_document,
-    touch_filter, touch_pipeline, ACCESSED, EXPIRE_AT, ID, PRINCIPAL, VERSION,
+    touch_filter, touch_pipeline, EXPIRE_AT, ID, PRINCIPAL, VERSION,
 };
 use crate::error::{code, is_duplicate_key, map};
 
@@ -57,14 +57,17 @@ const PRINCIPAL_INDEX: &str = "session_principal";
 /// `createIndexes` codes for an index that exists with other options or another name.
 const INDEX_CONFLICT_CODES: &[i32] = &[85, 86];
 
-struct Inner {
-    client: Client,
-    raw: Collection<RawDocumentBuf>,
-    documents: Collection<Document>,
+pub(crate) struct Inner {
+    pub(crate) client: Client,
+    pub(crate) raw: Collection<RawDocumentBuf>,
+    pub(crate) documents: Collection<Document>,
     runner: Runner,
     config: Config,
     max_document_size: usize,
     turns: WriterTurns,
+    /// The deployment runs transactions (a replica set or a sharded cluster): `change_id`
+    /// moves a session in one.
+    pub(crate) transactions: bool,
 }
 
 /// Sessions in a MongoDB collection.
@@ -72,7 +75,7 @@ struct Inner {
 /// Cloning, or [`MongoStore::with_settings`], gives another handle on the same client.
 #[derive(Clone)]
 pub struct MongoStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     settings: Arc<SessionSettings>,
 }
 
@@ -121,6 +124,9 @@ impl MongoStore {
             .ok()
             .and_then(|size| usize::try_from(size).ok())
             .unwrap_or(DEFAULT_MAX_DOCUMENT);
+        // A replica set member names its set; a mongos says `isdbgrid`. Both run transactions.
+        let transactions = hello.get_str("setName").is_ok()
+            || hello.get_str("msg").is_ok_and(|msg| msg == "isdbgrid");
         let documents = database.collection::<Document>(&config.collection);
         let indexes = [
             IndexModel::builder()
@@ -175,6 +181,7 @@ impl MongoStore {
                 max_document_size,
                 config,
                 turns: WriterTurns::new(),
+                transactions,
             }),
             settings: Arc::new(settings),
         })
@@ -203,6 +210,12 @@ impl MongoStore {
         &self.inner.documents
     }
 
+    /// Whether `change_id` moves sessions in a transaction: the server at open was a replica
+    /// set member or a mongos.
+    pub fn runs_transactions(&self) -> bool {
+        self.inner.transactions
+    }
+
     /// The largest document the server takes, read at open.
     pub fn max_document_size(&self) -> usize {
         self.inner.max_document_size
@@ -217,7 +230,7 @@ impl MongoStore {
     }
 
     /// The live document of `key` at `now`, decoded.
-    async fn fetch(&self, key: &SessionKey, now: u64) -> Result<Lookup> {
+    pub(crate) async fn fetch(&self, key: &SessionKey, now: u64) -> Result<Lookup> {
         let found = self.inner.raw.find_one(live(key, now)).await.map_err(map)?;
         Ok(match found {
             None => Lookup::Absent,
@@ -245,7 +258,7 @@ impl MongoStore {
     }
 
     /// Inserts `record` under `key`; `false` if the key is taken.
-    async fn insert(&self, key: &SessionKey, record: &SessionRecord) -> Result<bool> {
+    pub(crate) async fn insert(&self, key: &SessionKey, record: &SessionRecord) -> Result<bool> {
         self.check_document_size(record)?;
         match self
             .inner
@@ -320,37 +333,7 @@ impl MongoStore {
         ))
     }
 
-    /// One attempt of `change_id`: insert the live document under `new`, then delete `old` only
-    /// if nobody saved or touched it since it was read (else undo the insert and report the
-    /// race). If the process stops between the two, both documents exist until the old one
-    /// expires; the caller never learned the new id, so the old one goes on working until then.
-    async fn rotate(&self, old: SessionKey, new: SessionKey) -> Result<Rotation> {
-        let now = now_millis();
-        let Lookup::Live(record) = self.fetch(&old, now).await? else {
-            return Ok(Rotation::Gone);
-        };
-        if !self.insert(&new, &record).await? {
-            return Ok(Rotation::IdTaken);
-        }
-        let unchanged = doc! {
-            ID: id_of(&old),
-            VERSION: i64::try_from(record.version).unwrap_or(i64::MAX),
-            ACCESSED: date(record.last_accessed_at_ms),
-        };
-        let removed = self
-            .inner
-            .documents
-            .delete_one(unchanged)
-            .await
-            .map_err(map)?;
-        if removed.deleted_count == 1 {
-            return Ok(Rotation::Moved);
-        }
-        self.remove(&new).await?;
-        Ok(Rotation::Raced)
-    }
-
-    async fn remove(&self, key: &SessionKey) -> Result<()> {
+    pub(crate) async fn remove(&self, key: &SessionKey) -> Result<()> {
         self.inner
             .documents
             .delete_one(doc! { ID: id_of(key) })
@@ -489,7 +472,13 @@ impl SessionRepository for MongoStore {
     }
 
     async fn change_id(&self, session: &mut Session) -> Result<()> {
-        let rotation = rotate_id(session, |old, new| self.rotate(old, new));
+        let rotation = rotate_id(session, |old, new| async move {
+            if self.inner.transactions {
+                self.rotate_in_transaction(old, new).await
+            } else {
+                self.rotate_in_two_steps(old, new).await
+            }
+        });
         self.run(Operation::ChangeId, rotation).await.map(|_| ())
     }
 

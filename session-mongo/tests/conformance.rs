@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use conformance_tests::runner::{run, KnownDivergence, Suite};
-use conformance_tests::servers::{provision, Backend};
+use conformance_tests::servers::{provision, Backend, ServerProcess};
 use conformance_tests::{namespace, RawShape, StoreFixture};
 use session_core::testing::{WriteRaw, WriteRawShape};
 use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
@@ -51,17 +51,21 @@ impl StoreFixture for MongoFixture {
 
 async fn fixture(name: &'static str, backend: Backend) -> Option<MongoFixture> {
     let server = provision(backend).await?;
-    let config = Config::from_url(&server.url)
+    Some(fixture_on(&server.url, name).await)
+}
+
+async fn fixture_on(url: &str, name: &'static str) -> MongoFixture {
+    let config = Config::from_url(url)
         .expect("the harness's MongoDB URL")
         .with_collection(namespace("sessions"));
     let first = MongoStore::open(config.clone(), SessionSettings::default())
         .await
         .expect("open the MongoDB store");
-    Some(MongoFixture {
+    MongoFixture {
         name,
         config,
         first,
-    })
+    }
 }
 
 /// What nx-27017 0.8.1 does differently from MongoDB, case by case (reproductions in the
@@ -101,9 +105,33 @@ const fn divergence(case: &'static str, reason: &'static str) -> KnownDivergence
     KnownDivergence { case, reason }
 }
 
+/// secantusdb as a one-member replica set, beside the provisioned standalone server: there
+/// `change_id` runs in a transaction.
+static REPLICA_SET: tokio::sync::OnceCell<Arc<ServerProcess>> = tokio::sync::OnceCell::const_new();
+
+async fn replica_set() -> Option<MongoFixture> {
+    provision(Backend::MongoDb).await?;
+    let server = REPLICA_SET
+        .get_or_init(|| async {
+            let mut spec = Backend::MongoDb.spec();
+            spec.args.push("rs0".into());
+            ServerProcess::start(spec)
+                .await
+                .expect("secantusdb as a replica set")
+        })
+        .await;
+    let fixture = fixture_on(&server.url(), "mongodb-replica-set").await;
+    assert!(
+        fixture.first.runs_transactions(),
+        "a replica set member must run change_id in transactions"
+    );
+    Some(fixture)
+}
+
 fn main() {
     run(vec![
         Suite::new("mongodb", || fixture("mongodb", Backend::MongoDb)),
+        Suite::new("mongodb_replica_set", replica_set),
         Suite::new("mongodb_nx", || fixture("mongodb-nx", Backend::MongoDbNx))
             .with_known_divergences(NX_DIVERGENCES),
     ]);

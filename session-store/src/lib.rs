@@ -19,6 +19,7 @@
 //! | `mysql://`, `mariadb://` | `session_sql` | `mysql` |
 //! | `redis://`, `rediss://`, `redis+cluster://`, comma-separated nodes | `session_redis` | `redis` |
 //! | `memcache://`, `memcached://`, comma-separated servers | `session_memcached` | `memcached` |
+//! | `mongodb://`, `mongodb+srv://` | `session_mongo` | `mongo` |
 //!
 //! The schemes come from core's one table ([`session_core::raw::SCHEMES`]). A URL whose store
 //! is not compiled in is [`Error::Config`] naming the feature to enable; an unknown scheme
@@ -170,16 +171,12 @@ pub async fn open_with(config: &StoreConfig) -> Result<Arc<dyn SessionRepository
         "sqlite" | "postgres" | "mysql" => open_sql(url, scheme.kind, settings).await,
         "redis" => open_redis(url, settings).await,
         "memcached" => open_memcached(url, settings).await,
+        "mongo" => open_mongo(url, settings).await,
         other => Err(missing(other, scheme.scheme)),
     }
 }
 
 fn missing(feature: &str, scheme: &str) -> Error {
-    if matches!(feature, "mongo") {
-        return Error::Config(format!(
-            "no {scheme}:// store in this version of session-store"
-        ));
-    }
     Error::Config(format!(
         "a {scheme}:// store needs the `{feature}` feature of session-store"
     ))
@@ -252,4 +249,17 @@ async fn open_memcached(
 #[cfg(not(feature = "memcached"))]
 async fn open_memcached(_: &str, _: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
     Err(missing("memcached", "memcache"))
+}
+
+#[cfg(feature = "mongo")]
+async fn open_mongo(url: &str, settings: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
+    let config = session_mongo::Config::from_url(url)?;
+    Ok(Arc::new(
+        session_mongo::MongoStore::open(config, settings).await?,
+    ))
+}
+
+#[cfg(not(feature = "mongo"))]
+async fn open_mongo(_: &str, _: SessionSettings) -> Result<Arc<dyn SessionRepository>> {
+    Err(missing("mongo", "mongodb"))
 }

@@ -51,6 +51,7 @@ async fn server_stores_open_by_url() {
         Backend::Redis,
         Backend::RedisCluster,
         Backend::Memcached,
+        Backend::MongoDb,
     ] {
         let Some(server) = provision(backend).await else {
             continue;
@@ -59,6 +60,9 @@ async fn server_stores_open_by_url() {
             Backend::Redis | Backend::RedisCluster | Backend::Memcached => {
                 let (list, _) = server.url.split_once('?').unwrap_or((&server.url, ""));
                 format!("{list}?session_prefix={}:", namespace("facade"))
+            }
+            Backend::MongoDb => {
+                format!("{}&session_collection={}", server.url, namespace("facade"))
             }
             _ => format!("{}?session_table={}", server.url, namespace("facade")),
         };
@@ -74,8 +78,8 @@ async fn unknown_schemes_and_bad_settings_are_clear_errors() {
             other => panic!("{url}: expected Config, got {other:?}"),
         }
     }
-    match open("mongodb://127.0.0.1:27017/sessions").await {
-        Err(Error::Config(message)) => assert!(message.contains("mongodb"), "{message}"),
+    match open("mongodb://127.0.0.1:27017").await {
+        Err(Error::Config(message)) => assert!(message.contains("database"), "{message}"),
         other => panic!("expected Config, got {other:?}"),
     }
 }
@@ -98,6 +102,10 @@ async fn unknown_options_are_the_same_error_on_every_store() {
         ("redis://127.0.0.1:1?session_nope=1", "session_prefix"),
         ("redis://127.0.0.1:1?nope=1", "session_prefix"),
         ("memcache://127.0.0.1:1?session_nope=1", "session_prefix"),
+        (
+            "mongodb://127.0.0.1:1/db?session_nope=1",
+            "session_collection",
+        ),
     ] {
         match open(url).await {
             Err(Error::Config(message)) => {

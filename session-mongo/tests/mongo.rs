@@ -253,3 +253,51 @@ async fn timed<T>(
     let result = call.await.map(|_| ());
     (operation, result, started.elapsed())
 }
+
+/// The two reproductions of the README's "nx-27017" section, run on both wire servers: MongoDB's
+/// behaviour on secantusdb, the divergence on nx-27017 (this test fails once nx-27017 stops
+/// diverging, and the README and the suite's list must shrink with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nx_27017_divergences_are_what_the_readme_says() {
+    for (backend, diverges) in [(Backend::MongoDb, false), (Backend::MongoDbNx, true)] {
+        let Some(server) = provision(backend).await else {
+            continue;
+        };
+        let client = Client::with_uri_str(&server.url).await.unwrap();
+        let collection = client
+            .database("session_test")
+            .collection::<Document>(&namespace("divergence"));
+        collection
+            .insert_one(doc! { "_id": "a", "n": 1 })
+            .await
+            .unwrap();
+
+        // 1. An update pipeline (MongoDB 4.2+), as a touch sends.
+        let pipeline = collection
+            .update_one(
+                doc! { "_id": "a" },
+                vec![doc! { "$set": { "n": { "$add": ["$n", 1] } } }],
+            )
+            .await;
+        assert_eq!(
+            pipeline.is_err(),
+            diverges,
+            "{}: {pipeline:?}",
+            backend.name()
+        );
+
+        // 2. A date written by `$set`, as a save writes `expireAt`.
+        collection
+            .update_one(
+                doc! { "_id": "a" },
+                doc! { "$set": { "at": session_mongo::mongodb::bson::DateTime::now() } },
+            )
+            .await
+            .unwrap();
+        let dated = collection
+            .count_documents(doc! { "_id": "a", "at": { "$type": "date" } })
+            .await
+            .unwrap();
+        assert_eq!(dated == 0, diverges, "{}: the $set date", backend.name());
+    }
+}

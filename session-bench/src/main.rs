@@ -123,7 +123,8 @@ struct Target {
 }
 
 const BACKENDS: &str =
-    "memory, sqlite, postgres, mysql, redis, redis-tls, redis-cluster, memcached";
+    "memory, sqlite, postgres, mysql, redis, redis-tls, redis-cluster, memcached, mongodb, \
+     mongodb-nx";
 
 async fn open_target(name: &str, options: &Options) -> std::result::Result<Target, String> {
     let mut server_pids = Vec::new();
@@ -197,6 +198,33 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             )
             .await
             .map_err(|e| format!("{name}: {e}"))?;
+            return Ok(Target {
+                name: name.into(),
+                repository: Arc::new(store),
+                raw: Arc::new(raw),
+                sql: None,
+                server_pids,
+                _dedicated: None,
+            });
+        }
+        // MongoDB-wire servers (secantusdb, nx-27017): far slower than mongod, so these rows say
+        // how the store compares with its own client on the same server, never what MongoDB
+        // would do.
+        "mongodb" | "mongodb-nx" => {
+            let backend = if name == "mongodb" {
+                Backend::MongoDb
+            } else {
+                Backend::MongoDbNx
+            };
+            let (url, server_pids) = server(backend, options).await?;
+            let config = session_mongo::Config::from_url(&url)
+                .map_err(|e| e.to_string())?
+                .with_collection(conformance_tests::namespace("bench"));
+            let store =
+                session_mongo::MongoStore::open(config, session_core::SessionSettings::default())
+                    .await
+                    .map_err(|e| format!("{name}: {e}"))?;
+            let raw = raw::MongoRaw::new(&store);
             return Ok(Target {
                 name: name.into(),
                 repository: Arc::new(store),

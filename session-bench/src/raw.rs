@@ -272,3 +272,53 @@ impl RawDriver for MemcachedRaw {
         Ok(())
     }
 }
+
+/// One `find` by `_id` and one `$set` update (upsert) of a binary field, on the store's own
+/// client, in a collection beside the store's: the limit the MongoDB store can approach.
+pub struct MongoRaw {
+    collection: session_mongo::mongodb::Collection<session_mongo::mongodb::bson::Document>,
+}
+
+impl MongoRaw {
+    pub fn new(store: &session_mongo::MongoStore) -> Self {
+        let config = store.config();
+        let collection = store
+            .client()
+            .database(&config.database)
+            .collection(&format!("{}_raw", config.collection));
+        MongoRaw { collection }
+    }
+}
+
+#[async_trait]
+impl RawDriver for MongoRaw {
+    async fn get(&self, key: &SessionKey) -> Result<Option<Arc<Vec<u8>>>> {
+        use session_mongo::mongodb::bson::doc;
+        let found = self
+            .collection
+            .find_one(doc! { "_id": key.to_hex() })
+            .await
+            .map_err(session_core::Error::unavailable)?;
+        Ok(found
+            .and_then(|document| document.get_binary_generic("v").ok().cloned())
+            .map(Arc::new))
+    }
+
+    async fn put(&self, key: &SessionKey, bytes: Vec<u8>) -> Result<()> {
+        use session_mongo::mongodb::bson::spec::BinarySubtype;
+        use session_mongo::mongodb::bson::{doc, Binary};
+        let value = Binary {
+            subtype: BinarySubtype::Generic,
+            bytes,
+        };
+        self.collection
+            .update_one(
+                doc! { "_id": key.to_hex() },
+                doc! { "$set": { "v": value } },
+            )
+            .upsert(true)
+            .await
+            .map_err(session_core::Error::unavailable)?;
+        Ok(())
+    }
+}

@@ -44,7 +44,13 @@ async fn a_redis_loading_its_data_answers_503_then_recovers() {
         assert!(!is_required(Backend::Redis));
         return;
     }
-    let server = ServerProcess::start(Backend::Redis.spec()).await.unwrap();
+    // A pause on one key in twelve while loading (`key-load-delay -12`, a Redis test knob):
+    // the load lasts about two seconds instead of a few hundred milliseconds, so the traffic
+    // meets it on a busy machine too (a fast load was sometimes missed entirely).
+    let mut spec = Backend::Redis.spec();
+    spec.args
+        .extend(["--key-load-delay".to_owned(), "-12".to_owned()]);
+    let server = ServerProcess::start(spec).await.unwrap();
     let client = redis::Client::open(server.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     // The data file: filler keys written by a script in slices (each well inside the client's

@@ -299,5 +299,32 @@ async fn nx_27017_divergences_are_what_the_readme_says() {
             .await
             .unwrap();
         assert_eq!(dated == 0, diverges, "{}: the $set date", backend.name());
+
+        // 3. A date later in the current second, filtered with `$gt: now` as every read does.
+        let start_of_a_second = async {
+            while session_mongo::mongodb::bson::DateTime::now().timestamp_millis() % 1000 > 100 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        start_of_a_second.await;
+        let inserted = session_mongo::mongodb::bson::DateTime::now();
+        let later =
+            session_mongo::mongodb::bson::DateTime::from_millis(inserted.timestamp_millis() + 800);
+        collection
+            .insert_one(doc! { "_id": "b", "at": later })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let now = session_mongo::mongodb::bson::DateTime::now();
+        let live = collection
+            .find_one(doc! { "_id": "b", "at": { "$gt": now } })
+            .await
+            .unwrap();
+        assert_eq!(
+            live.is_none(),
+            diverges,
+            "{}: a date later this second",
+            backend.name()
+        );
     }
 }

@@ -57,6 +57,15 @@ impl KnownDivergence {
     }
 }
 
+impl std::fmt::Debug for Suite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Suite")
+            .field("prefix", &self.prefix)
+            .field("divergences", &self.divergences)
+            .finish()
+    }
+}
+
 impl Suite {
     /// The suite on the fixtures `factory` makes: it runs once per case, so that every case
     /// gets its own namespace; `None` means the store's server was not found (provisioning has

@@ -11,9 +11,9 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use conformance_tests::servers::{is_required, provision, Backend, ServerProcess};
 use session_axum::{LayerConfig, SessionError, SessionHandle, SessionLayer};
 use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
+use session_test_harness::{is_required, provision, Backend, ServerProcess};
 use tower::ServiceExt as _;
 
 #[derive(Clone, Default)]

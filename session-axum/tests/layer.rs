@@ -8,12 +8,12 @@ use axum::http::{header, Request, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use conformance_tests::namespace;
-use conformance_tests::servers::{is_required, provision, Backend, ServerProcess};
 use session_axum::{
     CookieConfig, IdTransport, LayerConfig, SessionError, SessionHandle, SessionLayer,
 };
+use session_conformance::namespace;
 use session_core::{SessionId, SessionRepository, SessionSettings};
+use session_test_harness::{is_required, provision, Backend, ServerProcess};
 use tower::ServiceExt as _;
 
 async fn read_visits(session: SessionHandle) -> Result<String, SessionError> {

@@ -11,10 +11,10 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use conformance_tests::servers::{is_required, provision, Backend, ServerProcess};
 use session_axum::{LayerConfig, SessionError, SessionHandle, SessionLayer};
 use session_core::{SessionId, SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_redis::redis;
+use session_test_harness::{is_required, provision, Backend, ServerProcess};
 use tower::ServiceExt as _;
 
 /// Keys in the data file Redis reloads: enough for the load to take a while.

@@ -28,11 +28,11 @@ mod workload;
 
 use workload::*;
 
-use conformance_tests::servers::{
-    child_processes, provision, Backend, ProcStat, ServerProcess, ServerSpec, TestCertificates,
-};
 use raw::{MokaRaw, RawDriver, SqlRaw};
 use session_sql::{Config, SqlStore};
+use session_test_harness::{
+    child_processes, provision, Backend, ProcStat, ServerProcess, ServerSpec, TestCertificates,
+};
 
 /// Benchmark parameters from the command line.
 #[derive(Debug, Clone)]
@@ -140,8 +140,8 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             })
         }
         "sqlite" => {
-            let path =
-                std::env::temp_dir().join(format!("{}.db", conformance_tests::namespace("bench")));
+            let path = std::env::temp_dir()
+                .join(format!("{}.db", session_test_harness::namespace("bench")));
             format!("sqlite://{}", path.display())
         }
         // Servers come from SESSION_TEST_<BACKEND>_URL or are started like the test suite does.
@@ -164,7 +164,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             };
             let mut config = session_redis::Config::from_url(&url)
                 .map_err(|e| e.to_string())?
-                .with_prefix(format!("{}:", conformance_tests::namespace("bench")));
+                .with_prefix(format!("{}:", session_test_harness::namespace("bench")));
             if let Some(ca) = ca {
                 config = config.with_tls_ca_file(ca);
             }
@@ -190,7 +190,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             let (url, server_pids) = server(Backend::Memcached, options).await?;
             let config = session_memcached::Config::from_url(&url)
                 .map_err(|e| e.to_string())?
-                .with_prefix(format!("{}:", conformance_tests::namespace("bench")));
+                .with_prefix(format!("{}:", session_test_harness::namespace("bench")));
             let raw = raw::MemcachedRaw::new(&config).map_err(|e| e.to_string())?;
             let store = session_memcached::MemcachedStore::open(
                 config,
@@ -219,7 +219,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             let (url, server_pids) = server(backend, options).await?;
             let config = session_mongo::Config::from_url(&url)
                 .map_err(|e| e.to_string())?
-                .with_collection(conformance_tests::namespace("bench"));
+                .with_collection(session_test_harness::namespace("bench"));
             let store =
                 session_mongo::MongoStore::open(config, session_core::SessionSettings::default())
                     .await
@@ -248,7 +248,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
     };
     let config = Config::from_url(&url)
         .map_err(|e| e.to_string())?
-        .with_table(conformance_tests::namespace("bench"))
+        .with_table(session_test_harness::namespace("bench"))
         .with_max_connections(u32::try_from(options.tasks).unwrap_or(32))
         .with_cleanup_interval(None);
     let store = SqlStore::open(config, session_core::SessionSettings::default())
@@ -288,7 +288,7 @@ async fn server(
 async fn tls_server(
     options: &Options,
 ) -> std::result::Result<(Arc<ServerProcess>, std::path::PathBuf), String> {
-    let dir = std::env::temp_dir().join(conformance_tests::namespace("bench-tls"));
+    let dir = std::env::temp_dir().join(session_test_harness::namespace("bench-tls"));
     let certificates = TestCertificates::make(&dir).map_err(|e| e.to_string())?;
     let server = ServerProcess::start(ServerSpec::redis_tls(&certificates))
         .await

@@ -4,9 +4,9 @@
 
 use std::net::SocketAddr;
 
-use conformance_tests::namespace;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use session_conformance::namespace;
 use session_demo::{instance, serve, Transport};
 
 struct Demo {

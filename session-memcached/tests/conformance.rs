@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use conformance_tests::servers::{provision, Backend, ServerProcess};
-use conformance_tests::{conformance_suite, namespace, StoreFixture};
+use session_conformance::{conformance_suite, namespace, StoreFixture};
 use session_core::testing::WriteRaw;
 use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
 use session_memcached::{Config, MemcachedStore};
+use session_test_harness::{provision, Backend, ServerProcess};
 
 /// One key prefix per case; every `open` is a new store with its own pools (a service
 /// instance).

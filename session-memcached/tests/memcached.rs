@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_memcached::Client;
-use conformance_tests::namespace;
-use conformance_tests::servers::{is_required, provision, Backend, ServerProcess};
+use session_conformance::namespace;
 use session_core::{
     Error, Limits, SessionId, SessionRepository, SessionRepositoryExt, SessionSettings,
 };
 use session_memcached::{Config, MemcachedStore};
+use session_test_harness::{is_required, provision, Backend, ServerProcess};
 
 fn address(server: &ServerProcess) -> String {
     format!("127.0.0.1:{}", server.port())

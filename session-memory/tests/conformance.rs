@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance_tests::{conformance_suite, StoreFixture};
+use session_conformance::{conformance_suite, StoreFixture};
 use session_core::testing::WriteRaw;
 use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
 use session_memory::{Config, MemoryStore};

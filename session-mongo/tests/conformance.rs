@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use conformance_tests::runner::{run, KnownDivergence, Suite};
-use conformance_tests::servers::{provision, Backend, ServerProcess};
-use conformance_tests::{namespace, RawShape, StoreFixture};
+use session_conformance::runner::{run, KnownDivergence, Suite};
+use session_conformance::{namespace, RawShape, StoreFixture};
 use session_core::testing::{WriteRaw, WriteRawShape};
 use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
 use session_mongo::{Config, MongoStore};
+use session_test_harness::{provision, Backend, ServerProcess};
 
 /// One collection per case; every `open` is a new store with its own client (a service
 /// instance).

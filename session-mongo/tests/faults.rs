@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance_tests::faults::{server_killed_and_restarted, server_paused_and_resumed};
-use conformance_tests::namespace;
-use conformance_tests::servers::Backend;
+use session_conformance::faults::{server_killed_and_restarted, server_paused_and_resumed};
+use session_conformance::namespace;
 use session_core::{SessionRepository, SessionSettings};
 use session_mongo::{Config, MongoStore};
+use session_test_harness::{dedicated, Backend};
 
 /// The store the shared fault cases run on: a collection of its own, their operation timeout.
 async fn fault_store(
@@ -26,10 +26,16 @@ async fn fault_store(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_dies_and_returns() {
-    server_killed_and_restarted(Backend::MongoDb, fault_store).await;
+    let Some(server) = dedicated(Backend::MongoDb).await else {
+        return;
+    };
+    server_killed_and_restarted(server, fault_store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_hangs_and_recovers() {
-    server_paused_and_resumed(Backend::MongoDb, fault_store).await;
+    let Some(server) = dedicated(Backend::MongoDb).await else {
+        return;
+    };
+    server_paused_and_resumed(server, fault_store).await;
 }

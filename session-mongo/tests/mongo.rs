@@ -6,9 +6,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conformance_tests::namespace;
-use conformance_tests::servers::{is_required, provision, Backend, ServerProcess};
 use futures_util::TryStreamExt;
+use session_conformance::namespace;
 use session_core::{Error, SessionId, SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_mongo::mongodb::bson::{doc, Document};
 use session_mongo::mongodb::event::command::CommandEvent;
@@ -16,6 +15,7 @@ use session_mongo::mongodb::event::EventHandler;
 use session_mongo::mongodb::options::ClientOptions;
 use session_mongo::mongodb::Client;
 use session_mongo::{Config, MongoStore};
+use session_test_harness::{is_required, provision, Backend, ServerProcess};
 
 async fn server_url() -> Option<String> {
     Some(provision(Backend::MongoDb).await?.url)

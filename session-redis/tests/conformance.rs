@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use conformance_tests::servers::{provision, Backend};
-use conformance_tests::{conformance_suite, namespace, StoreFixture};
+use session_conformance::{conformance_suite, namespace, StoreFixture};
 use session_core::testing::{RawShape, WriteRaw, WriteRawShape};
 use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
 use session_redis::{Config, RedisStore};
+use session_test_harness::{provision, Backend};
 
 /// A key prefix per case; every `open` is a new store with its own connection.
 struct RedisFixture {

@@ -10,16 +10,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance_tests::servers::{
-    add_redis_cluster_master, is_required, move_redis_cluster_slots, provision,
-    redis_cluster_masters, start_redis_cluster_of, start_redis_cluster_with_replicas, Backend,
-    ServerProcess,
-};
-use conformance_tests::{namespace, short_lived, SHORT_IDLE};
+use session_conformance::{namespace, short_lived, SHORT_IDLE};
 use session_core::{
     SessionEvent, SessionKey, SessionRepository, SessionRepositoryExt, SessionSettings,
 };
 use session_redis::{redis, Config, RedisStore};
+use session_test_harness::{
+    add_redis_cluster_master, is_required, move_redis_cluster_slots, provision,
+    redis_cluster_masters, start_redis_cluster_of, start_redis_cluster_with_replicas, Backend,
+    ServerProcess,
+};
 
 async fn reports_expiry_events(url: &str) -> bool {
     let config = Config::from_url(url)

@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use conformance_tests::namespace;
-use conformance_tests::servers::{
+use session_conformance::namespace;
+use session_core::{SessionEvent, SessionRepository, SessionRepositoryExt, SessionSettings};
+use session_redis::{Config, RedisStore};
+use session_test_harness::{
     is_required, provision, start_redis_cluster_of, Backend, Provisioned, ServerProcess,
     ServerSpec, TestCertificates,
 };
-use session_core::{SessionEvent, SessionRepository, SessionRepositoryExt, SessionSettings};
-use session_redis::{Config, RedisStore};
 
 /// Three TLS-only cluster nodes (the cluster bus on TLS too) joined into one Cluster.
 async fn tls_cluster(certificates: &TestCertificates) -> Provisioned {

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use conformance_tests::servers::{is_required, provision, Backend, ServerProcess};
 use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_redis::{redis, Config, RedisStore};
+use session_test_harness::{is_required, provision, Backend, ServerProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_server_is_retryable_and_then_fine() {

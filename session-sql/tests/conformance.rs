@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance_tests::servers::{provision, Backend};
-use conformance_tests::{conformance_suite, namespace, StoreFixture};
+use session_conformance::{conformance_suite, namespace, StoreFixture};
 use session_core::testing::{RawShape, WriteRaw, WriteRawShape};
 use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
 use session_sql::{Config, SqlStore};
+use session_test_harness::{provision, Backend};
 
 /// One table per case; every `open` is a new store with its own pool (a service instance).
 struct SqlFixture {

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conformance_tests::faults::{server_killed_and_restarted, server_paused_and_resumed};
-use conformance_tests::namespace;
-use conformance_tests::servers::{provision, Backend};
+use session_conformance::faults::{server_killed_and_restarted, server_paused_and_resumed};
+use session_conformance::namespace;
 use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_sql::{Config, SqlStore};
+use session_test_harness::{dedicated, provision, Backend};
 use sqlx::Row;
 
 fn sqlite_url() -> (String, std::path::PathBuf) {
@@ -174,24 +174,36 @@ async fn fault_store(
 /// store works again (the suite's shared fault case).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_dies_and_returns() {
-    server_killed_and_restarted(Backend::Postgres, fault_store).await;
+    let Some(server) = dedicated(Backend::Postgres).await else {
+        return;
+    };
+    server_killed_and_restarted(server, fault_store).await;
 }
 
 /// As [`postgres_dies_and_returns`], on MariaDB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_dies_and_returns() {
-    server_killed_and_restarted(Backend::MySql, fault_store).await;
+    let Some(server) = dedicated(Backend::MySql).await else {
+        return;
+    };
+    server_killed_and_restarted(server, fault_store).await;
 }
 
 /// A server frozen mid-run (a hang) gives a retryable error within the timeout; resumed, the
 /// same store works again with its data intact (the suite's shared fault case).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_hangs_and_recovers() {
-    server_paused_and_resumed(Backend::Postgres, fault_store).await;
+    let Some(server) = dedicated(Backend::Postgres).await else {
+        return;
+    };
+    server_paused_and_resumed(server, fault_store).await;
 }
 
 /// As [`postgres_hangs_and_recovers`], on MariaDB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql_hangs_and_recovers() {
-    server_paused_and_resumed(Backend::MySql, fault_store).await;
+    let Some(server) = dedicated(Backend::MySql).await else {
+        return;
+    };
+    server_paused_and_resumed(server, fault_store).await;
 }

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use conformance_tests::servers::{is_required, provision, Backend, ServerProcess, ServerSpec};
 use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_sql::{Config, SqlStore};
+use session_test_harness::{is_required, provision, Backend, ServerProcess, ServerSpec};
 use sqlx::Connection;
 
 /// Every connection slot of a server is taken: opening a store is a retryable error naming the

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use conformance_tests::namespace;
-use conformance_tests::servers::{provision, Backend};
+use session_conformance::namespace;
 use session_core::{Error, SessionRepository, SessionRepositoryExt};
 use session_store::{open, StoreConfig};
+use session_test_harness::{provision, Backend};
 
 /// The code an application would run, whatever the store.
 async fn round_trip(store: Arc<dyn SessionRepository>) {

@@ -1,11 +1,11 @@
 //! Setup shared by the Redis-specific test binaries.
 #![allow(clippy::expect_used)] // test code
 
-use conformance_tests::namespace;
-use conformance_tests::servers::{provision, Backend};
+use session_conformance::namespace;
 use session_core::SessionSettings;
 use session_redis::redis;
 use session_redis::{Config, RedisStore};
+use session_test_harness::{provision, Backend};
 
 /// A store with `settings` under a fresh key prefix named after `name`, a plain connection to
 /// its server, and the prefix; `None` when no server (provisioning fails the test instead when

@@ -1,5 +1,5 @@
-//! Fault cases for stores whose server the harness can own: the server is killed under a live
-//! repository, then restarted; or frozen, then let run again.
+//! Fault cases for stores whose server the test controls ([`ServerControl`]): the server is
+//! killed under a live repository, then started again; or frozen, then let run again.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use session_core::{
     SessionRepositoryExt,
 };
 
-use crate::servers::{is_required, provision, Backend, ServerProcess};
+use crate::control::ServerControl;
 
 /// Bound given to the repository under test; errors must arrive within it (plus a second).
 pub const FAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,24 +21,21 @@ pub const FAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// [`Capabilities::lifecycle_events`](session_core::Capabilities::lifecycle_events) a subscription taken
 /// before the crash delivers the events of operations after the restart.
 ///
-/// `open(url, timeout)` opens a repository on a dedicated server of `backend` with that
-/// operation timeout. Skips, like provisioning, when the backend's server cannot be started.
-/// Whether data written before the crash survives is the server's durability (the harness's
+/// `server` is a server of the test's own (no other test may use it); `open(url, timeout)`
+/// opens a repository on it with that operation timeout. Whether data written before the crash survives is the server's durability (the harness's
 /// throwaway servers run without fsync), so only the repository's recovery is checked.
-pub async fn server_killed_and_restarted<Open, Fut>(backend: Backend, open: Open)
+pub async fn server_killed_and_restarted<Open, Fut>(server: Arc<dyn ServerControl>, open: Open)
 where
     Open: Fn(String, Duration) -> Fut,
     Fut: Future<Output = Result<Arc<dyn SessionRepository>>>,
 {
-    let Some((server, store, session)) = live_store(backend, open).await else {
-        return;
-    };
+    let (store, session) = live_store(&*server, open).await;
     let mut events = store
         .capabilities()
         .lifecycle_events
         .then(|| store.subscribe().expect("subscribe"));
 
-    server.stop();
+    server.stop().await.expect("stop the server");
     for _ in 0..3 {
         let find_took = find_and_save_fail_retryably(&*store, &session).await;
         assert!(
@@ -52,7 +49,7 @@ where
         );
     }
 
-    server.restart().await.expect("restart the server");
+    server.start().await.expect("start the server again");
     find_when_back(&*store, session.id(), "restart").await;
     let mut fresh = store.new_session();
     fresh.insert("after", "restart").unwrap();
@@ -102,14 +99,12 @@ where
 /// `open` as for [`server_killed_and_restarted`]. An operation that timed out may still be
 /// carried out by the server once it runs again (a timeout says nothing about the outcome),
 /// so only what was stored before the freeze is checked afterwards.
-pub async fn server_paused_and_resumed<Open, Fut>(backend: Backend, open: Open)
+pub async fn server_paused_and_resumed<Open, Fut>(server: Arc<dyn ServerControl>, open: Open)
 where
     Open: Fn(String, Duration) -> Fut,
     Fut: Future<Output = Result<Arc<dyn SessionRepository>>>,
 {
-    let Some((server, store, session)) = live_store(backend, open).await else {
-        return;
-    };
+    let (store, session) = live_store(&*server, open).await;
 
     server.pause().await.expect("pause the server");
     let bound = FAULT_TIMEOUT + Duration::from_secs(1);
@@ -153,30 +148,23 @@ async fn find_and_save_fail_retryably(
     find_took
 }
 
-/// A dedicated server of `backend`, a repository opened on it with [`FAULT_TIMEOUT`], and a
-/// session stored there (attribute `a` = `"1"`); `None` when the backend is skipped.
+/// A repository opened on `server` with [`FAULT_TIMEOUT`], and a session stored there
+/// (attribute `a` = `"1"`).
 async fn live_store<Open, Fut>(
-    backend: Backend,
+    server: &dyn ServerControl,
     open: Open,
-) -> Option<(Arc<ServerProcess>, Arc<dyn SessionRepository>, Session)>
+) -> (Arc<dyn SessionRepository>, Session)
 where
     Open: Fn(String, Duration) -> Fut,
     Fut: Future<Output = Result<Arc<dyn SessionRepository>>>,
 {
-    if provision(backend).await.is_none() {
-        assert!(!is_required(backend));
-        return None;
-    }
-    let server = ServerProcess::start(backend.spec())
-        .await
-        .unwrap_or_else(|error| panic!("cannot start a dedicated {}: {error}", backend.name()));
     let store = open(server.url(), FAULT_TIMEOUT)
         .await
         .expect("open the store");
     let mut session = store.new_session();
     session.insert("a", "1").unwrap();
     store.create(&mut session).await.unwrap();
-    Some((server, store, session))
+    (store, session)
 }
 
 /// `find(id)` once the server is back (after a `restart` or `resume`): retryable errors are

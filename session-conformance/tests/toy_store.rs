@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use conformance_tests::{conformance_suite, StoreFixture};
+use session_conformance::{conformance_suite, StoreFixture};
 use session_core::raw::time::now_millis;
 use session_core::raw::{
     report_undecodable, rotate_id, Creation, Rotation, SessionInternals, SessionRecord,

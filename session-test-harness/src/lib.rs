@@ -1,4 +1,5 @@
-//! Real servers for the suite.
+//! This workspace's test servers, for its own tests and benchmarks (not published): the
+//! conformance suite itself is `session-conformance`, which needs none of this.
 //!
 //! [`provision`] finds a server for a backend in this order:
 //!
@@ -9,13 +10,10 @@
 //! 3. otherwise the backend is skipped with one line on stderr, unless `SESSION_TEST_REQUIRE`
 //!    is `all` or names the backend (comma-separated), in which case the test fails.
 //!
-//! Containers (testcontainers, when a Docker engine answers) are the intended third step and
-//! are not implemented yet: the machines this project runs on have no Docker engine.
-//!
-//! The harness owns the servers it starts: [`ServerProcess::start`] gives a dedicated server
-//! that fault cases can [`stop`](ServerProcess::stop) and [`restart`](ServerProcess::restart).
-//! Each server is watched by a small shell process that kills it and removes its temp dir when
-//! the test process exits, however it exits.
+//! The harness owns the servers it starts: [`dedicated`] gives a server of the calling test's
+//! own, as a [`ServerControl`] the suite's fault cases can crash and freeze. Each server is
+//! watched by a small shell process that kills it and removes its temp dir when the test
+//! process exits, however it exits.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,7 +25,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::report;
+pub use session_conformance::{namespace, report};
+use session_conformance::{ControlError, ServerControl};
 
 mod cluster;
 mod proc;
@@ -367,4 +366,39 @@ async fn provision_uncached(backend: Backend) -> Option<Provisioned> {
     }
     report(&format!("SKIPPED {}: {reason}", backend.name()));
     None
+}
+
+/// A server of `backend` for the calling test alone (fault cases crash and freeze it), or
+/// `None` when the backend is skipped (see [`provision`]; a failure under
+/// `SESSION_TEST_REQUIRE`).
+pub async fn dedicated(backend: Backend) -> Option<Arc<dyn ServerControl>> {
+    provision(backend).await?;
+    let server = ServerProcess::start(backend.spec())
+        .await
+        .unwrap_or_else(|error| panic!("cannot start a dedicated {}: {error}", backend.name()));
+    Some(server)
+}
+
+#[async_trait::async_trait]
+impl ServerControl for ServerProcess {
+    fn url(&self) -> String {
+        ServerProcess::url(self)
+    }
+
+    async fn stop(&self) -> Result<(), ControlError> {
+        ServerProcess::stop(self);
+        Ok(())
+    }
+
+    async fn start(&self) -> Result<(), ControlError> {
+        Ok(self.restart().await?)
+    }
+
+    async fn pause(&self) -> Result<(), ControlError> {
+        Ok(ServerProcess::pause(self).await?)
+    }
+
+    async fn resume(&self) -> Result<(), ControlError> {
+        Ok(ServerProcess::resume(self).await?)
+    }
 }

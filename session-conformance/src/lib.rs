@@ -15,7 +15,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use conformance_tests::{conformance_suite, StoreFixture};
+//! use session_conformance::{conformance_suite, StoreFixture};
 //! use session_core::{async_trait, Result, SessionRepository, SessionSettings};
 //!
 //! struct MyFixture(session_memory::MemoryStore);
@@ -32,19 +32,20 @@
 //! # // rustdoc wraps this example in a `main` of its own.
 //! ```
 //!
-//! Servers come from [`servers`]: a URL from the environment, else a throwaway server the
-//! harness starts from a binary on `PATH`, else a skip with one clear line — which
-//! `SESSION_TEST_REQUIRE=all` (CI) turns into a failure.
+//! The crate starts no server: the fixture connects to one however the store's tests provide
+//! it (a URL from the environment, a container, a process), and returns `None` when there is
+//! none. The fault cases ([`faults`]) crash and freeze a server through [`ServerControl`]. See
+//! the crate README for a walk from zero to a green run.
 #![deny(missing_docs)]
 // A test library: a broken expectation is reported by panicking, as in any test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cases;
+mod control;
 pub mod faults;
 mod fixture;
 mod registry;
 pub mod runner;
-pub mod servers;
 mod support;
 
 use std::future::Future;
@@ -55,6 +56,7 @@ use std::time::Duration;
 
 use session_core::{Capabilities, SessionSettings};
 
+pub use control::{ControlError, ServerControl};
 pub use fixture::StoreFixture;
 pub use registry::Needs;
 pub use session_core::testing::RawShape;

@@ -31,7 +31,7 @@ impl ServerProcess {
 
     /// Starts a dedicated server on `port` and waits until it answers.
     pub async fn start_on(spec: ServerSpec, port: u16) -> std::io::Result<Arc<Self>> {
-        let dir = std::env::temp_dir().join(crate::namespace(&format!(
+        let dir = std::env::temp_dir().join(session_conformance::namespace(&format!(
             "session-test-{}",
             spec.backend.name()
         )));

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use conformance_tests::servers::{is_required, provision, Backend, ServerProcess};
+use session_test_harness::{is_required, provision, Backend, ServerProcess};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 

@@ -70,7 +70,11 @@ pub(super) async fn start_redis_cluster(
         .map(|process| process.url())
         .collect::<Vec<_>>()
         .join(",");
-    Ok(Provisioned { url, processes })
+    Ok(Provisioned {
+        url,
+        processes,
+        ..Provisioned::default()
+    })
 }
 
 /// Starts one more node like `node`, joins it to `cluster` as a master and moves `slots` hash

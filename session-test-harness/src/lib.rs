@@ -6,14 +6,19 @@
 //! 1. a URL from the environment, `SESSION_TEST_<BACKEND>_URL` (e.g. `SESSION_TEST_REDIS_URL`;
 //!    a cluster's node URLs, comma-separated, in `SESSION_TEST_REDIS_CLUSTER_URLS`);
 //! 2. a throwaway server started from a binary on `PATH`, on a free loopback port with its data
-//!    in a temp dir, shared by every test of the test binary;
-//! 3. otherwise the backend is skipped with one line on stderr, unless `SESSION_TEST_REQUIRE`
+//!    in a temp dir, shared by every test of the test binary (for MongoDB, a `mongo` container
+//!    comes first when its image is already on the engine: real MongoDB over the wire-compatible
+//!    servers);
+//! 3. a container, when a Docker engine answers ([`ContainerSpec`]: official images pinned by
+//!    tag, `SESSION_TEST_<BACKEND>_IMAGE` to override; `SESSION_TEST_PROVISION=docker` skips
+//!    step 2 for every backend);
+//! 4. otherwise the backend is skipped with one line on stderr, unless `SESSION_TEST_REQUIRE`
 //!    is `all` or names the backend (comma-separated), in which case the test fails.
 //!
 //! The harness owns the servers it starts: [`dedicated`] gives a server of the calling test's
-//! own, as a [`ServerControl`] the suite's fault cases can crash and freeze. Each server is
-//! watched by a small shell process that kills it and removes its temp dir when the test
-//! process exits, however it exits.
+//! own, as a [`ServerControl`] the suite's fault cases can crash and freeze (a container when
+//! the shared server is one). Each server, process or container, is watched by a small shell
+//! process that kills or removes it when the test process exits, however it exits.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,6 +34,7 @@ pub use session_conformance::{namespace, report};
 use session_conformance::{ControlError, ServerControl};
 
 mod cluster;
+mod docker;
 mod proc;
 mod process;
 mod spec;
@@ -37,6 +43,10 @@ mod tls;
 pub use cluster::{
     add_redis_cluster_master, move_redis_cluster_slots, redis_cluster_masters,
     start_redis_cluster_of, start_redis_cluster_with_replicas,
+};
+pub use docker::{
+    container_exists, containers_forced, engine_answers, image_present, ContainerServer,
+    ContainerSpec,
 };
 pub use proc::{child_processes, ProcStat};
 pub use process::ServerProcess;
@@ -291,13 +301,16 @@ pub fn is_required(backend: Backend) -> bool {
     })
 }
 
-/// A server for tests: where to connect, and the process if the harness started it.
-#[derive(Debug, Clone)]
+/// A server for tests: where to connect, and the process or container if the harness
+/// started it.
+#[derive(Debug, Clone, Default)]
 pub struct Provisioned {
     /// URL of the server.
     pub url: String,
     /// The server processes when the harness owns them (none for a URL from the environment).
     pub processes: Vec<Arc<ServerProcess>>,
+    /// The container, when the server runs in one.
+    pub containers: Vec<Arc<ContainerServer>>,
 }
 
 type Slot = Arc<tokio::sync::OnceCell<Option<Provisioned>>>;
@@ -324,24 +337,27 @@ async fn provision_uncached(backend: Backend) -> Option<Provisioned> {
             report(&format!("{}: using {variable}", backend.name()));
             return Some(Provisioned {
                 url,
-                processes: Vec::new(),
+                ..Provisioned::default()
             });
         }
     }
-    let spec = backend.spec();
-    let cluster = backend == Backend::RedisCluster;
-    let reason = if spec.available() && (!cluster || find_on_path("redis-cli").is_some()) {
-        let started = if cluster {
-            start_redis_cluster_of(&Backend::RedisCluster.spec(), &[]).await
-        } else {
-            ServerProcess::start(spec.clone())
-                .await
-                .map(|process| Provisioned {
-                    url: process.url(),
-                    processes: vec![process],
-                })
-        };
-        match started {
+    let mut reasons = vec![format!("no {variable}")];
+    // Real MongoDB where a container of it can be had without a pull: before the
+    // wire-compatible servers on PATH.
+    if backend == Backend::MongoDb && !containers_forced() {
+        if let Some(spec) = ContainerSpec::of(backend) {
+            if engine_answers().await && image_present(&spec.image).await {
+                match start_container(backend).await {
+                    Ok(server) => return Some(announce_container(backend, server)),
+                    Err(reason) => reasons.push(reason),
+                }
+            }
+        }
+    }
+    if containers_forced() {
+        reasons.push("SESSION_TEST_PROVISION=docker".to_owned());
+    } else {
+        match start_process(backend).await {
             Ok(provisioned) => {
                 report(&format!(
                     "{}: started a throwaway server at {}",
@@ -350,14 +366,14 @@ async fn provision_uncached(backend: Backend) -> Option<Provisioned> {
                 ));
                 return Some(provisioned);
             }
-            Err(error) => format!("starting {} failed: {error}", spec.program),
+            Err(reason) => reasons.push(reason),
         }
-    } else {
-        format!(
-            "no {variable}, no {} on PATH, and no container support",
-            spec.program
-        )
-    };
+    }
+    match start_container(backend).await {
+        Ok(server) => return Some(announce_container(backend, server)),
+        Err(reason) => reasons.push(reason),
+    }
+    let reason = reasons.join(", ");
     if is_required(backend) {
         panic!(
             "{} is required by SESSION_TEST_REQUIRE but unavailable: {reason}",
@@ -368,11 +384,70 @@ async fn provision_uncached(backend: Backend) -> Option<Provisioned> {
     None
 }
 
-/// A server of `backend` for the calling test alone (fault cases crash and freeze it), or
-/// `None` when the backend is skipped (see [`provision`]; a failure under
-/// `SESSION_TEST_REQUIRE`).
+fn announce_container(backend: Backend, server: Arc<ContainerServer>) -> Provisioned {
+    report(&format!(
+        "{}: started a container of {} at {} (id {})",
+        backend.name(),
+        server.image(),
+        server.url(),
+        &server.id()[..12.min(server.id().len())]
+    ));
+    Provisioned {
+        url: server.url(),
+        containers: vec![server],
+        ..Provisioned::default()
+    }
+}
+
+/// A throwaway server process of `backend` from its binary on `PATH`; why not, otherwise.
+async fn start_process(backend: Backend) -> Result<Provisioned, String> {
+    let spec = backend.spec();
+    let cluster = backend == Backend::RedisCluster;
+    if !spec.available() || (cluster && find_on_path("redis-cli").is_none()) {
+        return Err(format!("no {} on PATH", spec.program));
+    }
+    let started = if cluster {
+        start_redis_cluster_of(&Backend::RedisCluster.spec(), &[]).await
+    } else {
+        ServerProcess::start(spec.clone())
+            .await
+            .map(|process| Provisioned {
+                url: process.url(),
+                processes: vec![process],
+                ..Provisioned::default()
+            })
+    };
+    started.map_err(|error| format!("starting {} failed: {error}", spec.program))
+}
+
+/// A container of `backend`; why not, otherwise.
+async fn start_container(backend: Backend) -> Result<Arc<ContainerServer>, String> {
+    let Some(spec) = ContainerSpec::of(backend) else {
+        return Err("no container recipe for it".to_owned());
+    };
+    if !engine_answers().await {
+        return Err("no Docker engine answers".to_owned());
+    }
+    let image = spec.image.clone();
+    ContainerServer::start(spec)
+        .await
+        .map_err(|error| format!("a container of {image} failed: {error}"))
+}
+
+/// A server of `backend` for the calling test alone (fault cases crash and freeze it): a
+/// container when the shared one is (or `SESSION_TEST_PROVISION=docker`), else a process. `None`
+/// when the backend is skipped (see [`provision`]; a failure under `SESSION_TEST_REQUIRE`).
 pub async fn dedicated(backend: Backend) -> Option<Arc<dyn ServerControl>> {
-    provision(backend).await?;
+    let shared = provision(backend).await?;
+    let in_container = !shared.containers.is_empty()
+        || containers_forced()
+        || (shared.processes.is_empty() && !backend.spec().available());
+    if in_container {
+        let server = start_container(backend).await.unwrap_or_else(|reason| {
+            panic!("cannot start a dedicated {}: {reason}", backend.name())
+        });
+        return Some(server);
+    }
     let server = ServerProcess::start(backend.spec())
         .await
         .unwrap_or_else(|error| panic!("cannot start a dedicated {}: {error}", backend.name()));

@@ -31,6 +31,10 @@ pub enum Probe {
     Command(Vec<String>),
     /// An OP_MSG `ping` answers `ok: 1` (MongoDB's wire protocol).
     MongoPing,
+    /// PostgreSQL answers an `SSLRequest` with `S` or `N` (it accepts connections on TCP).
+    PostgresSsl,
+    /// MySQL/MariaDB greets a new connection with a protocol-10 handshake packet.
+    MySqlGreeting,
 }
 
 impl Probe {
@@ -48,6 +52,12 @@ impl Probe {
                 .status();
             return matches!(tokio::time::timeout(Duration::from_secs(5), status).await, Ok(Ok(s)) if s.success());
         }
+        if matches!(self, Probe::PostgresSsl | Probe::MySqlGreeting) {
+            return matches!(
+                tokio::time::timeout(Duration::from_secs(2), self.first_bytes(port)).await,
+                Ok(Ok(true))
+            );
+        }
         if *self == Probe::MongoPing {
             return matches!(
                 tokio::time::timeout(Duration::from_secs(2), mongo_ping(port)).await,
@@ -59,9 +69,11 @@ impl Probe {
             let mut stream = BufReader::new(stream);
             let (request, answer) = match self {
                 Probe::RedisPing => ("PING\r\n", "+PONG"),
-                Probe::MemcachedVersion | Probe::Command(_) | Probe::MongoPing => {
-                    ("version\r\n", "VERSION")
-                }
+                Probe::MemcachedVersion
+                | Probe::Command(_)
+                | Probe::MongoPing
+                | Probe::PostgresSsl
+                | Probe::MySqlGreeting => ("version\r\n", "VERSION"),
             };
             stream.get_mut().write_all(request.as_bytes()).await?;
             let mut line = String::new();
@@ -72,6 +84,26 @@ impl Probe {
             tokio::time::timeout(Duration::from_secs(2), attempt).await,
             Ok(Ok(true))
         )
+    }
+}
+
+impl Probe {
+    /// The PostgreSQL and MySQL probes: what the server says first, in its own protocol.
+    async fn first_bytes(&self, port: u16) -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        if *self == Probe::PostgresSsl {
+            // Length 8, then the SSLRequest code 80877103.
+            stream
+                .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+                .await?;
+            let mut answer = [0u8; 1];
+            stream.read_exact(&mut answer).await?;
+            return Ok(matches!(answer[0], b'S' | b'N'));
+        }
+        // A packet header (3 bytes of length, a sequence number 0), then protocol version 10.
+        let mut greeting = [0u8; 5];
+        stream.read_exact(&mut greeting).await?;
+        Ok(greeting[3] == 0 && greeting[4] == 10)
     }
 }
 

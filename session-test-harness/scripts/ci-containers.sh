@@ -28,6 +28,11 @@ if ! docker info >/dev/null 2>&1; then
 fi
 session-test-harness/scripts/make-local-images.sh debian12
 session-test-harness/scripts/loopback-watch.sh start "$docker_dir/sockets"
+# What `docker ps` shows during the run, sampled every second.
+(while [ -e "$docker_dir/sockets.pid" ]; do
+   docker ps --format '{{.ID}} {{.Image}}' >> "$docker_dir/ps" 2>/dev/null || true
+   sleep 1
+ done) &
 SESSION_TEST_PROVISION=docker SESSION_TEST_DOCKER_NETWORK=host \
   SESSION_TEST_REDIS_IMAGE=local/session-redis:debian12 \
   SESSION_TEST_MEMCACHED_IMAGE=local/session-memcached:debian12 \
@@ -36,6 +41,8 @@ SESSION_TEST_PROVISION=docker SESSION_TEST_DOCKER_NETWORK=host \
   SESSION_TEST_REQUIRE=redis,memcached,postgres,mysql \
   cargo test -p session-redis -p session-sql -p session-memcached -p session-test-harness
 session-test-harness/scripts/loopback-watch.sh check "$docker_dir/sockets"
+echo "docker ps during the run: containers seen per image:"
+sort -u "$docker_dir/ps" | awk '{print $2}' | sort | uniq -c
 left="$(docker ps -aq | wc -l)"
 echo "docker: $left containers left after the run"
 [ "$left" -eq 0 ]

@@ -311,6 +311,12 @@ impl Session {
         self.attributes.is_empty()
     }
 
+    /// Encoded size of the attributes, as counted against
+    /// [`Limits::max_session_bytes`](crate::Limits).
+    pub fn size(&self) -> usize {
+        self.attributes.size()
+    }
+
     fn read_names(&self) -> BTreeSet<String> {
         self.read
             .lock()

@@ -1,0 +1,198 @@
+//! The wrapper.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use session_core::raw::undecodable_records;
+use session_core::{
+    async_trait, Capabilities, EventSubscription, Operation, Result, Session, SessionId,
+    SessionInfo, SessionKey, SessionRepository, SessionSettings,
+};
+use tracing::field::Empty;
+use tracing::Instrument as _;
+
+use crate::outcome::outcome_of;
+
+/// Hex digits of the session key shown in spans: enough to follow one session through the
+/// logs, never the token (a key cannot load a session).
+const KEY_PREFIX: usize = 8;
+
+/// A session store with a span and metrics per call (see the crate docs). `store` names the
+/// store in both (`memory`, `redis`, `postgres`, …).
+#[derive(Debug, Clone)]
+pub struct Instrumented<R> {
+    inner: R,
+    store: &'static str,
+}
+
+impl<R: SessionRepository> Instrumented<R> {
+    /// Wraps `inner`, naming it `store` in spans and metric labels.
+    pub fn new(inner: R, store: &'static str) -> Self {
+        Instrumented { inner, store }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+
+    /// Runs one call of the store inside its span and records its outcome, duration and sizes.
+    /// `sizes` gives the attribute count and bytes moved, once the call is over.
+    async fn observe<T>(
+        &self,
+        operation: Operation,
+        key: Option<SessionKey>,
+        call: impl Future<Output = Result<T>>,
+        sizes: impl FnOnce(&Result<T>) -> Option<(usize, usize)>,
+    ) -> Result<T> {
+        let span = tracing::debug_span!(
+            target: "session_store",
+            "session_store",
+            store = self.store,
+            operation = operation.as_str(),
+            session = Empty,
+            outcome = Empty,
+            attributes = Empty,
+            bytes = Empty,
+        );
+        if let Some(key) = key {
+            if !span.is_disabled() {
+                let hex = key.to_hex();
+                span.record("session", &hex[..KEY_PREFIX]);
+            }
+        }
+        let started = Instant::now();
+        let result = call.instrument(span.clone()).await;
+        let elapsed = started.elapsed();
+        let outcome = outcome_of(&result);
+        span.record("outcome", outcome);
+        if let Some((attributes, bytes)) = sizes(&result) {
+            span.record("attributes", attributes);
+            span.record("bytes", bytes);
+        }
+        let labels = [
+            ("store", self.store),
+            ("operation", operation.as_str()),
+            ("outcome", outcome),
+        ];
+        metrics::counter!("session_store_operations_total", &labels).increment(1);
+        metrics::histogram!("session_store_operation_seconds", &labels).record(elapsed);
+        match &result {
+            Err(session_core::Error::Conflict { .. }) => {
+                metrics::counter!("session_store_conflicts_total", "store" => self.store)
+                    .increment(1);
+            }
+            Err(error) if error.is_retryable() => {
+                metrics::counter!(
+                    "session_store_retryable_errors_total",
+                    "store" => self.store,
+                    "operation" => operation.as_str()
+                )
+                .increment(1);
+            }
+            _ => {}
+        }
+        metrics::counter!("session_store_undecodable_records").absolute(undecodable_records());
+        // The span's own line, with the outcome: `RUST_LOG=session_store=debug`.
+        span.in_scope(|| tracing::debug!(target: "session_store", elapsed_us = elapsed.as_micros() as u64, "{outcome}"));
+        result
+    }
+}
+
+fn session_sizes(session: &Session) -> Option<(usize, usize)> {
+    Some((session.len(), session.size()))
+}
+
+#[async_trait]
+impl<R: SessionRepository> SessionRepository for Instrumented<R> {
+    fn settings(&self) -> &Arc<SessionSettings> {
+        self.inner.settings()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn create(&self, session: &mut Session) -> Result<()> {
+        let (attributes, bytes) = (session.len(), session.size());
+        let key = session.key();
+        let created = self.inner.create(session);
+        self.observe(Operation::Create, Some(key), created, |_| {
+            Some((attributes, bytes))
+        })
+        .await
+    }
+
+    async fn find(&self, id: &SessionId) -> Result<Option<Session>> {
+        self.observe(
+            Operation::Find,
+            Some(id.key()),
+            self.inner.find(id),
+            |found| match found {
+                Ok(Some(session)) => session_sizes(session),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    async fn save(&self, session: &mut Session) -> Result<()> {
+        let (attributes, bytes) = (session.len(), session.size());
+        let key = session.key();
+        let saved = self.inner.save(session);
+        self.observe(Operation::Save, Some(key), saved, |_| {
+            Some((attributes, bytes))
+        })
+        .await
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<()> {
+        self.observe(
+            Operation::Touch,
+            Some(id.key()),
+            self.inner.touch(id),
+            |_| None,
+        )
+        .await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<()> {
+        self.observe(
+            Operation::Delete,
+            Some(id.key()),
+            self.inner.delete(id),
+            |_| None,
+        )
+        .await
+    }
+
+    async fn delete_by_key(&self, key: &SessionKey) -> Result<()> {
+        let deleted = self.inner.delete_by_key(key);
+        self.observe(Operation::Delete, Some(*key), deleted, |_| None)
+            .await
+    }
+
+    async fn change_id(&self, session: &mut Session) -> Result<()> {
+        let key = session.key();
+        let changed = self.inner.change_id(session);
+        self.observe(Operation::ChangeId, Some(key), changed, |_| None)
+            .await
+    }
+
+    async fn find_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>> {
+        let found = self.inner.find_by_principal(principal);
+        self.observe(Operation::FindByPrincipal, None, found, |_| None)
+            .await
+    }
+
+    async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
+        let deleted = self.inner.delete_by_principal(principal);
+        self.observe(Operation::DeleteByPrincipal, None, deleted, |_| None)
+            .await
+    }
+
+    fn subscribe(&self) -> Result<EventSubscription> {
+        self.inner.subscribe()
+    }
+}

@@ -1,0 +1,92 @@
+//! What the wrapper counts and times, checked with a recording `metrics` recorder on two stores
+//! (in-memory and SQLite) and an optimistic one.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{known_sequence, runtime, stores};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::{CompositeKey, MetricKind};
+use session_core::{Concurrency, Error, SessionRepository, SessionRepositoryExt, SessionSettings};
+use session_instrument::Instrumented;
+
+#[test]
+fn metrics_count_and_time_every_call_by_store_operation_and_outcome() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        runtime().block_on(async {
+            for store in stores().await {
+                known_sequence(&*store).await;
+            }
+            // A stale copy saved in optimistic mode: a conflict.
+            let optimistic = Instrumented::new(
+                session_memory::MemoryStore::new().with_settings(
+                    SessionSettings::default().with_concurrency(Concurrency::Optimistic),
+                ),
+                "optimistic",
+            );
+            let mut session = optimistic.new_session();
+            optimistic.create(&mut session).await.unwrap();
+            let mut stale = optimistic.find(session.id()).await.unwrap().unwrap();
+            session.insert("a", "1").unwrap();
+            optimistic.save(&mut session).await.unwrap();
+            stale.insert("b", "2").unwrap();
+            assert!(matches!(
+                optimistic.save(&mut stale).await,
+                Err(Error::Conflict { .. })
+            ));
+        })
+    });
+    let mut counters: HashMap<String, u64> = HashMap::new();
+    let mut histograms: HashMap<String, usize> = HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key: CompositeKey = key;
+        let mut labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|label| format!("{}={}", label.key(), label.value()))
+            .collect();
+        labels.sort();
+        let name = format!("{}{{{}}}", key.key().name(), labels.join(","));
+        match (key.kind(), value) {
+            (MetricKind::Counter, DebugValue::Counter(count)) => {
+                counters.insert(name, count);
+            }
+            (MetricKind::Histogram, DebugValue::Histogram(samples)) => {
+                histograms.insert(name, samples.len());
+            }
+            _ => {}
+        }
+    }
+    for store in ["memory", "sqlite"] {
+        for (operation, outcome, count) in [
+            ("create", "ok", 1),
+            ("find", "ok", 2),
+            ("save", "ok", 1),
+            ("touch", "ok", 1),
+            ("touch", "not_found", 1),
+            ("delete", "ok", 1),
+        ] {
+            let name = format!(
+                "session_store_operations_total{{operation={operation},outcome={outcome},store={store}}}"
+            );
+            assert_eq!(counters.get(&name), Some(&count), "{name}: {counters:#?}");
+            let timing = name.replace("operations_total", "operation_seconds");
+            assert_eq!(histograms.get(&timing), Some(&(count as usize)), "{timing}");
+        }
+    }
+    assert_eq!(
+        counters.get(
+            "session_store_operations_total{operation=save,outcome=conflict,store=optimistic}"
+        ),
+        Some(&1)
+    );
+    assert_eq!(
+        counters.get("session_store_conflicts_total{store=optimistic}"),
+        Some(&1)
+    );
+    assert!(counters.contains_key("session_store_undecodable_records{}"));
+}

@@ -247,3 +247,56 @@ pub trait SessionRepositoryExt: SessionRepository {
 }
 
 impl<R: SessionRepository + ?Sized> SessionRepositoryExt for R {}
+
+/// A shared repository is a repository: `Arc<dyn SessionRepository>` (what `session-store`
+/// opens) can be wrapped by decorators that take any `R: SessionRepository`.
+#[async_trait]
+impl<R: SessionRepository + ?Sized> SessionRepository for Arc<R> {
+    fn settings(&self) -> &Arc<SessionSettings> {
+        (**self).settings()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+
+    async fn create(&self, session: &mut Session) -> Result<()> {
+        (**self).create(session).await
+    }
+
+    async fn find(&self, id: &SessionId) -> Result<Option<Session>> {
+        (**self).find(id).await
+    }
+
+    async fn save(&self, session: &mut Session) -> Result<()> {
+        (**self).save(session).await
+    }
+
+    async fn touch(&self, id: &SessionId) -> Result<()> {
+        (**self).touch(id).await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<()> {
+        (**self).delete(id).await
+    }
+
+    async fn delete_by_key(&self, key: &SessionKey) -> Result<()> {
+        (**self).delete_by_key(key).await
+    }
+
+    async fn change_id(&self, session: &mut Session) -> Result<()> {
+        (**self).change_id(session).await
+    }
+
+    async fn find_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>> {
+        (**self).find_by_principal(principal).await
+    }
+
+    async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
+        (**self).delete_by_principal(principal).await
+    }
+
+    fn subscribe(&self) -> Result<EventSubscription> {
+        (**self).subscribe()
+    }
+}

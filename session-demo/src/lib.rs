@@ -269,13 +269,30 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io
     axum::serve(listener, router).await
 }
 
-/// Binds `addr` and opens the store again for this instance (as a separate process would).
+/// `router` with `GET /metrics`: the process's metrics in Prometheus text (outside the session
+/// layer).
+pub fn with_metrics(
+    router: Router,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> Router {
+    router.route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move { metrics.render() }
+        }),
+    )
+}
+
+/// Binds `addr` and opens the store again for this instance (as a separate process would),
+/// instrumented: a span and metrics per store call.
 pub async fn instance(
     addr: SocketAddr,
     store_url: &str,
     transport: Transport,
 ) -> Result<(tokio::net::TcpListener, Router), Box<dyn std::error::Error + Send + Sync>> {
-    let store = session_store::open(store_url).await?;
+    let config = session_store::StoreConfig::new(store_url).with_instrument(true);
+    let store = session_store::open_with(&config).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let name = format!("instance on :{}", listener.local_addr()?.port());
     Ok((listener, router(store, transport, &name)))

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use session_demo::{instance, serve, Transport};
+use session_demo::{instance, serve, with_metrics, Transport};
 
 #[tokio::main]
 async fn main() {
@@ -56,11 +56,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             }
         }
     }
+    // `RUST_LOG=session_store=debug` shows one line per store call.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let mut servers = tokio::task::JoinSet::new();
     for port in &ports {
         let (listener, router) =
             instance(SocketAddr::from(([127, 0, 0, 1], *port)), &store, transport).await?;
-        servers.spawn(serve(listener, router));
+        servers.spawn(serve(listener, with_metrics(router, metrics.clone())));
     }
     let shown_store = store.split('@').next_back().unwrap_or(&store);
     println!(
@@ -78,6 +86,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     println!("  curl -b jar http://127.0.0.1:{b}/sessions");
     println!("  curl -b jar -c jar -X POST http://127.0.0.1:{a}/logout");
     println!("  curl -b jar http://127.0.0.1:{b}/profile      # 401 now");
+    println!("  curl http://127.0.0.1:{a}/metrics             # store calls, Prometheus text");
     println!("\nCtrl-C stops both instances.");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(()),

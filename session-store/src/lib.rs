@@ -77,6 +77,10 @@ pub struct StoreConfig {
     /// `last-write-wins` (default) or `optimistic`.
     #[serde(default)]
     pub concurrency: Concurrency,
+    /// Wrap the store in `session_instrument::Instrumented`: a tracing span and metrics per
+    /// call (default off; needs the `instrument` feature).
+    #[serde(default)]
+    pub instrument: bool,
 }
 
 impl StoreConfig {
@@ -89,11 +93,19 @@ impl StoreConfig {
             codec: CodecName::default(),
             save_mode: SaveMode::default(),
             concurrency: Concurrency::default(),
+            instrument: false,
         }
     }
 
+    /// Sets [`StoreConfig::instrument`].
+    pub fn with_instrument(mut self, on: bool) -> Self {
+        self.instrument = on;
+        self
+    }
+
     /// Reads `<PREFIX>URL`, `<PREFIX>IDLE_TIMEOUT_SECS`, `<PREFIX>ABSOLUTE_LIFETIME_SECS`,
-    /// `<PREFIX>CODEC`, `<PREFIX>SAVE_MODE` and `<PREFIX>CONCURRENCY` from the environment,
+    /// `<PREFIX>CODEC`, `<PREFIX>SAVE_MODE`, `<PREFIX>CONCURRENCY` and `<PREFIX>INSTRUMENT`
+    /// (`true`/`false`) from the environment,
     /// e.g. with prefix `SESSION_STORE_`. `Ok(None)` when the URL variable is not set.
     pub fn from_env(prefix: &str) -> Result<Option<Self>> {
         let var = |name: &str| {
@@ -120,6 +132,16 @@ impl StoreConfig {
             codec: enum_var(prefix, "CODEC", var("CODEC"))?,
             save_mode: enum_var(prefix, "SAVE_MODE", var("SAVE_MODE"))?,
             concurrency: enum_var(prefix, "CONCURRENCY", var("CONCURRENCY"))?,
+            instrument: var("INSTRUMENT")
+                .map(|value| match value.as_str() {
+                    "true" | "1" => Ok(true),
+                    "false" | "0" => Ok(false),
+                    _ => Err(Error::Config(format!(
+                        "{prefix}INSTRUMENT must be true or false, not {value:?}"
+                    ))),
+                })
+                .transpose()?
+                .unwrap_or(false),
         }))
     }
 
@@ -166,6 +188,36 @@ pub async fn open_with(config: &StoreConfig) -> Result<Arc<dyn SessionRepository
     let settings = config.settings()?;
     let url = config.url.trim();
     let scheme = scheme_of(url)?;
+    let store = open_kind(url, scheme, settings).await?;
+    if config.instrument {
+        return instrument(store, scheme.kind);
+    }
+    Ok(store)
+}
+
+#[cfg(feature = "instrument")]
+fn instrument(
+    store: Arc<dyn SessionRepository>,
+    kind: &'static str,
+) -> Result<Arc<dyn SessionRepository>> {
+    Ok(Arc::new(session_instrument::Instrumented::new(store, kind)))
+}
+
+#[cfg(not(feature = "instrument"))]
+fn instrument(
+    _: Arc<dyn SessionRepository>,
+    _: &'static str,
+) -> Result<Arc<dyn SessionRepository>> {
+    Err(Error::Config(
+        "instrument = true needs the `instrument` feature of session-store".into(),
+    ))
+}
+
+async fn open_kind(
+    url: &str,
+    scheme: &'static session_core::raw::Scheme,
+    settings: SessionSettings,
+) -> Result<Arc<dyn SessionRepository>> {
     match scheme.kind {
         "memory" => open_memory(url, settings),
         "sqlite" | "postgres" | "mysql" => open_sql(url, scheme.kind, settings).await,

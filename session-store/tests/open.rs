@@ -147,3 +147,17 @@ fn config_comes_from_json() {
     assert_eq!(settings.codec.format(), session_core::FORMAT_JSON);
     assert!(serde_json::from_str::<StoreConfig>(r#"{"url": "memory://", "typo": 1}"#).is_err());
 }
+
+#[tokio::test]
+async fn instrument_wraps_what_it_opens() {
+    let config: StoreConfig =
+        serde_json::from_str(r#"{"url": "memory://", "instrument": true}"#).unwrap();
+    let store = session_store::open_with(&config).await.unwrap();
+    assert!(
+        format!("{store:?}").starts_with("Instrumented"),
+        "{store:?}"
+    );
+    round_trip(store).await;
+    let plain = open("memory://").await.unwrap();
+    assert!(!format!("{plain:?}").starts_with("Instrumented"));
+}

@@ -47,6 +47,9 @@ pub(crate) struct Options {
     only: Option<String>,
     /// `--pin`: give the servers this run starts a CPU of their own (see [`place`]).
     pin: bool,
+    /// `--metrics`: install a Prometheus recorder, so that `memory-instrumented` pays for
+    /// metrics (without it, the wrapper's metric updates find no recorder).
+    metrics: bool,
     /// CPUs this process may use when it starts.
     cpus: usize,
 }
@@ -61,6 +64,7 @@ impl Options {
             only: None,
             shapes: vec!["small".into(), "large".into()],
             pin: false,
+            metrics: false,
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
         };
         let mut args = std::env::args().skip(1);
@@ -74,6 +78,7 @@ impl Options {
                 "--only" => options.only = Some(value()?),
                 "--shapes" => options.shapes = value()?.split(',').map(str::to_owned).collect(),
                 "--pin" => options.pin = true,
+                "--metrics" => options.metrics = true,
                 "--help" | "-h" => {
                     return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-tls,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--pin]; http-<backend> runs the HTTP-layer load".into())
                 }
@@ -123,12 +128,27 @@ struct Target {
 }
 
 const BACKENDS: &str =
-    "memory, sqlite, postgres, mysql, redis, redis-tls, redis-cluster, memcached, mongodb, \
+    "memory, memory-instrumented, sqlite, postgres, mysql, redis, redis-tls, redis-cluster, memcached, mongodb, \
      mongodb-nx";
 
 async fn open_target(name: &str, options: &Options) -> std::result::Result<Target, String> {
     let mut server_pids = Vec::new();
     let url = match name {
+        // The memory store inside session-instrument's wrapper: the wrapper's overhead is this
+        // row beside the `memory` row (with `--metrics` a recorder counts every call).
+        "memory-instrumented" => {
+            return Ok(Target {
+                name: name.into(),
+                repository: Arc::new(session_instrument::Instrumented::new(
+                    MemoryStore::new(),
+                    "memory",
+                )),
+                raw: Arc::new(MokaRaw::new()),
+                sql: None,
+                server_pids: Vec::new(),
+                _dedicated: None,
+            })
+        }
         "memory" => {
             return Ok(Target {
                 name: name.into(),
@@ -407,6 +427,18 @@ async fn main() {
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build; run with --release for meaningful numbers");
     }
+    // Held for the whole run: the recorder the instrumented rows report to.
+    let _metrics = if options.metrics {
+        match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(error) => {
+                eprintln!("cannot install the Prometheus recorder: {error}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        None
+    };
     println!(
         "session-bench: {} tasks, {} sessions, {} s per row; ratio = store ops/s / raw ops/s; \
          srv µs/op = CPU time of the server processes this run started, per operation",

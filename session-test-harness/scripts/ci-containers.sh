@@ -43,6 +43,8 @@ SESSION_TEST_PROVISION=docker SESSION_TEST_DOCKER_NETWORK=host \
 session-test-harness/scripts/loopback-watch.sh check "$docker_dir/sockets"
 echo "docker ps during the run: containers seen per image:"
 sort -u "$docker_dir/ps" | awk '{print $2}' | sort | uniq -c
+# Each container's watchdog removes it within a second or two of its test process's exit.
+for _ in $(seq 40); do [ -z "$(docker ps -aq)" ] && break; sleep 0.5; done
 left="$(docker ps -aq | wc -l)"
 echo "docker: $left containers left after the run"
 [ "$left" -eq 0 ]

@@ -12,6 +12,7 @@ use session_core::{
 use tracing::field::Empty;
 use tracing::Instrument as _;
 
+use crate::handles::Handles;
 use crate::outcome::outcome_of;
 
 /// Hex digits of the session key shown in spans: enough to follow one session through the
@@ -24,12 +25,17 @@ const KEY_PREFIX: usize = 8;
 pub struct Instrumented<R> {
     inner: R,
     store: &'static str,
+    handles: Arc<Handles>,
 }
 
 impl<R: SessionRepository> Instrumented<R> {
     /// Wraps `inner`, naming it `store` in spans and metric labels.
     pub fn new(inner: R, store: &'static str) -> Self {
-        Instrumented { inner, store }
+        Instrumented {
+            inner,
+            store,
+            handles: Arc::new(Handles::new(store)),
+        }
     }
 
     /// The wrapped store.
@@ -39,10 +45,11 @@ impl<R: SessionRepository> Instrumented<R> {
 
     /// Runs one call of the store inside its span and records its outcome, duration and sizes.
     /// `sizes` gives the attribute count and bytes moved, once the call is over.
+    /// `key` is computed only when the span is recorded (hashing an id is not free).
     async fn observe<T>(
         &self,
         operation: Operation,
-        key: Option<SessionKey>,
+        key: impl FnOnce() -> Option<SessionKey>,
         call: impl Future<Output = Result<T>>,
         sizes: impl FnOnce(&Result<T>) -> Option<(usize, usize)>,
     ) -> Result<T> {
@@ -56,8 +63,8 @@ impl<R: SessionRepository> Instrumented<R> {
             attributes = Empty,
             bytes = Empty,
         );
-        if let Some(key) = key {
-            if !span.is_disabled() {
+        if !span.is_disabled() {
+            if let Some(key) = key() {
                 let hex = key.to_hex();
                 span.record("session", &hex[..KEY_PREFIX]);
             }
@@ -71,29 +78,17 @@ impl<R: SessionRepository> Instrumented<R> {
             span.record("attributes", attributes);
             span.record("bytes", bytes);
         }
-        let labels = [
-            ("store", self.store),
-            ("operation", operation.as_str()),
-            ("outcome", outcome),
-        ];
-        metrics::counter!("session_store_operations_total", &labels).increment(1);
-        metrics::histogram!("session_store_operation_seconds", &labels).record(elapsed);
+        let (calls, latency) = self.handles.call(operation, outcome);
+        calls.increment(1);
+        latency.record(elapsed);
         match &result {
-            Err(session_core::Error::Conflict { .. }) => {
-                metrics::counter!("session_store_conflicts_total", "store" => self.store)
-                    .increment(1);
-            }
+            Err(session_core::Error::Conflict { .. }) => self.handles.conflicts().increment(1),
             Err(error) if error.is_retryable() => {
-                metrics::counter!(
-                    "session_store_retryable_errors_total",
-                    "store" => self.store,
-                    "operation" => operation.as_str()
-                )
-                .increment(1);
+                self.handles.retryable(operation).increment(1);
             }
             _ => {}
         }
-        metrics::counter!("session_store_undecodable_records").absolute(undecodable_records());
+        self.handles.undecodable().absolute(undecodable_records());
         // The span's own line, with the outcome: `RUST_LOG=session_store=debug`.
         span.in_scope(|| tracing::debug!(target: "session_store", elapsed_us = elapsed.as_micros() as u64, "{outcome}"));
         result
@@ -116,18 +111,21 @@ impl<R: SessionRepository> SessionRepository for Instrumented<R> {
 
     async fn create(&self, session: &mut Session) -> Result<()> {
         let (attributes, bytes) = (session.len(), session.size());
-        let key = session.key();
+        let id = session.id().clone();
         let created = self.inner.create(session);
-        self.observe(Operation::Create, Some(key), created, |_| {
-            Some((attributes, bytes))
-        })
+        self.observe(
+            Operation::Create,
+            || Some(id.key()),
+            created,
+            |_| Some((attributes, bytes)),
+        )
         .await
     }
 
     async fn find(&self, id: &SessionId) -> Result<Option<Session>> {
         self.observe(
             Operation::Find,
-            Some(id.key()),
+            || Some(id.key()),
             self.inner.find(id),
             |found| match found {
                 Ok(Some(session)) => session_sizes(session),
@@ -139,18 +137,21 @@ impl<R: SessionRepository> SessionRepository for Instrumented<R> {
 
     async fn save(&self, session: &mut Session) -> Result<()> {
         let (attributes, bytes) = (session.len(), session.size());
-        let key = session.key();
+        let id = session.id().clone();
         let saved = self.inner.save(session);
-        self.observe(Operation::Save, Some(key), saved, |_| {
-            Some((attributes, bytes))
-        })
+        self.observe(
+            Operation::Save,
+            || Some(id.key()),
+            saved,
+            |_| Some((attributes, bytes)),
+        )
         .await
     }
 
     async fn touch(&self, id: &SessionId) -> Result<()> {
         self.observe(
             Operation::Touch,
-            Some(id.key()),
+            || Some(id.key()),
             self.inner.touch(id),
             |_| None,
         )
@@ -160,7 +161,7 @@ impl<R: SessionRepository> SessionRepository for Instrumented<R> {
     async fn delete(&self, id: &SessionId) -> Result<()> {
         self.observe(
             Operation::Delete,
-            Some(id.key()),
+            || Some(id.key()),
             self.inner.delete(id),
             |_| None,
         )
@@ -169,26 +170,26 @@ impl<R: SessionRepository> SessionRepository for Instrumented<R> {
 
     async fn delete_by_key(&self, key: &SessionKey) -> Result<()> {
         let deleted = self.inner.delete_by_key(key);
-        self.observe(Operation::Delete, Some(*key), deleted, |_| None)
+        self.observe(Operation::Delete, || Some(*key), deleted, |_| None)
             .await
     }
 
     async fn change_id(&self, session: &mut Session) -> Result<()> {
-        let key = session.key();
+        let id = session.id().clone();
         let changed = self.inner.change_id(session);
-        self.observe(Operation::ChangeId, Some(key), changed, |_| None)
+        self.observe(Operation::ChangeId, || Some(id.key()), changed, |_| None)
             .await
     }
 
     async fn find_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>> {
         let found = self.inner.find_by_principal(principal);
-        self.observe(Operation::FindByPrincipal, None, found, |_| None)
+        self.observe(Operation::FindByPrincipal, || None, found, |_| None)
             .await
     }
 
     async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
         let deleted = self.inner.delete_by_principal(principal);
-        self.observe(Operation::DeleteByPrincipal, None, deleted, |_| None)
+        self.observe(Operation::DeleteByPrincipal, || None, deleted, |_| None)
             .await
     }
 

@@ -32,10 +32,13 @@
 //! | `session_store_retryable_errors_total` | counter | `store`, `operation` |
 //! | `session_store_undecodable_records` | counter (absolute) | — (process-wide) |
 //!
-//! The wrapper adds a clock read, a span and a few metric updates per call; nothing when
-//! it is not used.
+//! Metric handles are registered on a wrapper's first call with each label set and then only
+//! updated, so **install the recorder before the first call** (without one they are no-ops). A
+//! call costs two clock reads, a disabled span check and a few atomic updates; the session key
+//! (a hash) is computed only when the span is recorded.
 #![deny(missing_docs)]
 
+mod handles;
 mod instrumented;
 mod outcome;
 

@@ -2,7 +2,7 @@
 //! leave where a session is kept.
 
 use mongodb::bson::spec::BinarySubtype;
-use mongodb::bson::{doc, Binary};
+use mongodb::bson::{doc, Binary, Document};
 use session_core::testing::{RawShape, WriteRaw, WriteRawShape};
 use session_core::{async_trait, Error, Operation, Result, SessionKey};
 
@@ -20,14 +20,7 @@ impl WriteRaw for MongoStore {
             bytes: bytes.to_vec(),
         };
         let update = doc! { "$set": { ATTRIBUTES: attributes }, "$inc": { VERSION: 1_i64 } };
-        self.run(Operation::Save, async {
-            self.collection()
-                .update_one(doc! { "_id": id_of(key) }, update)
-                .await
-                .map_err(map)?;
-            Ok(())
-        })
-        .await
+        self.raw_update(key, update).await
     }
 }
 
@@ -43,6 +36,13 @@ impl WriteRawShape for MongoStore {
         let update = doc! {
             "$set": { VERSION: "seven", CREATED: true, IDLE: { "minutes": 30 } },
         };
+        self.raw_update(key, update).await
+    }
+}
+
+impl MongoStore {
+    /// Applies `update` to the document of `key` as it is, without any check.
+    async fn raw_update(&self, key: &SessionKey, update: Document) -> Result<()> {
         self.run(Operation::Save, async {
             self.collection()
                 .update_one(doc! { "_id": id_of(key) }, update)

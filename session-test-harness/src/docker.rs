@@ -43,7 +43,12 @@ pub struct ContainerSpec {
 impl ContainerSpec {
     /// The recipe for `backend`, or `None` for a backend that has none (a Redis Cluster).
     pub fn of(backend: Backend) -> Option<Self> {
-        let words = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect();
+        let words = |items: &[&str]| {
+            items
+                .iter()
+                .map(|item| (*item).to_owned())
+                .collect::<Vec<String>>()
+        };
         let (default_image, env, cmd, bridge_port, probe, url): (_, Vec<(&str, &str)>, _, _, _, _) =
             match backend {
                 Backend::Redis => (
@@ -89,21 +94,10 @@ impl ContainerSpec {
                 Backend::Postgres => (
                     "postgres:16.4",
                     vec![("POSTGRES_HOST_AUTH_METHOD", "trust")],
-                    words(&[
-                        "postgres",
-                        "-p",
-                        "{port}",
-                        "-c",
-                        "listen_addresses={bind}",
-                        "-c",
-                        "fsync=off",
-                        "-c",
-                        "synchronous_commit=off",
-                        "-c",
-                        "full_page_writes=off",
-                        "-c",
-                        "max_connections=300",
-                    ]),
+                    words(&["postgres", "-p", "{port}", "-c", "listen_addresses={bind}"])
+                        .into_iter()
+                        .chain(words(&POSTGRES_TUNING))
+                        .collect(),
                     5432,
                     Probe::PostgresSsl,
                     "postgres://postgres@127.0.0.1:{port}/postgres",
@@ -114,14 +108,10 @@ impl ContainerSpec {
                         ("MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", "1"),
                         ("MARIADB_DATABASE", "session_test"),
                     ],
-                    words(&[
-                        "mariadbd",
-                        "--port={port}",
-                        "--bind-address={bind}",
-                        "--skip-log-bin",
-                        "--innodb-flush-log-at-trx-commit=0",
-                        "--max-connections=300",
-                    ]),
+                    words(&["mariadbd", "--port={port}", "--bind-address={bind}"])
+                        .into_iter()
+                        .chain(words(&MARIADB_TUNING))
+                        .collect(),
                     3306,
                     Probe::MySqlGreeting,
                     "mysql://root@127.0.0.1:{port}/session_test",

@@ -55,6 +55,26 @@ pub use tls::TestCertificates;
 #[allow(unused_imports)]
 use {cluster::*, proc::*, process::*, spec::*};
 
+/// PostgreSQL settings of every throwaway server, process or container: no durability (the
+/// data is thrown away), room for the suite's concurrent pools.
+pub(crate) const POSTGRES_TUNING: [&str; 8] = [
+    "-c",
+    "fsync=off",
+    "-c",
+    "synchronous_commit=off",
+    "-c",
+    "full_page_writes=off",
+    "-c",
+    "max_connections=300",
+];
+
+/// MariaDB settings of every throwaway server, process or container (same reasons).
+pub(crate) const MARIADB_TUNING: [&str; 3] = [
+    "--skip-log-bin",
+    "--innodb-flush-log-at-trx-commit=0",
+    "--max-connections=300",
+];
+
 /// How long a started server may take to answer its readiness probe.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -206,15 +226,10 @@ impl Backend {
                         "{dir}",
                         "-c",
                         "listen_addresses=127.0.0.1",
-                        "-c",
-                        "fsync=off",
-                        "-c",
-                        "synchronous_commit=off",
-                        "-c",
-                        "full_page_writes=off",
-                        "-c",
-                        "max_connections=300",
-                    ]),
+                    ])
+                    .into_iter()
+                    .chain(strings(&POSTGRES_TUNING))
+                    .collect(),
                     probe: Probe::Command(vec![
                         "pg_isready".into(),
                         "-q".into(),
@@ -267,10 +282,10 @@ impl Backend {
                         "--port={port}",
                         "--bind-address=127.0.0.1",
                         "--socket={dir}/sock",
-                        "--skip-log-bin",
-                        "--innodb-flush-log-at-trx-commit=0",
-                        "--max-connections=300",
-                    ]),
+                    ])
+                    .into_iter()
+                    .chain(strings(&MARIADB_TUNING))
+                    .collect(),
                     probe: Probe::Command(client("SELECT 1")),
                     url: "mysql://root@127.0.0.1:{port}/session_test".into(),
                     run_as: None,

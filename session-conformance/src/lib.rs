@@ -44,6 +44,7 @@ pub mod cases;
 mod control;
 pub mod faults;
 mod fixture;
+mod migrating;
 mod registry;
 pub mod runner;
 mod support;
@@ -58,6 +59,7 @@ use session_core::{Capabilities, SessionSettings};
 
 pub use control::{ControlError, ServerControl};
 pub use fixture::StoreFixture;
+pub use migrating::{MigratingFixture, SessionsStart};
 pub use registry::Needs;
 pub use session_core::testing::RawShape;
 pub use support::{short_lived, MARGIN, SHORT_IDLE};
@@ -91,6 +93,8 @@ impl Case {
             Needs::LifecycleEvents => capabilities.lifecycle_events,
             Needs::ExpiryEvents => capabilities.expiry_events,
             Needs::NoEvents => !capabilities.lifecycle_events && !capabilities.expiry_events,
+            Needs::Import => capabilities.import,
+            Needs::NoImport => !capabilities.import,
             Needs::RawWrites => fixture.can_write_raw(),
             Needs::RawShapes => !fixture.raw_shapes().is_empty(),
         })

@@ -15,6 +15,10 @@ pub enum Needs {
     ExpiryEvents,
     /// No events at all: checks that the store says so.
     NoEvents,
+    /// `Capabilities::import`.
+    Import,
+    /// No import: checks that the store says so.
+    NoImport,
     /// `StoreFixture::can_write_raw`.
     RawWrites,
     /// `StoreFixture::raw_shapes` is not empty: the fixture can leave stored data of other

@@ -37,6 +37,8 @@ pub enum Operation {
     Subscribe,
     /// Background work of a store (purging expired sessions, index upkeep).
     Maintenance,
+    /// [`import`](crate::SessionRepository::import).
+    Import,
 }
 
 impl Operation {
@@ -54,6 +56,7 @@ impl Operation {
             Operation::DeleteByPrincipal => "delete_by_principal",
             Operation::Subscribe => "subscribe",
             Operation::Maintenance => "maintenance",
+            Operation::Import => "import",
         }
     }
 }

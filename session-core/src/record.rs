@@ -94,6 +94,16 @@ impl SessionRecord {
         check_size(self.attributes_size(), self.attributes.len(), limits)
     }
 
+    /// Whether [`import`](crate::SessionRepository::import) may store this record at `now_ms`:
+    /// [`Error::NotFound`] past its deadline, [`Error::TooLarge`] over `limits`. Stores call it
+    /// before writing anything.
+    pub fn check_importable(&self, now_ms: u64, limits: &Limits) -> Result<()> {
+        if !self.is_live_at(now_ms) {
+            return Err(Error::NotFound);
+        }
+        self.check_limits(limits)
+    }
+
     /// Applies a save to this record, following the contract:
     ///
     /// 1. a record past its deadline at `now_ms` is absent: [`Error::NotFound`];

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crate::error::{Error, Result};
 use crate::event::EventSubscription;
 use crate::id::{SessionId, SessionKey};
-use crate::record::SessionInfo;
+use crate::record::{SessionInfo, SessionRecord};
 use crate::session::Session;
 use crate::settings::SessionSettings;
 
@@ -27,6 +27,9 @@ pub struct Capabilities {
     /// deadline, within a few seconds or the store's sweep interval. Stores that sweep from one
     /// instance at a time (SQL) deliver it to the subscribers of the instance that swept.
     pub expiry_events: bool,
+    /// [`import`](SessionRepository::import) works: the store can be the new side of a
+    /// [`Migrating`](crate::Migrating) pair.
+    pub import: bool,
 }
 
 impl Capabilities {
@@ -36,6 +39,7 @@ impl Capabilities {
             principal_index: false,
             lifecycle_events: false,
             expiry_events: false,
+            import: false,
         }
     }
 
@@ -54,6 +58,12 @@ impl Capabilities {
     /// Sets [`Capabilities::expiry_events`].
     pub const fn with_expiry_events(mut self, on: bool) -> Self {
         self.expiry_events = on;
+        self
+    }
+
+    /// Sets [`Capabilities::import`].
+    pub const fn with_import(mut self, on: bool) -> Self {
+        self.import = on;
         self
     }
 }
@@ -214,6 +224,28 @@ pub trait SessionRepository: Send + Sync + fmt::Debug + 'static {
         Err(Error::Unsupported("principal index"))
     }
 
+    /// Stores a session exactly as another store held it: the way sessions move between
+    /// stores ([`Migrating`](crate::Migrating)) or come back from a backup. Returns whether it
+    /// was stored.
+    ///
+    /// # Behavior
+    ///
+    /// - Stores `record` under `id`'s key as it is: `find` then returns its creation and access
+    ///   times, timeouts, principal, version and attributes, and its deadline is the record's.
+    /// - Never overwrites: if the key is taken (a live, expired but not yet evicted, or
+    ///   undecodable record), returns `Ok(false)` and writes nothing.
+    /// - A record that is no longer live (at or past its deadline) is [`Error::NotFound`];
+    ///   nothing is written.
+    /// - A record over the [`Limits`](crate::Limits) is [`Error::TooLarge`]; nothing is
+    ///   written.
+    /// - With [`Capabilities::principal_index`], the principal index lists the session.
+    /// - Emits no event: the session is not new, it moved.
+    /// - [`Error::Unsupported`] without [`Capabilities::import`] (the default body).
+    async fn import(&self, id: &SessionId, record: &SessionRecord) -> Result<bool> {
+        let _ = (id, record);
+        Err(Error::Unsupported("import"))
+    }
+
     /// Subscribes to session events.
     ///
     /// # Behavior
@@ -294,6 +326,10 @@ impl<R: SessionRepository + ?Sized> SessionRepository for Arc<R> {
 
     async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
         (**self).delete_by_principal(principal).await
+    }
+
+    async fn import(&self, id: &SessionId, record: &SessionRecord) -> Result<bool> {
+        (**self).import(id, record).await
     }
 
     fn subscribe(&self) -> Result<EventSubscription> {

@@ -9,7 +9,7 @@ use metrics::{Counter, Histogram};
 use session_core::Operation;
 
 /// Every operation the wrapper reports, in a fixed order.
-const OPERATIONS: [Operation; 9] = [
+const OPERATIONS: [Operation; 10] = [
     Operation::Create,
     Operation::Find,
     Operation::Save,
@@ -18,6 +18,7 @@ const OPERATIONS: [Operation; 9] = [
     Operation::ChangeId,
     Operation::FindByPrincipal,
     Operation::DeleteByPrincipal,
+    Operation::Import,
     Operation::Subscribe,
 ];
 

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use session_core::raw::undecodable_records;
+use session_core::raw::{undecodable_records, SessionRecord};
 use session_core::{
     async_trait, Capabilities, EventSubscription, Operation, Result, Session, SessionId,
     SessionInfo, SessionKey, SessionRepository, SessionSettings,
@@ -190,6 +190,13 @@ impl<R: SessionRepository> SessionRepository for Instrumented<R> {
     async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
         let deleted = self.inner.delete_by_principal(principal);
         self.observe(Operation::DeleteByPrincipal, || None, deleted, |_| None)
+            .await
+    }
+
+    async fn import(&self, id: &SessionId, record: &SessionRecord) -> Result<bool> {
+        let imported = self.inner.import(id, record);
+        let sizes = |_: &Result<bool>| Some((record.attributes.len(), record.attributes_size()));
+        self.observe(Operation::Import, || Some(id.key()), imported, sizes)
             .await
     }
 

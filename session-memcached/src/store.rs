@@ -38,7 +38,7 @@ use session_core::raw::{
     SessionRecord, WriterTurns,
 };
 use session_core::{
-    async_trait, Bytes, Error, Operation, Result, Session, SessionId, SessionKey,
+    async_trait, Bytes, Capabilities, Error, Operation, Result, Session, SessionId, SessionKey,
     SessionRepository, SessionSettings,
 };
 
@@ -365,6 +365,18 @@ impl MemcachedStore {
 impl SessionRepository for MemcachedStore {
     fn settings(&self) -> &Arc<SessionSettings> {
         &self.settings
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none().with_import(true)
+    }
+
+    async fn import(&self, id: &SessionId, record: &SessionRecord) -> Result<bool> {
+        let now = now_millis();
+        record.check_importable(now, &self.settings.limits)?;
+        let key = id.key();
+        let written = self.run(Operation::Import, self.write(&key, record, None, now));
+        Ok(matches!(written.await?, Written::Stored))
     }
 
     async fn create(&self, session: &mut Session) -> Result<()> {

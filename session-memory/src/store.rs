@@ -303,6 +303,14 @@ impl SessionRepository for MemoryStore {
             .with_principal_index(true)
             .with_lifecycle_events(true)
             .with_expiry_events(true)
+            .with_import(true)
+    }
+
+    async fn import(&self, id: &SessionId, record: &SessionRecord) -> Result<bool> {
+        record.check_importable(now_millis(), &self.settings.limits)?;
+        Ok(self
+            .insert_new(id.key(), Entry::from_record(record.clone()))
+            .await)
     }
 
     async fn create(&self, session: &mut Session) -> Result<()> {

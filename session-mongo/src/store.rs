@@ -417,7 +417,15 @@ impl SessionRepository for MongoStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::none().with_principal_index(true)
+        Capabilities::none()
+            .with_principal_index(true)
+            .with_import(true)
+    }
+
+    async fn import(&self, id: &SessionId, record: &SessionRecord) -> Result<bool> {
+        record.check_importable(now_millis(), &self.settings.limits)?;
+        let key = id.key();
+        self.run(Operation::Import, self.insert(&key, record)).await
     }
 
     async fn create(&self, session: &mut Session) -> Result<()> {

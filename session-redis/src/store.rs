@@ -331,6 +331,26 @@ impl SessionRepository for RedisStore {
             .with_principal_index(true)
             .with_lifecycle_events(true)
             .with_expiry_events(self.inner.expiry_events)
+            .with_import(true)
+    }
+
+    async fn import(&self, id: &SessionId, record: &SessionRecord) -> Result<bool> {
+        record.check_importable(now_millis(), &self.settings.limits)?;
+        let key = id.key();
+        let imported = self
+            .run(Operation::Import, async {
+                // Not announced: the session is not new, it moved from another store.
+                let imported = self.insert(&key, record, false).await?;
+                if let (true, Some(principal)) = (imported, &record.principal) {
+                    self.index_add(principal, &key, index_score(record)).await?;
+                }
+                Ok(imported)
+            })
+            .await?;
+        if imported {
+            self.remember(&key, record);
+        }
+        Ok(imported)
     }
 
     async fn create(&self, session: &mut Session) -> Result<()> {

@@ -334,6 +334,17 @@ impl SessionRepository for SqlStore {
             .with_expiry_events(
                 self.inner.sql.purge_returns_keys && self.inner.config.cleanup_interval.is_some(),
             )
+            .with_import(true)
+    }
+
+    async fn import(&self, id: &SessionId, record: &SessionRecord) -> Result<bool> {
+        record.check_importable(now_millis(), &self.settings.limits)?;
+        let attributes = encode_attributes(&record.attributes)?;
+        let (key, attributes) = (id.key(), &attributes);
+        self.run(Operation::Import, async {
+            retry_deadlocks!(self.insert_now(&key, record, attributes))
+        })
+        .await
     }
 
     async fn create(&self, session: &mut Session) -> Result<()> {

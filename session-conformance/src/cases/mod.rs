@@ -52,12 +52,14 @@ pub mod create_find;
 pub mod delete;
 pub mod events;
 pub mod expiry;
+pub mod import;
 pub mod limits;
 pub mod principal;
 pub mod save;
 
 /// Every conformance case, topic by topic ([`create_find`], [`save`], [`expiry`], [`delete`],
-/// [`change_id`], [`principal`], [`limits`], [`corrupt`], [`concurrency`], [`events`]).
+/// [`change_id`], [`principal`], [`limits`], [`corrupt`], [`concurrency`], [`events`],
+/// [`import`]).
 pub static CASES: std::sync::LazyLock<Vec<crate::Case>> = std::sync::LazyLock::new(|| {
     [
         create_find::CASES,
@@ -70,6 +72,7 @@ pub static CASES: std::sync::LazyLock<Vec<crate::Case>> = std::sync::LazyLock::n
         corrupt::CASES,
         concurrency::CASES,
         events::CASES,
+        import::CASES,
     ]
     .concat()
 });

@@ -21,6 +21,10 @@
 //! | `memcache://`, `memcached://`, comma-separated servers | `session_memcached` | `memcached` |
 //! | `mongodb://`, `mongodb+srv://` | `session_mongo` | `mongo` |
 //!
+//! **Changing stores** without logging anyone out: set [`StoreConfig::migrate_from`] (or
+//! `SESSION_STORE_MIGRATE_FROM` beside `SESSION_STORE_URL`) to the old store's URL; sessions
+//! then move to the new store as they are used ([`Migrating`]).
+//!
 //! The schemes come from core's one table ([`session_core::raw::SCHEMES`]). A URL whose store
 //! is not compiled in is [`Error::Config`] naming the feature to enable; an unknown scheme
 //! lists the known ones; an unknown option is [`Error::Config`] naming the store's options.
@@ -32,7 +36,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use session_core::raw::scheme_of;
 use session_core::{
-    Concurrency, Error, Json, MessagePack, Result, SaveMode, SessionRepository, SessionSettings,
+    Concurrency, Error, Json, MessagePack, Migrating, Result, SaveMode, SessionRepository,
+    SessionSettings,
 };
 
 /// The codec of new sessions' attributes, as configured.
@@ -81,6 +86,11 @@ pub struct StoreConfig {
     /// call (default off; needs the `instrument` feature).
     #[serde(default)]
     pub instrument: bool,
+    /// A store to move sessions from (a URL): the store opened is then a
+    /// [`Migrating`](session_core::Migrating) pair, reading `url` then this one, moving each
+    /// session to `url` on its next save or touch. See `Migrating` for the rollout rules.
+    #[serde(default)]
+    pub migrate_from: Option<String>,
 }
 
 impl StoreConfig {
@@ -94,7 +104,14 @@ impl StoreConfig {
             save_mode: SaveMode::default(),
             concurrency: Concurrency::default(),
             instrument: false,
+            migrate_from: None,
         }
+    }
+
+    /// Sets [`StoreConfig::migrate_from`].
+    pub fn with_migrate_from(mut self, url: Option<String>) -> Self {
+        self.migrate_from = url;
+        self
     }
 
     /// Sets [`StoreConfig::instrument`].
@@ -104,8 +121,8 @@ impl StoreConfig {
     }
 
     /// Reads `<PREFIX>URL`, `<PREFIX>IDLE_TIMEOUT_SECS`, `<PREFIX>ABSOLUTE_LIFETIME_SECS`,
-    /// `<PREFIX>CODEC`, `<PREFIX>SAVE_MODE`, `<PREFIX>CONCURRENCY` and `<PREFIX>INSTRUMENT`
-    /// (`true`/`false`) from the environment,
+    /// `<PREFIX>CODEC`, `<PREFIX>SAVE_MODE`, `<PREFIX>CONCURRENCY`, `<PREFIX>INSTRUMENT`
+    /// (`true`/`false`) and `<PREFIX>MIGRATE_FROM` (a URL) from the environment,
     /// e.g. with prefix `SESSION_STORE_`. `Ok(None)` when the URL variable is not set.
     pub fn from_env(prefix: &str) -> Result<Option<Self>> {
         let var = |name: &str| {
@@ -142,6 +159,7 @@ impl StoreConfig {
                 })
                 .transpose()?
                 .unwrap_or(false),
+            migrate_from: var("MIGRATE_FROM"),
         }))
     }
 
@@ -183,13 +201,32 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionRepository>> {
     open_with(&StoreConfig::new(url)).await
 }
 
-/// Opens the store `config` describes.
+/// Opens the store `config` describes: with [`StoreConfig::migrate_from`], a
+/// [`Migrating`] pair whose stores are each instrumented under their own kind when
+/// [`StoreConfig::instrument`] is on (so the old store's traffic shows the migration's progress).
 pub async fn open_with(config: &StoreConfig) -> Result<Arc<dyn SessionRepository>> {
     let settings = config.settings()?;
-    let url = config.url.trim();
+    let new = open_one(config.url.trim(), settings.clone(), config.instrument).await?;
+    let Some(old_url) = config.migrate_from.as_deref().map(str::trim) else {
+        return Ok(new);
+    };
+    if old_url == config.url.trim() {
+        return Err(Error::Config(
+            "migrate_from names the store sessions migrate to".into(),
+        ));
+    }
+    let old = open_one(old_url, settings, config.instrument).await?;
+    Ok(Arc::new(Migrating::new(new, old)?))
+}
+
+async fn open_one(
+    url: &str,
+    settings: SessionSettings,
+    instrumented: bool,
+) -> Result<Arc<dyn SessionRepository>> {
     let scheme = scheme_of(url)?;
     let store = open_kind(url, scheme, settings).await?;
-    if config.instrument {
+    if instrumented {
         return instrument(store, scheme.kind);
     }
     Ok(store)

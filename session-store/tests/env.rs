@@ -13,6 +13,10 @@ fn config_comes_from_the_environment() {
     let config = StoreConfig::from_env(prefix).unwrap().expect("URL set");
     assert_eq!(config.url, "memory://");
     assert_eq!(config.idle_timeout_secs, Some(90));
+    assert_eq!(config.migrate_from, None);
+    std::env::set_var(format!("{prefix}MIGRATE_FROM"), "redis://old:6379");
+    let config = StoreConfig::from_env(prefix).unwrap().expect("URL set");
+    assert_eq!(config.migrate_from.as_deref(), Some("redis://old:6379"));
     std::env::set_var(format!("{prefix}IDLE_TIMEOUT_SECS"), "ninety");
     assert!(
         StoreConfig::from_env(prefix).is_err(),

@@ -291,8 +291,17 @@ pub async fn instance(
     store_url: &str,
     transport: Transport,
 ) -> Result<(tokio::net::TcpListener, Router), Box<dyn std::error::Error + Send + Sync>> {
-    let config = session_store::StoreConfig::new(store_url).with_instrument(true);
-    let store = session_store::open_with(&config).await?;
+    instance_with(addr, session_store::StoreConfig::new(store_url), transport).await
+}
+
+/// [`instance`] on the store `config` describes (e.g. a migration between two stores); the store
+/// is always instrumented.
+pub async fn instance_with(
+    addr: SocketAddr,
+    config: session_store::StoreConfig,
+    transport: Transport,
+) -> Result<(tokio::net::TcpListener, Router), Box<dyn std::error::Error + Send + Sync>> {
+    let store = session_store::open_with(&config.with_instrument(true)).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let name = format!("instance on :{}", listener.local_addr()?.port());
     Ok((listener, router(store, transport, &name)))

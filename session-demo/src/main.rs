@@ -1,12 +1,14 @@
-//! `cargo run -p session-demo [-- --store URL] [--ports 8081,8082] [--transport cookie|header|bearer]`
+//! `cargo run -p session-demo [-- --store URL] [--migrate-from URL] [--ports 8081,8082] [--transport cookie|header|bearer]`
 //!
 //! Two service instances on 127.0.0.1 share one session store (a SQLite file by default; any
 //! store with `--store URL` or `SESSION_STORE_URL`). Log in on one, read your profile on the
-//! other.
+//! other. `--migrate-from URL` (or `SESSION_STORE_MIGRATE_FROM`) moves the sessions of another
+//! store into this one as they are used, so nobody is logged out by the change.
 
 use std::net::SocketAddr;
 
-use session_demo::{instance, serve, with_metrics, Transport};
+use session_demo::{instance_with, serve, with_metrics, Transport};
+use session_store::StoreConfig;
 
 #[tokio::main]
 async fn main() {
@@ -28,6 +30,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .ok()
         .filter(|url| !url.is_empty())
         .unwrap_or_else(|| "sqlite://session-demo.db".to_owned());
+    let mut migrate_from = std::env::var("SESSION_STORE_MIGRATE_FROM")
+        .ok()
+        .filter(|url| !url.is_empty());
     let mut ports = vec![8081u16, 8082];
     let mut transport = Transport::Cookie;
     let mut args = std::env::args().skip(1);
@@ -35,6 +40,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--store" => store = value()?,
+            "--migrate-from" => migrate_from = Some(value()?),
             "--ports" => {
                 ports = value()?
                     .split(',')
@@ -51,7 +57,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             }
             _ => {
                 return Err(
-                    "usage: session-demo [--store URL] [--ports 8081,8082] [--transport cookie|header|bearer]".into(),
+                    "usage: session-demo [--store URL] [--migrate-from URL] [--ports 8081,8082] [--transport cookie|header|bearer]".into(),
                 )
             }
         }
@@ -66,15 +72,23 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let mut servers = tokio::task::JoinSet::new();
     for port in &ports {
-        let (listener, router) =
-            instance(SocketAddr::from(([127, 0, 0, 1], *port)), &store, transport).await?;
+        let config = StoreConfig::new(&store).with_migrate_from(migrate_from.clone());
+        let addr = SocketAddr::from(([127, 0, 0, 1], *port));
+        let (listener, router) = instance_with(addr, config, transport).await?;
         servers.spawn(serve(listener, with_metrics(router, metrics.clone())));
     }
-    let shown_store = store.split('@').next_back().unwrap_or(&store);
+    let shown = |url: &str| url.split('@').next_back().unwrap_or(url).to_owned();
     println!(
-        "session-demo: {} instances share the store {shown_store}",
-        ports.len()
+        "session-demo: {} instances share the store {}",
+        ports.len(),
+        shown(&store)
     );
+    if let Some(old) = &migrate_from {
+        println!(
+            "  moving sessions from {} as they are used (logins made there still work)",
+            shown(old)
+        );
+    }
     println!(
         "  (plain HTTP on loopback, so the session cookie's Secure flag is OFF for this demo)"
     );

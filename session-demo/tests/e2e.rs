@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use session_conformance::namespace;
-use session_demo::{instance, serve, Transport};
+use session_demo::{instance, instance_with, serve, Transport};
 
 struct Demo {
     a: String,
@@ -204,4 +204,124 @@ async fn header_and_bearer_modes() {
             StatusCode::UNAUTHORIZED
         );
     }
+}
+
+/// Two instances on `config`, as `cargo run -p session-demo -- --store … [--migrate-from …]`
+/// starts them.
+async fn start_on(config: session_store::StoreConfig) -> (String, String) {
+    let mut bases = Vec::new();
+    for _ in 0..2 {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (listener, router) = instance_with(addr, config.clone(), Transport::Cookie)
+            .await
+            .unwrap();
+        bases.push(format!("http://{}", listener.local_addr().unwrap()));
+        tokio::spawn(serve(listener, router));
+    }
+    (bases.remove(0), bases.remove(0))
+}
+
+/// The README's migration: log in on instances that keep sessions in Redis, restart both on
+/// PostgreSQL migrating from Redis: still logged in; new logins go to PostgreSQL; logging out
+/// everywhere reaches both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_survives_moving_the_store_from_redis_to_postgres() {
+    let (Some(redis), Some(postgres)) = (
+        session_test_harness::provision(session_test_harness::Backend::Redis).await,
+        session_test_harness::provision(session_test_harness::Backend::Postgres).await,
+    ) else {
+        return; // provisioning printed why (and failed the run under SESSION_TEST_REQUIRE)
+    };
+    let join = |url: &str, option: String| {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}{option}")
+    };
+    let redis_url = join(&redis.url, format!("session_prefix={}:", namespace("demo")));
+    let postgres_url = join(
+        &postgres.url,
+        format!("session_table={}", namespace("demo")),
+    );
+    let browser = browser();
+
+    let (a, _) = start_on(session_store::StoreConfig::new(&redis_url)).await;
+    let login = browser
+        .post(format!("{a}/login"))
+        .json(&morris())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+
+    // "Restart" on the new configuration: new instances, the old ones are no longer used.
+    let migrating =
+        session_store::StoreConfig::new(&postgres_url).with_migrate_from(Some(redis_url.clone()));
+    let (a, b) = start_on(migrating).await;
+    let profile = json_of(&browser, format!("{b}/profile")).await;
+    assert_eq!(
+        profile["username"], "morris",
+        "the move logged the user out"
+    );
+    let sessions = json_of(&browser, format!("{a}/sessions")).await;
+    assert_eq!(sessions.as_array().unwrap().len(), 1);
+    assert_eq!(
+        status_of(&browser, format!("{a}/profile")).await,
+        StatusCode::OK
+    );
+
+    // A new login goes to PostgreSQL only; the old one is still in Redis (reads move nothing).
+    let second = browser_logged_in(&b).await;
+    let postgres_only = start_on(session_store::StoreConfig::new(&postgres_url)).await;
+    let redis_only = start_on(session_store::StoreConfig::new(&redis_url)).await;
+    assert_eq!(
+        profile_status(&second, &postgres_only.0).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        profile_status(&second, &redis_only.0).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        profile_status(&browser, &redis_only.0).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        json_of(&browser, format!("{a}/sessions"))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Log out everywhere on the pair ends both, in both stores.
+    let out = browser
+        .post(format!("{a}/logout-everywhere"))
+        .send()
+        .await
+        .unwrap();
+    assert!(out.status().is_success(), "{}", out.status());
+    for (client, base) in [
+        (&browser, &redis_only.0),
+        (&second, &postgres_only.0),
+        (&second, &a),
+    ] {
+        assert_eq!(profile_status(client, base).await, StatusCode::UNAUTHORIZED);
+    }
+}
+
+/// GET /profile's status.
+async fn profile_status(client: &reqwest::Client, base: &str) -> StatusCode {
+    status_of(client, format!("{base}/profile")).await
+}
+
+async fn browser_logged_in(base: &str) -> reqwest::Client {
+    let client = browser();
+    let login = client
+        .post(format!("{base}/login"))
+        .json(&morris())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    client
 }

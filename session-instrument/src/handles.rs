@@ -48,7 +48,21 @@ pub(crate) struct Handles {
     retryable: Vec<OnceLock<Counter>>,
     conflicts: OnceLock<Counter>,
     undecodable: OnceLock<Counter>,
+    /// The process-wide undecodable count last reported, so that the counter is set only when
+    /// it moved (almost never), not on every call.
+    undecodable_seen: std::sync::atomic::AtomicU64,
+    events: [OnceLock<Counter>; EVENTS.len()],
 }
+
+/// Every event label, in a fixed order (see `event_label`).
+const EVENTS: [&str; 6] = [
+    "created",
+    "deleted",
+    "expired",
+    "evicted",
+    "id_changed",
+    "missed",
+];
 
 impl Handles {
     pub(crate) fn new(store: &'static str) -> Self {
@@ -60,6 +74,8 @@ impl Handles {
             retryable: (0..OPERATIONS.len()).map(|_| OnceLock::new()).collect(),
             conflicts: OnceLock::new(),
             undecodable: OnceLock::new(),
+            undecodable_seen: std::sync::atomic::AtomicU64::new(u64::MAX),
+            events: Default::default(),
         }
     }
 
@@ -110,8 +126,29 @@ impl Handles {
         )
     }
 
-    pub(crate) fn undecodable(&self) -> &Counter {
-        self.undecodable
-            .get_or_init(|| metrics::counter!("session_store_undecodable_records"))
+    /// Reports the process-wide count of undecodable records, if it moved since the last call.
+    pub(crate) fn report_undecodable(&self, count: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.undecodable_seen.swap(count, Relaxed) != count {
+            self.undecodable
+                .get_or_init(|| metrics::counter!("session_store_undecodable_records"))
+                .absolute(count);
+        }
+    }
+
+    /// The counter of events labelled `event` (one of `EVENTS`; anything else counts as the
+    /// last label).
+    pub(crate) fn event(&self, event: &'static str) -> &Counter {
+        let index = EVENTS
+            .iter()
+            .position(|known| *known == event)
+            .unwrap_or(EVENTS.len() - 1);
+        self.events[index].get_or_init(|| {
+            metrics::counter!(
+                "session_store_events_total",
+                "store" => self.store,
+                "event" => EVENTS[index]
+            )
+        })
     }
 }

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use session_core::raw::{undecodable_records, SessionRecord};
 use session_core::{
-    async_trait, Capabilities, EventSubscription, Operation, Result, Session, SessionId,
-    SessionInfo, SessionKey, SessionRepository, SessionSettings,
+    async_trait, Capabilities, EventError, EventSubscription, Operation, Result, Session,
+    SessionEvent, SessionId, SessionInfo, SessionKey, SessionRepository, SessionSettings,
 };
 use tracing::field::Empty;
 use tracing::Instrument as _;
@@ -29,12 +29,23 @@ pub struct Instrumented<R> {
 }
 
 impl<R: SessionRepository> Instrumented<R> {
-    /// Wraps `inner`, naming it `store` in spans and metric labels.
+    /// Wraps `inner`, naming it `store` in spans and metric labels. If the store emits events
+    /// and a Tokio runtime is running, a task counts them (`session_store_events_total`) until
+    /// the store is dropped.
     pub fn new(inner: R, store: &'static str) -> Self {
+        let handles = Arc::new(Handles::new(store));
+        let capabilities = inner.capabilities();
+        if capabilities.lifecycle_events || capabilities.expiry_events {
+            if let (Ok(runtime), Ok(events)) =
+                (tokio::runtime::Handle::try_current(), inner.subscribe())
+            {
+                runtime.spawn(count_events(events, Arc::clone(&handles)));
+            }
+        }
         Instrumented {
             inner,
             store,
-            handles: Arc::new(Handles::new(store)),
+            handles,
         }
     }
 
@@ -70,13 +81,20 @@ impl<R: SessionRepository> Instrumented<R> {
             }
         }
         let started = Instant::now();
-        let result = call.instrument(span.clone()).await;
+        // A disabled span is not entered on every poll: no clone, no wrapper future.
+        let result = if span.is_disabled() {
+            call.await
+        } else {
+            call.instrument(span.clone()).await
+        };
         let elapsed = started.elapsed();
         let outcome = outcome_of(&result);
         span.record("outcome", outcome);
-        if let Some((attributes, bytes)) = sizes(&result) {
-            span.record("attributes", attributes);
-            span.record("bytes", bytes);
+        if !span.is_disabled() {
+            if let Some((attributes, bytes)) = sizes(&result) {
+                span.record("attributes", attributes);
+                span.record("bytes", bytes);
+            }
         }
         let (calls, latency) = self.handles.call(operation, outcome);
         calls.increment(1);
@@ -88,10 +106,27 @@ impl<R: SessionRepository> Instrumented<R> {
             }
             _ => {}
         }
-        self.handles.undecodable().absolute(undecodable_records());
+        self.handles.report_undecodable(undecodable_records());
         // The span's own line, with the outcome: `RUST_LOG=session_store=debug`.
         span.in_scope(|| tracing::debug!(target: "session_store", elapsed_us = elapsed.as_micros() as u64, "{outcome}"));
         result
+    }
+}
+
+/// Counts the store's events by kind until the store is gone.
+async fn count_events(mut events: EventSubscription, handles: Arc<Handles>) {
+    loop {
+        let (label, count) = match events.recv().await {
+            Ok(SessionEvent::Created(_)) => ("created", 1),
+            Ok(SessionEvent::Deleted(_)) => ("deleted", 1),
+            Ok(SessionEvent::Expired(_)) => ("expired", 1),
+            Ok(SessionEvent::Evicted(_)) => ("evicted", 1),
+            Ok(SessionEvent::IdChanged { .. }) => ("id_changed", 1),
+            Ok(_) => continue,
+            Err(EventError::Lagged(missed)) => ("missed", missed),
+            Err(_) => return,
+        };
+        handles.event(label).increment(count);
     }
 }
 
@@ -111,11 +146,11 @@ impl<R: SessionRepository> SessionRepository for Instrumented<R> {
 
     async fn create(&self, session: &mut Session) -> Result<()> {
         let (attributes, bytes) = (session.len(), session.size());
-        let id = session.id().clone();
+        let key = session.key();
         let created = self.inner.create(session);
         self.observe(
             Operation::Create,
-            || Some(id.key()),
+            || Some(key),
             created,
             |_| Some((attributes, bytes)),
         )
@@ -137,11 +172,11 @@ impl<R: SessionRepository> SessionRepository for Instrumented<R> {
 
     async fn save(&self, session: &mut Session) -> Result<()> {
         let (attributes, bytes) = (session.len(), session.size());
-        let id = session.id().clone();
+        let key = session.key();
         let saved = self.inner.save(session);
         self.observe(
             Operation::Save,
-            || Some(id.key()),
+            || Some(key),
             saved,
             |_| Some((attributes, bytes)),
         )
@@ -175,9 +210,9 @@ impl<R: SessionRepository> SessionRepository for Instrumented<R> {
     }
 
     async fn change_id(&self, session: &mut Session) -> Result<()> {
-        let id = session.id().clone();
+        let key = session.key();
         let changed = self.inner.change_id(session);
-        self.observe(Operation::ChangeId, || Some(id.key()), changed, |_| None)
+        self.observe(Operation::ChangeId, || Some(key), changed, |_| None)
             .await
     }
 

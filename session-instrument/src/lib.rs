@@ -31,6 +31,11 @@
 //! | `session_store_conflicts_total` | counter | `store` |
 //! | `session_store_retryable_errors_total` | counter | `store`, `operation` |
 //! | `session_store_undecodable_records` | counter (absolute) | — (process-wide) |
+//! | `session_store_events_total` | counter | `store`, `event` (`created`, `deleted`, `expired`, `evicted`, `id_changed`, `missed` when the counter fell behind the store's event stream) |
+//!
+//! Events are counted where the store emits them ([`Capabilities`](session_core::Capabilities)),
+//! by a task the wrapper starts when it is made inside a Tokio runtime. With Redis, every
+//! instance receives every instance's events: sum one instance's counter, not all of them.
 //!
 //! Metric handles are registered on a wrapper's first call with each label set and then only
 //! updated, so **install the recorder before the first call** (without one they are no-ops). A
@@ -43,4 +48,14 @@ mod instrumented;
 mod outcome;
 
 pub use instrumented::Instrumented;
+
+/// Bucket bounds, in seconds, for `session_store_operation_seconds` (50 µs to 5 s): give them
+/// to the exporter (e.g. `PrometheusBuilder::set_buckets_for_metric`) to export a histogram
+/// that aggregates across instances. Without buckets, `metrics-exporter-prometheus` keeps every
+/// sample until its next upkeep and folds it into a quantile sketch, which costs the calling
+/// service more per call.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
 pub use outcome::outcome_of;

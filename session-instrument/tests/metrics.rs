@@ -40,27 +40,7 @@ fn metrics_count_and_time_every_call_by_store_operation_and_outcome() {
             ));
         })
     });
-    let mut counters: HashMap<String, u64> = HashMap::new();
-    let mut histograms: HashMap<String, usize> = HashMap::new();
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let key: CompositeKey = key;
-        let mut labels: Vec<String> = key
-            .key()
-            .labels()
-            .map(|label| format!("{}={}", label.key(), label.value()))
-            .collect();
-        labels.sort();
-        let name = format!("{}{{{}}}", key.key().name(), labels.join(","));
-        match (key.kind(), value) {
-            (MetricKind::Counter, DebugValue::Counter(count)) => {
-                counters.insert(name, count);
-            }
-            (MetricKind::Histogram, DebugValue::Histogram(samples)) => {
-                histograms.insert(name, samples.len());
-            }
-            _ => {}
-        }
-    }
+    let (counters, histograms) = read(&snapshotter);
     for store in ["memory", "sqlite"] {
         for (operation, outcome, count) in [
             ("create", "ok", 1),
@@ -89,4 +69,59 @@ fn metrics_count_and_time_every_call_by_store_operation_and_outcome() {
         Some(&1)
     );
     assert!(counters.contains_key("session_store_undecodable_records{}"));
+}
+
+/// Counters (value) and histograms (sample count) by `name{label=value,…}`, labels sorted.
+fn read(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+) -> (HashMap<String, u64>, HashMap<String, usize>) {
+    let mut counters: HashMap<String, u64> = HashMap::new();
+    let mut histograms: HashMap<String, usize> = HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key: CompositeKey = key;
+        let mut labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|label| format!("{}={}", label.key(), label.value()))
+            .collect();
+        labels.sort();
+        let name = format!("{}{{{}}}", key.key().name(), labels.join(","));
+        match (key.kind(), value) {
+            (MetricKind::Counter, DebugValue::Counter(count)) => {
+                counters.insert(name, count);
+            }
+            (MetricKind::Histogram, DebugValue::Histogram(samples)) => {
+                histograms.insert(name, samples.len());
+            }
+            _ => {}
+        }
+    }
+    (counters, histograms)
+}
+
+#[test]
+fn events_are_counted_by_kind_where_the_store_emits_them() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        runtime().block_on(async {
+            // The memory store emits lifecycle and expiry events.
+            let store = Instrumented::new(session_memory::MemoryStore::new(), "memory");
+            let mut session = store.new_session();
+            store.create(&mut session).await.unwrap();
+            store.change_id(&mut session).await.unwrap();
+            store.delete(session.id()).await.unwrap();
+            let mut other = store.new_session();
+            store.create(&mut other).await.unwrap();
+            // The counting task runs on this runtime: give it its turn.
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+        })
+    });
+    let (counters, _) = read(&snapshotter);
+    for (event, count) in [("created", 2), ("id_changed", 1), ("deleted", 1)] {
+        let name = format!("session_store_events_total{{event={event},store=memory}}");
+        assert_eq!(counters.get(&name), Some(&count), "{name}: {counters:#?}");
+    }
 }

@@ -34,9 +34,13 @@ pub fn status_for(error: &Error, unavailable: StatusCode) -> StatusCode {
 
 /// The response for `error`: its status, and `Retry-After` when it is retryable. Logged at
 /// `warn` with the whole cause chain (the store and the operation included), except for the
-/// user's own mistakes (4xx), logged at `debug`.
+/// user's own mistakes (4xx), logged at `debug`; counted in `session_layer_error_responses_total`
+/// by `status` (through the `metrics` facade: a no-op until the application installs a
+/// recorder).
 pub(crate) fn error_response(error: &Error, unavailable: StatusCode, during: &str) -> Response {
     let status = status_for(error, unavailable);
+    metrics::counter!("session_layer_error_responses_total", "status" => status.as_u16().to_string())
+        .increment(1);
     if status.is_server_error() {
         tracing::warn!(error = %error.report(), %status, "session error {during}");
     } else {
@@ -102,5 +106,31 @@ mod tests {
             StatusCode::BAD_GATEWAY,
             "the configured status for retryable errors"
         );
+    }
+
+    #[test]
+    fn error_responses_are_counted_by_status() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        metrics::with_local_recorder(&recorder, || {
+            error_response(&Error::unavailable("down"), unavailable, "in a test");
+            error_response(
+                &Error::timeout(Duration::from_secs(1)),
+                unavailable,
+                "in a test",
+            );
+            error_response(&Error::InvalidInput("x".into()), unavailable, "in a test");
+        });
+        let mut counts = std::collections::HashMap::new();
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let status = key.key().labels().next().map(|l| l.value().to_owned());
+            if let (Some(status), DebugValue::Counter(count)) = (status, value) {
+                counts.insert(status, count);
+            }
+        }
+        assert_eq!(counts.get("503"), Some(&2), "{counts:?}");
+        assert_eq!(counts.get("400"), Some(&1), "{counts:?}");
     }
 }

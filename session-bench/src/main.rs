@@ -399,19 +399,20 @@ pub(crate) fn print_row(
     let ratio = baseline.map_or(String::from("-"), |base| {
         format!("{:.2}x", row.ops_per_sec / base.ops_per_sec)
     });
-    let server = row
-        .server_cpu
-        .filter(|_| row.ops > 0)
-        .map_or(String::from("-"), |cpu| {
-            format!("{:.1}", cpu.as_secs_f64() * 1e6 / row.ops as f64)
-        });
+    let per_op = |cpu: Option<Duration>| {
+        cpu.filter(|_| row.ops > 0)
+            .map_or(String::from("-"), |cpu| {
+                format!("{:.2}", cpu.as_secs_f64() * 1e6 / row.ops as f64)
+            })
+    };
     println!(
-        "{backend:<10} {shape:<6} {workload:<10} {:>12.0} {:>10} {:>10} {:>8} {:>10}",
+        "{backend:<10} {shape:<6} {workload:<10} {:>12.0} {:>10} {:>10} {:>8} {:>10} {:>10}",
         row.ops_per_sec,
         micros(row.p50),
         micros(row.p99),
         ratio,
-        server
+        per_op(row.server_cpu),
+        per_op(row.client_cpu),
     );
 }
 
@@ -429,8 +430,28 @@ async fn main() {
     }
     // Held for the whole run: the recorder the instrumented rows report to.
     let _metrics = if options.metrics {
-        match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
+        let installed = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    "session_store_operation_seconds".into(),
+                ),
+                session_instrument::LATENCY_BUCKETS,
+            )
+            .and_then(|builder| builder.install_recorder());
+        match installed {
+            Ok(handle) => {
+                // As an application would (the exporter's own `install` does the same): fold
+                // the histogram samples into summaries every second.
+                let upkeep = handle.clone();
+                tokio::spawn(async move {
+                    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+                    loop {
+                        ticks.tick().await;
+                        upkeep.run_upkeep();
+                    }
+                });
+                Some(handle)
+            }
             Err(error) => {
                 eprintln!("cannot install the Prometheus recorder: {error}");
                 std::process::exit(2);
@@ -441,12 +462,21 @@ async fn main() {
     };
     println!(
         "session-bench: {} tasks, {} sessions, {} s per row; ratio = store ops/s / raw ops/s; \
-         srv µs/op = CPU time of the server processes this run started, per operation",
+         srv µs/op = CPU time of the server processes this run started, per operation; \
+         cli µs/op = CPU time of this process, per operation",
         options.tasks, options.sessions, options.seconds
     );
     println!(
-        "{:<10} {:<6} {:<10} {:>12} {:>10} {:>10} {:>8} {:>10}",
-        "backend", "size", "workload", "ops/s", "p50 µs", "p99 µs", "ratio", "srv µs/op"
+        "{:<10} {:<6} {:<10} {:>12} {:>10} {:>10} {:>8} {:>10} {:>10}",
+        "backend",
+        "size",
+        "workload",
+        "ops/s",
+        "p50 µs",
+        "p99 µs",
+        "ratio",
+        "srv µs/op",
+        "cli µs/op"
     );
     for name in &options.backends {
         if let Some(store_name) = name.strip_prefix("http-") {

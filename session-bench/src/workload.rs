@@ -13,6 +13,10 @@ pub(crate) struct Row {
     pub(crate) ops: usize,
     /// CPU time the server spent during the row, when this run started the server.
     pub(crate) server_cpu: Option<Duration>,
+    /// CPU time this process (the client: store code, driver, runtime) spent during the row.
+    /// Unlike ops/s, it does not move with the time other guests take from this machine, so
+    /// two rows' client µs/op tell a small overhead apart where their ops/s cannot.
+    pub(crate) client_cpu: Option<Duration>,
 }
 
 /// An operation a task repeats on session number `i`.
@@ -123,6 +127,7 @@ pub(crate) async fn measure(workload: Arc<dyn Workload>, options: &Options) -> R
         p99: percentile(0.99),
         ops: all.len(),
         server_cpu: None,
+        client_cpu: None,
     })
 }
 
@@ -134,10 +139,16 @@ pub(crate) async fn measure_with_server(
     pids: &[u32],
 ) -> Result<Row> {
     let before = server_cpu(pids);
+    let client_before = ProcStat::of(std::process::id());
     let mut row = measure(workload, options).await?;
     row.server_cpu = before
         .zip(server_cpu(pids))
         .map(|(before, after)| after.saturating_sub(before));
+    row.client_cpu = client_before
+        .zip(ProcStat::of(std::process::id()))
+        .map(|(before, after)| {
+            Duration::from_millis(after.cpu_ticks.saturating_sub(before.cpu_ticks) * 10)
+        });
     Ok(row)
 }
 

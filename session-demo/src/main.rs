@@ -69,7 +69,22 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("session_store_operation_seconds".into()),
+            session_instrument::LATENCY_BUCKETS,
+        )?
+        .install_recorder()?;
+    // Histogram samples wait in the recorder until they are folded into summaries: fold them
+    // every few seconds, or an instance nobody scrapes grows by every call's timing.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            ticks.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let mut servers = tokio::task::JoinSet::new();
     for port in &ports {
         let config = StoreConfig::new(&store).with_migrate_from(migrate_from.clone());

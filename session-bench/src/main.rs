@@ -23,6 +23,7 @@ use session_memory::MemoryStore;
 
 mod http;
 mod layout;
+mod peer;
 mod raw;
 mod workload;
 
@@ -39,7 +40,10 @@ use session_test_harness::{
 pub(crate) struct Options {
     seconds: f64,
     tasks: usize,
+    /// Sessions per shape: `--sessions`, else the shape's default (more than any cache in the
+    /// path holds: 100,000 small, 20,000 large).
     sessions: usize,
+    sessions_given: bool,
     backends: Vec<String>,
     /// Session shapes to run (`small`, `large`).
     shapes: Vec<String>,
@@ -59,7 +63,8 @@ impl Options {
         let mut options = Options {
             seconds: 3.0,
             tasks: 32,
-            sessions: 1_000,
+            sessions: 0,
+            sessions_given: false,
             backends: vec!["memory".into()],
             only: None,
             shapes: vec!["small".into(), "large".into()],
@@ -73,7 +78,10 @@ impl Options {
             match flag.as_str() {
                 "--seconds" => options.seconds = number(&value()?)?,
                 "--tasks" => options.tasks = number(&value()?)?,
-                "--sessions" => options.sessions = number(&value()?)?,
+                "--sessions" => {
+                    options.sessions = number(&value()?)?;
+                    options.sessions_given = true;
+                }
                 "--backends" => options.backends = value()?.split(',').map(str::to_owned).collect(),
                 "--only" => options.only = Some(value()?),
                 "--shapes" => options.shapes = value()?.split(',').map(str::to_owned).collect(),
@@ -89,6 +97,17 @@ impl Options {
     }
 }
 
+impl Options {
+    /// These options with the session count of `shape`.
+    pub(crate) fn for_shape(&self, shape: Shape) -> Options {
+        let mut options = self.clone();
+        if !self.sessions_given {
+            options.sessions = shape.default_sessions;
+        }
+        options
+    }
+}
+
 fn number<T: std::str::FromStr>(text: &str) -> std::result::Result<T, String> {
     text.parse().map_err(|_| format!("not a number: {text}"))
 }
@@ -99,6 +118,9 @@ struct Shape {
     name: &'static str,
     attributes: usize,
     value_len: usize,
+    /// Sessions of this shape without `--sessions`: a realistic working set, larger than the
+    /// Redis near cache's default 32 MiB.
+    default_sessions: usize,
 }
 
 const SHAPES: [Shape; 2] = [
@@ -106,11 +128,13 @@ const SHAPES: [Shape; 2] = [
         name: "small",
         attributes: 10,
         value_len: 100,
+        default_sessions: 100_000,
     },
     Shape {
         name: "large",
         attributes: 50,
         value_len: 400,
+        default_sessions: 20_000,
     },
 ];
 
@@ -129,7 +153,8 @@ struct Target {
 
 const BACKENDS: &str =
     "memory, memory-instrumented, sqlite, postgres, mysql, redis, redis-tls, redis-cluster, memcached, mongodb, \
-     mongodb-nx";
+     mongodb-nx; beside them, tower-sessions' stores: tower-redis, tower-postgres, tower-mysql, \
+     tower-sqlite, tower-moka";
 
 async fn open_target(name: &str, options: &Options) -> std::result::Result<Target, String> {
     let mut server_pids = Vec::new();
@@ -365,24 +390,62 @@ async fn prepare(
     shape: Shape,
     options: &Options,
 ) -> Result<(Arc<Vec<SessionId>>, Arc<Vec<SessionKey>>)> {
-    let value = "x".repeat(shape.value_len);
-    let mut ids = Vec::with_capacity(options.sessions);
-    let mut keys = Vec::with_capacity(options.sessions);
-    for _ in 0..options.sessions {
-        let mut session = target.repository.new_session();
-        for a in 0..shape.attributes {
-            session.insert(&format!("attr{a}"), &value)?;
+    let value = Arc::new("x".repeat(shape.value_len));
+    let made = in_parallel(options, |_| {
+        let (repository, raw, value) = (
+            Arc::clone(&target.repository),
+            Arc::clone(&target.raw),
+            Arc::clone(&value),
+        );
+        async move {
+            let mut session = repository.new_session();
+            for a in 0..shape.attributes {
+                session.insert(&format!("attr{a}"), &*value)?;
+            }
+            let bytes = session
+                .clone()
+                .record_for_create(session_core::raw::time::now_millis())?
+                .encode()?;
+            repository.create(&mut session).await?;
+            raw.put(&session.key(), bytes).await?;
+            Ok((session.id().clone(), session.key()))
         }
-        let bytes = session
-            .clone()
-            .record_for_create(session_core::raw::time::now_millis())?
-            .encode()?;
-        target.repository.create(&mut session).await?;
-        target.raw.put(&session.key(), bytes).await?;
-        keys.push(session.key());
-        ids.push(session.id().clone());
-    }
+    })
+    .await?;
+    let (ids, keys) = made.into_iter().unzip();
     Ok((Arc::new(ids), Arc::new(keys)))
+}
+
+/// Runs `make(i)` for every session number `i` of `options.sessions`, `options.tasks` at a
+/// time (filling a server with 100,000 sessions one by one takes minutes); results in order.
+pub(crate) async fn in_parallel<T, F, Fut>(options: &Options, make: F) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    let mut results: Vec<Option<T>> = (0..options.sessions).map(|_| None).collect();
+    let mut running = tokio::task::JoinSet::new();
+    for i in 0..options.sessions {
+        if running.len() >= options.tasks.max(1) {
+            let (j, made) = running
+                .join_next()
+                .await
+                .expect("a task")
+                .map_err(Error::backend)?;
+            results[j] = Some(made?);
+        }
+        let made = make(i);
+        running.spawn(async move { (i, made.await) });
+    }
+    while let Some(joined) = running.join_next().await {
+        let (j, made) = joined.map_err(Error::backend)?;
+        results[j] = Some(made?);
+    }
+    Ok(results
+        .into_iter()
+        .map(|made| made.expect("every session made"))
+        .collect())
 }
 
 fn micros(duration: Duration) -> String {
@@ -460,11 +523,20 @@ async fn main() {
     } else {
         None
     };
+    let sessions = if options.sessions_given {
+        options.sessions.to_string()
+    } else {
+        SHAPES
+            .iter()
+            .map(|shape| format!("{} {}", shape.default_sessions, shape.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
-        "session-bench: {} tasks, {} sessions, {} s per row; ratio = store ops/s / raw ops/s; \
+        "session-bench: {} tasks, {sessions} sessions, {} s per row; ratio = store ops/s / raw ops/s; \
          srv µs/op = CPU time of the server processes this run started, per operation; \
          cli µs/op = CPU time of this process, per operation",
-        options.tasks, options.sessions, options.seconds
+        options.tasks, options.seconds
     );
     println!(
         "{:<10} {:<6} {:<10} {:>12} {:>10} {:>10} {:>8} {:>10} {:>10}",
@@ -478,7 +550,29 @@ async fn main() {
         "srv µs/op",
         "cli µs/op"
     );
+    let mut results = Vec::new();
     for name in &options.backends {
+        if name.starts_with("tower-") {
+            let (store, pids) = match peer::open_peer(name, &options).await {
+                Ok(opened) => opened,
+                Err(message) => {
+                    eprintln!("{name}: {message}");
+                    std::process::exit(2);
+                }
+            };
+            for shape in SHAPES
+                .into_iter()
+                .filter(|shape| options.shapes.iter().any(|s| s == shape.name))
+            {
+                let measured =
+                    peer::bench_peer(name, &store, &pids, shape, &options, &mut results).await;
+                if let Err(error) = measured {
+                    eprintln!("{name} {}: {error}", shape.name);
+                    std::process::exit(1);
+                }
+            }
+            continue;
+        }
         if let Some(store_name) = name.strip_prefix("http-") {
             let target = match open_target(store_name, &options).await {
                 Ok(target) => target,
@@ -487,7 +581,9 @@ async fn main() {
                     std::process::exit(2);
                 }
             };
-            if let Err(error) = http::bench(name, target.repository, &options).await {
+            if let Err(error) =
+                http::bench(name, target.repository, &options.for_shape(SHAPES[0])).await
+            {
                 eprintln!("{name}: {error}");
                 std::process::exit(1);
             }
@@ -504,15 +600,22 @@ async fn main() {
             .into_iter()
             .filter(|shape| options.shapes.iter().any(|s| s == shape.name))
         {
-            if let Err(error) = bench_shape(&target, shape, &options).await {
+            if let Err(error) = bench_shape(&target, shape, &options, &mut results).await {
                 eprintln!("{} {}: {error}", target.name, shape.name);
                 std::process::exit(1);
             }
         }
     }
+    peer::print_versus_peer(&results);
 }
 
-async fn bench_shape(target: &Target, shape: Shape, options: &Options) -> Result<()> {
+async fn bench_shape(
+    target: &Target,
+    shape: Shape,
+    options: &Options,
+    results: &mut Vec<peer::Measured>,
+) -> Result<()> {
+    let options = &options.for_shape(shape);
     let (ids, keys) = prepare(target, shape, options).await?;
     let raw = RawCycle {
         raw: Arc::clone(&target.raw),
@@ -546,6 +649,13 @@ async fn bench_shape(target: &Target, shape: Shape, options: &Options) -> Result
     let read = measure_with_server(Arc::new(StoreRead(store)), options, pids).await?;
     print_row(&target.name, shape.name, "raw-cycle", &raw_cycle, None);
     print_row(&target.name, shape.name, "cycle", &cycle, Some(&raw_cycle));
+    results.push(peer::Measured::new(
+        &target.name,
+        shape.name,
+        "cycle",
+        &cycle,
+    ));
+    results.push(peer::Measured::new(&target.name, shape.name, "read", &read));
     print_row(&target.name, shape.name, "raw-read", &raw_read, None);
     print_row(&target.name, shape.name, "read", &read, Some(&raw_read));
     if let Some(store) = &target.sql {

@@ -1,0 +1,235 @@
+//! The leading peer, tower-sessions' stores (`tower-redis`, `tower-postgres`, `tower-mysql`,
+//! `tower-sqlite`, `tower-moka`), measured by the same loop on the same servers as this
+//! project's stores, so that a row of ours and the peer's row beside it differ only in the
+//! store.
+//!
+//! A peer cycle is what tower-sessions does for a request that changes its session: load the
+//! record, set one attribute, save the whole record (the peer has no delta and no
+//! compare-and-set: concurrent requests to one session overwrite each other). A read is a load.
+
+#[allow(unused_imports)]
+use super::*;
+
+use serde_json::Value;
+use tower_sessions_core::session::{Id, Record};
+use tower_sessions_core::SessionStore;
+
+/// The peers, and which of this project's backends each one stands beside.
+pub(crate) const PEERS: [(&str, &str); 5] = [
+    ("tower-redis", "redis"),
+    ("tower-postgres", "postgres"),
+    ("tower-mysql", "mysql"),
+    ("tower-sqlite", "sqlite"),
+    ("tower-moka", "memory"),
+];
+
+fn peer_error(error: impl std::fmt::Display) -> Error {
+    Error::backend(error.to_string())
+}
+
+/// Opens the peer store `name` on the server this run uses for its own backend.
+pub(crate) async fn open_peer(
+    name: &str,
+    options: &Options,
+) -> std::result::Result<(Arc<dyn SessionStore>, Vec<u32>), String> {
+    let table = session_test_harness::namespace("tower_sessions");
+    match name {
+        "tower-moka" => Ok((
+            Arc::new(tower_sessions_moka_store::MokaStore::new(None)),
+            Vec::new(),
+        )),
+        "tower-redis" => {
+            use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
+            let (url, pids) = server(Backend::Redis, options).await?;
+            let config = Config::from_url(&url).map_err(|e| e.to_string())?;
+            // Six connections, as tower-sessions' own example sets up its pool.
+            let pool = Pool::new(config, None, None, None, 6).map_err(|e| e.to_string())?;
+            pool.init().await.map_err(|e| e.to_string())?;
+            Ok((
+                Arc::new(tower_sessions_redis_store::RedisStore::new(pool)),
+                pids,
+            ))
+        }
+        "tower-postgres" => {
+            let (url, pids) = server(Backend::Postgres, options).await?;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(16)
+                .connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let store =
+                tower_sessions_sqlx_store::PostgresStore::new(pool).with_table_name(&table)?;
+            store.migrate().await.map_err(|e| e.to_string())?;
+            Ok((Arc::new(store), pids))
+        }
+        "tower-mysql" => {
+            let (url, pids) = server(Backend::MySql, options).await?;
+            let pool = sqlx::mysql::MySqlPoolOptions::new()
+                .max_connections(16)
+                .connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let store = tower_sessions_sqlx_store::MySqlStore::new(pool).with_table_name(&table)?;
+            store.migrate().await.map_err(|e| e.to_string())?;
+            Ok((Arc::new(store), pids))
+        }
+        "tower-sqlite" => {
+            let path = std::env::temp_dir().join(format!("{table}.db"));
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .connect_with(options)
+                .await
+                .map_err(|e| e.to_string())?;
+            let store =
+                tower_sessions_sqlx_store::SqliteStore::new(pool).with_table_name(&table)?;
+            store.migrate().await.map_err(|e| e.to_string())?;
+            Ok((Arc::new(store), Vec::new()))
+        }
+        other => Err(format!("unknown peer {other}")),
+    }
+}
+
+/// Creates the sessions of `shape` in the peer store: the same attribute names and values as
+/// this project's rows, as JSON strings (what tower-sessions stores for a `String`).
+async fn prepare(
+    store: &Arc<dyn SessionStore>,
+    shape: Shape,
+    options: &Options,
+) -> Result<Vec<Id>> {
+    let value = Value::String("x".repeat(shape.value_len));
+    in_parallel(options, |_| {
+        let (store, value) = (Arc::clone(store), value.clone());
+        async move {
+            let mut record = Record {
+                id: Id::default(),
+                data: (0..shape.attributes)
+                    .map(|a| (format!("attr{a}"), value.clone()))
+                    .collect(),
+                expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(2),
+            };
+            store.create(&mut record).await.map_err(peer_error)?;
+            Ok(record.id)
+        }
+    })
+    .await
+}
+
+struct PeerCycle {
+    store: Arc<dyn SessionStore>,
+    ids: Vec<Id>,
+    value: Value,
+}
+
+#[async_trait]
+impl Workload for PeerCycle {
+    async fn run(&self, i: usize) -> Result<()> {
+        let mut record = self
+            .store
+            .load(&self.ids[i])
+            .await
+            .map_err(peer_error)?
+            .ok_or(Error::NotFound)?;
+        record.data.insert("attr0".into(), self.value.clone());
+        self.store.save(&record).await.map_err(peer_error)
+    }
+}
+
+struct PeerRead(Arc<PeerCycle>);
+
+#[async_trait]
+impl Workload for PeerRead {
+    async fn run(&self, i: usize) -> Result<()> {
+        self.0
+            .store
+            .load(&self.0.ids[i])
+            .await
+            .map_err(peer_error)?
+            .ok_or(Error::NotFound)?;
+        Ok(())
+    }
+}
+
+/// The peer's cycle and read rows for `shape`.
+pub(crate) async fn bench_peer(
+    name: &str,
+    store: &Arc<dyn SessionStore>,
+    pids: &[u32],
+    shape: Shape,
+    options: &Options,
+    results: &mut Vec<Measured>,
+) -> Result<()> {
+    let options = &options.for_shape(shape);
+    let ids = prepare(store, shape, options).await?;
+    let cycle = Arc::new(PeerCycle {
+        store: Arc::clone(store),
+        ids,
+        value: Value::String("y".repeat(shape.value_len)),
+    });
+    let cycle_row = measure_with_server(cycle.clone(), options, pids).await?;
+    let read_row = measure_with_server(Arc::new(PeerRead(cycle)), options, pids).await?;
+    for (workload, row) in [("cycle", cycle_row), ("read", read_row)] {
+        print_row(name, shape.name, workload, &row, None);
+        results.push(Measured::new(name, shape.name, workload, &row));
+    }
+    Ok(())
+}
+
+/// One measured row, kept for the comparison printed at the end of the run.
+#[derive(Debug, Clone)]
+pub(crate) struct Measured {
+    backend: String,
+    shape: &'static str,
+    workload: &'static str,
+    ops_per_sec: f64,
+}
+
+impl Measured {
+    pub(crate) fn new(
+        backend: &str,
+        shape: &'static str,
+        workload: &'static str,
+        row: &Row,
+    ) -> Self {
+        Measured {
+            backend: backend.to_owned(),
+            shape,
+            workload,
+            ops_per_sec: row.ops_per_sec,
+        }
+    }
+}
+
+/// For every row of this project's store that ran beside its peer: ours / the peer's ops/s.
+pub(crate) fn print_versus_peer(results: &[Measured]) {
+    let mut lines = Vec::new();
+    for (peer, ours) in PEERS {
+        for theirs in results.iter().filter(|m| m.backend == peer) {
+            let mine = results.iter().find(|m| {
+                m.backend == ours && m.shape == theirs.shape && m.workload == theirs.workload
+            });
+            if let Some(mine) = mine {
+                lines.push(format!(
+                    "{ours:<10} {:<6} {:<10} {:>12.0} {:>12.0} {:>8.2}x",
+                    theirs.shape,
+                    theirs.workload,
+                    mine.ops_per_sec,
+                    theirs.ops_per_sec,
+                    mine.ops_per_sec / theirs.ops_per_sec
+                ));
+            }
+        }
+    }
+    if !lines.is_empty() {
+        println!("\nversus tower-sessions (same run, same servers, same loop):");
+        println!(
+            "{:<10} {:<6} {:<10} {:>12} {:>12} {:>9}",
+            "backend", "size", "workload", "ours ops/s", "peer ops/s", "ours/peer"
+        );
+        for line in lines {
+            println!("{line}");
+        }
+    }
+}

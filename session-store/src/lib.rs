@@ -87,7 +87,7 @@ pub struct StoreConfig {
     #[serde(default)]
     pub instrument: bool,
     /// A store to move sessions from (a URL): the store opened is then a
-    /// [`Migrating`](session_core::Migrating) pair, reading `url` then this one, moving each
+    /// [`Migrating`] pair, reading `url` then this one, moving each
     /// session to `url` on its next save or touch. See `Migrating` for the rollout rules.
     #[serde(default)]
     pub migrate_from: Option<String>,

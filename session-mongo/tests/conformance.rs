@@ -94,6 +94,10 @@ const NX_DIVERGENCES: &[KnownDivergence] = &[
     divergence("save_extends_expiry", DATES_AS_STRINGS),
     divergence("save_without_changes_extends_expiry", DATES_AS_STRINGS),
     KnownDivergence::intermittent("idle_timeout_boundary", SECOND_GRANULARITY),
+    KnownDivergence::intermittent(
+        "imported_session_expires_at_its_own_deadline",
+        SECOND_GRANULARITY,
+    ),
 ];
 
 const NO_PIPELINES: &str = "nx-27017 refuses update pipelines (a touch): error 8, \

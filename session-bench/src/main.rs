@@ -56,6 +56,9 @@ pub(crate) struct Options {
     metrics: bool,
     /// CPUs this process may use when it starts.
     cpus: usize,
+    /// `--footprint N`: instead of the rows, fill the in-memory store with N small sessions
+    /// and report its bytes per session against the payload.
+    footprint: Option<usize>,
 }
 
 impl Options {
@@ -71,6 +74,7 @@ impl Options {
             pin: false,
             metrics: false,
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
+            footprint: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -87,6 +91,7 @@ impl Options {
                 "--shapes" => options.shapes = value()?.split(',').map(str::to_owned).collect(),
                 "--pin" => options.pin = true,
                 "--metrics" => options.metrics = true,
+                "--footprint" => options.footprint = Some(number(&value()?)?),
                 "--help" | "-h" => {
                     return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-tls,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--pin]; http-<backend> runs the HTTP-layer load".into())
                 }
@@ -457,6 +462,53 @@ where
     Ok(results.into_iter().flatten().collect())
 }
 
+/// Resident memory of this process, bytes (Linux `/proc/self/statm`, 4 KiB pages).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Fills an in-memory store with `sessions` small sessions and prints what each one costs in
+/// resident memory beside its payload (attribute names and encoded values).
+async fn footprint(sessions: usize, options: &Options) -> Result<()> {
+    let shape = SHAPES[0];
+    let store: Arc<dyn SessionRepository> = Arc::new(MemoryStore::open(
+        session_memory::Config::default().with_capacity_bytes(64 << 30),
+        session_core::SessionSettings::default(),
+    ));
+    let before = resident_bytes().unwrap_or(0);
+    let options = Options {
+        sessions,
+        ..options.clone()
+    };
+    let value = Arc::new("x".repeat(shape.value_len));
+    let payloads = in_parallel(&options, |_| {
+        let (store, value) = (Arc::clone(&store), Arc::clone(&value));
+        async move {
+            let mut session = store.new_session();
+            for a in 0..shape.attributes {
+                session.insert(&format!("attr{a}"), &*value)?;
+            }
+            store.create(&mut session).await?;
+            Ok(session.size())
+        }
+    })
+    .await?;
+    let after = resident_bytes().unwrap_or(0);
+    let payload = payloads.iter().sum::<usize>() as f64 / sessions as f64;
+    let resident = after.saturating_sub(before) as f64 / sessions as f64;
+    println!(
+        "memory store, {sessions} small sessions ({} × {} B): payload {payload:.0} B/session, \
+         resident {resident:.0} B/session ({:.2}× payload), process RSS {:.0} MiB",
+        shape.attributes,
+        shape.value_len,
+        resident / payload,
+        after as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}
+
 fn micros(duration: Duration) -> String {
     format!("{:.1}", duration.as_secs_f64() * 1e6)
 }
@@ -532,6 +584,13 @@ async fn main() {
     } else {
         None
     };
+    if let Some(sessions) = options.footprint {
+        if let Err(error) = footprint(sessions, &options).await {
+            eprintln!("footprint: {error}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let sessions = if options.sessions_given {
         options.sessions.to_string()
     } else {

@@ -37,7 +37,8 @@ const MOVE_ATTEMPTS: usize = 3;
 ///
 /// # Behavior
 ///
-/// - `find` looks in the new store, then in the old one.
+/// - `find` looks in the new store, then in the old one (and once more in the new one when both
+///   miss, in case another instance moved the session in between).
 /// - `create` writes to the new store only.
 /// - `save` and `touch` of a session that is only in the old store copy it to the new store
 ///   (as the old store holds it, merged with the save's changes under the usual rules:
@@ -96,10 +97,14 @@ impl<N: SessionRepository, O: SessionRepository> Migrating<N, O> {
     }
 
     /// Moves the session of `id` from the old store to the new one, accessed at `accessed_at`
-    /// (`None`: as stored). `Ok(false)` when the old store has no live session of that id.
+    /// (`None`: as stored). `Ok(true)` when the session is in the new store afterwards (moved
+    /// here or by another instance), `Ok(false)` when neither store has it.
     async fn move_to_new(&self, id: &SessionId, accessed_at: Option<u64>) -> Result<bool> {
         let Some(stored) = self.old.find(id).await? else {
-            return Ok(false);
+            // Gone from the old store: never there, deleted, or moved by another instance
+            // a moment ago (its import, then its delete of the old copy) — only the new store
+            // tells the last apart.
+            return Ok(self.new.find(id).await?.is_some());
         };
         let record = stored.snapshot(accessed_at.unwrap_or(stored.last_accessed_at_ms()))?;
         // `false`: another instance moved it first; the session is in the new store either way,
@@ -144,10 +149,16 @@ impl<N: SessionRepository, O: SessionRepository> SessionRepository for Migrating
     }
 
     async fn find(&self, id: &SessionId) -> Result<Option<Session>> {
-        match self.new.find(id).await? {
-            Some(session) => Ok(Some(session)),
-            None => self.old.find(id).await,
+        if let Some(session) = self.new.find(id).await? {
+            return Ok(Some(session));
         }
+        if let Some(session) = self.old.find(id).await? {
+            return Ok(Some(session));
+        }
+        // Another instance may have moved it between the two reads (import into the new
+        // store, then delete from the old): the move's import came before that delete, so a
+        // second look at the new store sees it.
+        self.new.find(id).await
     }
 
     async fn save(&self, session: &mut Session) -> Result<()> {

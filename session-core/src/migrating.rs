@@ -48,8 +48,9 @@ const MOVE_ATTEMPTS: usize = 3;
 /// - `delete`, `delete_by_key`, `delete_by_principal` and `change_id` act on both stores;
 ///   `find_by_principal` lists both (a session in both is listed once, as the new store has it).
 /// - Capabilities: the principal index when both stores have one. No import (whether the old
-///   store holds undecodable bytes under a key cannot be asked). **No events**: moving a session deletes it from the old store, which that store
-///   reports as `Deleted` to every subscriber, indistinguishable from a log-out.
+///   store holds undecodable bytes under a key cannot be asked). **No events**: moving a
+///   session deletes it from the old store, which that store reports as `Deleted` to every
+///   subscriber, indistinguishable from a log-out.
 ///
 /// # The migration window
 ///
@@ -107,6 +108,7 @@ impl<N: SessionRepository, O: SessionRepository> Migrating<N, O> {
             return Ok(self.new.find(id).await?.is_some());
         };
         let record = stored.snapshot(accessed_at.unwrap_or(stored.last_accessed_at_ms()))?;
+        let key = stored.key();
         // `false`: another instance moved it first; the session is in the new store either way,
         // and that instance finishes the move.
         if self.new.import(id, &record).await? {
@@ -115,10 +117,10 @@ impl<N: SessionRepository, O: SessionRepository> Migrating<N, O> {
             // old copy before this check, or its removal from the new store comes after the
             // import.
             if self.old.find(id).await?.is_none() {
-                self.new.delete_by_key(&id.key()).await?;
+                self.new.delete_by_key(&key).await?;
                 return Ok(false);
             }
-            self.forget_old(&id.key()).await;
+            self.forget_old(&key).await;
         }
         Ok(true)
     }
@@ -131,6 +133,15 @@ impl<N: SessionRepository, O: SessionRepository> Migrating<N, O> {
             tracing::warn!(session = %key, %error, "a moved session stays in the old store until it expires");
         }
     }
+}
+
+/// What `save` and `change_id` answer when the session kept leaving the new store while they
+/// moved it there.
+fn moves_exhausted() -> Error {
+    Error::retries_exhausted(
+        "the session left the new store while it was being moved there",
+        MOVE_ATTEMPTS,
+    )
 }
 
 #[async_trait]
@@ -171,10 +182,7 @@ impl<N: SessionRepository, O: SessionRepository> SessionRepository for Migrating
                 return Err(Error::NotFound);
             }
         }
-        Err(Error::retries_exhausted(
-            "the session left the new store while it was being moved there",
-            MOVE_ATTEMPTS,
-        ))
+        Err(moves_exhausted())
     }
 
     async fn touch(&self, id: &SessionId) -> Result<()> {
@@ -218,10 +226,7 @@ impl<N: SessionRepository, O: SessionRepository> SessionRepository for Migrating
                 return Err(Error::NotFound);
             }
         }
-        Err(Error::retries_exhausted(
-            "the session left the new store while it was being moved there",
-            MOVE_ATTEMPTS,
-        ))
+        Err(moves_exhausted())
     }
 
     async fn find_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>> {

@@ -51,8 +51,8 @@ pub(crate) struct Options {
     only: Option<String>,
     /// `--pin`: give the servers this run starts a CPU of their own (see [`place`]).
     pin: bool,
-    /// `--metrics`: install a Prometheus recorder, so that `memory-instrumented` pays for
-    /// metrics (without it, the wrapper's metric updates find no recorder).
+    /// `--metrics`: install a Prometheus recorder and turn the metrics of
+    /// `memory-instrumented` on (without it, that row's wrapper has its metrics off).
     metrics: bool,
     /// CPUs this process may use when it starts.
     cpus: usize,
@@ -179,15 +179,22 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
         "memory-instrumented" => {
             return Ok(Target {
                 name: name.into(),
-                repository: Arc::new(session_instrument::Instrumented::new(
-                    bench_memory_store(),
-                    "memory",
-                )),
+                repository: {
+                    let wrapped =
+                        session_instrument::Instrumented::new(bench_memory_store(), "memory");
+                    // Without `--metrics` the wrapper runs with metrics off (and no subscriber
+                    // wants its spans): the cost of having it in place, doing nothing.
+                    Arc::new(if options.metrics {
+                        wrapped
+                    } else {
+                        wrapped.without_metrics()
+                    })
+                },
                 raw: Arc::new(MokaRaw::new()),
                 sql: None,
                 server_pids: Vec::new(),
                 _dedicated: None,
-            })
+            });
         }
         "memory" => {
             return Ok(Target {

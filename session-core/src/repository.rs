@@ -1,6 +1,8 @@
 //! The `SessionRepository` contract.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -280,9 +282,14 @@ pub trait SessionRepositoryExt: SessionRepository {
 
 impl<R: SessionRepository + ?Sized> SessionRepositoryExt for R {}
 
+/// The future a [`SessionRepository`] method returns (what `#[async_trait]` makes of an
+/// `async fn`): for a decorator that hands back its inner store's future instead of wrapping it
+/// in one more.
+pub type StoreCall<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
 /// A shared repository is a repository: `Arc<dyn SessionRepository>` (what `session-store`
-/// opens) can be wrapped by decorators that take any `R: SessionRepository`.
-#[async_trait]
+/// opens) can be wrapped by decorators that take any `R: SessionRepository`. Each call hands
+/// back the shared store's own future, so the `Arc` adds no allocation or poll of its own.
 impl<R: SessionRepository + ?Sized> SessionRepository for Arc<R> {
     fn settings(&self) -> &Arc<SessionSettings> {
         (**self).settings()
@@ -292,44 +299,102 @@ impl<R: SessionRepository + ?Sized> SessionRepository for Arc<R> {
         (**self).capabilities()
     }
 
-    async fn create(&self, session: &mut Session) -> Result<()> {
-        (**self).create(session).await
+    fn create<'a, 'b, 'c>(&'a self, session: &'b mut Session) -> StoreCall<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        (**self).create(session)
     }
 
-    async fn find(&self, id: &SessionId) -> Result<Option<Session>> {
-        (**self).find(id).await
+    fn find<'a, 'b, 'c>(&'a self, id: &'b SessionId) -> StoreCall<'c, Option<Session>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        (**self).find(id)
     }
 
-    async fn save(&self, session: &mut Session) -> Result<()> {
-        (**self).save(session).await
+    fn save<'a, 'b, 'c>(&'a self, session: &'b mut Session) -> StoreCall<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        (**self).save(session)
     }
 
-    async fn touch(&self, id: &SessionId) -> Result<()> {
-        (**self).touch(id).await
+    fn touch<'a, 'b, 'c>(&'a self, id: &'b SessionId) -> StoreCall<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        (**self).touch(id)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<()> {
-        (**self).delete(id).await
+    fn delete<'a, 'b, 'c>(&'a self, id: &'b SessionId) -> StoreCall<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        (**self).delete(id)
     }
 
-    async fn delete_by_key(&self, key: &SessionKey) -> Result<()> {
-        (**self).delete_by_key(key).await
+    fn delete_by_key<'a, 'b, 'c>(&'a self, key: &'b SessionKey) -> StoreCall<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        (**self).delete_by_key(key)
     }
 
-    async fn change_id(&self, session: &mut Session) -> Result<()> {
-        (**self).change_id(session).await
+    fn change_id<'a, 'b, 'c>(&'a self, session: &'b mut Session) -> StoreCall<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        (**self).change_id(session)
     }
 
-    async fn find_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>> {
-        (**self).find_by_principal(principal).await
+    fn find_by_principal<'a, 'b, 'c>(
+        &'a self,
+        principal: &'b str,
+    ) -> StoreCall<'c, Vec<SessionInfo>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        (**self).find_by_principal(principal)
     }
 
-    async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
-        (**self).delete_by_principal(principal).await
+    fn delete_by_principal<'a, 'b, 'c>(&'a self, principal: &'b str) -> StoreCall<'c, u64>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        (**self).delete_by_principal(principal)
     }
 
-    async fn import(&self, id: &SessionId, record: &SessionRecord) -> Result<bool> {
-        (**self).import(id, record).await
+    fn import<'a, 'b, 'c, 'd>(
+        &'a self,
+        id: &'b SessionId,
+        record: &'c SessionRecord,
+    ) -> StoreCall<'d, bool>
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        (**self).import(id, record)
     }
 
     fn subscribe(&self) -> Result<EventSubscription> {

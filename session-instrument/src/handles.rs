@@ -129,7 +129,10 @@ impl Handles {
     /// Reports the process-wide count of undecodable records, if it moved since the last call.
     pub(crate) fn report_undecodable(&self, count: u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.undecodable_seen.swap(count, Relaxed) != count {
+        // A load first: a write on every call would bounce this line between cores.
+        if self.undecodable_seen.load(Relaxed) != count
+            && self.undecodable_seen.swap(count, Relaxed) != count
+        {
             self.undecodable
                 .get_or_init(|| metrics::counter!("session_store_undecodable_records"))
                 .absolute(count);

@@ -4,13 +4,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use session_core::raw::{undecodable_records, SessionRecord};
+use session_core::raw::{undecodable_records, SessionRecord, StoreCall};
 use session_core::{
-    async_trait, Capabilities, EventError, EventSubscription, Operation, Result, Session,
-    SessionEvent, SessionId, SessionInfo, SessionKey, SessionRepository, SessionSettings,
+    Capabilities, EventError, EventSubscription, Operation, Result, Session, SessionEvent,
+    SessionId, SessionInfo, SessionKey, SessionRepository, SessionSettings,
 };
 use tracing::field::Empty;
 use tracing::Instrument as _;
+use tracing::Span;
 
 use crate::handles::Handles;
 use crate::outcome::outcome_of;
@@ -26,6 +27,7 @@ pub struct Instrumented<R> {
     inner: R,
     store: &'static str,
     handles: Arc<Handles>,
+    metrics: bool,
 }
 
 impl<R: SessionRepository> Instrumented<R> {
@@ -46,7 +48,21 @@ impl<R: SessionRepository> Instrumented<R> {
             inner,
             store,
             handles,
+            metrics: true,
         }
+    }
+
+    /// Spans only, no metrics. A call whose span is disabled (no subscriber wants
+    /// `session_store` at `debug`) is then the wrapped store's own call: no clock read, no
+    /// allocation, one branch.
+    pub fn without_metrics(mut self) -> Self {
+        self.metrics = false;
+        self
+    }
+
+    /// Nothing would record this call: metrics are off and no subscriber wants its span.
+    fn unobserved(&self) -> bool {
+        !self.metrics && !tracing::enabled!(target: "session_store", tracing::Level::DEBUG)
     }
 
     /// The wrapped store.
@@ -64,17 +80,24 @@ impl<R: SessionRepository> Instrumented<R> {
         call: impl Future<Output = Result<T>>,
         sizes: impl FnOnce(&Result<T>) -> Option<(usize, usize)>,
     ) -> Result<T> {
-        let span = tracing::debug_span!(
-            target: "session_store",
-            "session_store",
-            store = self.store,
-            operation = operation.as_str(),
-            session = Empty,
-            outcome = Empty,
-            attributes = Empty,
-            bytes = Empty,
-        );
-        if !span.is_disabled() {
+        // Not `debug_span!` alone: with `tracing`'s `log` feature (which sqlx turns on) a
+        // disabled span still goes through the `log` fallback on every record and event.
+        let span = if tracing::enabled!(target: "session_store", tracing::Level::DEBUG) {
+            tracing::debug_span!(
+                target: "session_store",
+                "session_store",
+                store = self.store,
+                operation = operation.as_str(),
+                session = Empty,
+                outcome = Empty,
+                attributes = Empty,
+                bytes = Empty,
+            )
+        } else {
+            Span::none()
+        };
+        let traced = !span.is_disabled();
+        if traced {
             if let Some(key) = key() {
                 let hex = key.to_hex();
                 span.record("session", &hex[..KEY_PREFIX]);
@@ -82,33 +105,35 @@ impl<R: SessionRepository> Instrumented<R> {
         }
         let started = Instant::now();
         // A disabled span is not entered on every poll: no clone, no wrapper future.
-        let result = if span.is_disabled() {
-            call.await
-        } else {
+        let result = if traced {
             call.instrument(span.clone()).await
+        } else {
+            call.await
         };
         let elapsed = started.elapsed();
         let outcome = outcome_of(&result);
-        span.record("outcome", outcome);
-        if !span.is_disabled() {
+        if self.metrics {
+            let (calls, latency) = self.handles.call(operation, outcome);
+            calls.increment(1);
+            latency.record(elapsed);
+            match &result {
+                Err(session_core::Error::Conflict { .. }) => self.handles.conflicts().increment(1),
+                Err(error) if error.is_retryable() => {
+                    self.handles.retryable(operation).increment(1);
+                }
+                _ => {}
+            }
+            self.handles.report_undecodable(undecodable_records());
+        }
+        if traced {
+            span.record("outcome", outcome);
             if let Some((attributes, bytes)) = sizes(&result) {
                 span.record("attributes", attributes);
                 span.record("bytes", bytes);
             }
+            // The span's own line, with the outcome: `RUST_LOG=session_store=debug`.
+            span.in_scope(|| tracing::debug!(target: "session_store", elapsed_us = elapsed.as_micros() as u64, "{outcome}"));
         }
-        let (calls, latency) = self.handles.call(operation, outcome);
-        calls.increment(1);
-        latency.record(elapsed);
-        match &result {
-            Err(session_core::Error::Conflict { .. }) => self.handles.conflicts().increment(1),
-            Err(error) if error.is_retryable() => {
-                self.handles.retryable(operation).increment(1);
-            }
-            _ => {}
-        }
-        self.handles.report_undecodable(undecodable_records());
-        // The span's own line, with the outcome: `RUST_LOG=session_store=debug`.
-        span.in_scope(|| tracing::debug!(target: "session_store", elapsed_us = elapsed.as_micros() as u64, "{outcome}"));
         result
     }
 }
@@ -134,7 +159,6 @@ fn session_sizes(session: &Session) -> Option<(usize, usize)> {
     Some((session.len(), session.size()))
 }
 
-#[async_trait]
 impl<R: SessionRepository> SessionRepository for Instrumented<R> {
     fn settings(&self) -> &Arc<SessionSettings> {
         self.inner.settings()
@@ -144,21 +168,36 @@ impl<R: SessionRepository> SessionRepository for Instrumented<R> {
         self.inner.capabilities()
     }
 
-    async fn create(&self, session: &mut Session) -> Result<()> {
+    fn create<'a, 'b, 'c>(&'a self, session: &'b mut Session) -> StoreCall<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        if self.unobserved() {
+            return self.inner.create(session);
+        }
         let (attributes, bytes) = (session.len(), session.size());
         let key = session.key();
         let created = self.inner.create(session);
-        self.observe(
+        Box::pin(self.observe(
             Operation::Create,
-            || Some(key),
+            move || Some(key),
             created,
-            |_| Some((attributes, bytes)),
-        )
-        .await
+            move |_| Some((attributes, bytes)),
+        ))
     }
 
-    async fn find(&self, id: &SessionId) -> Result<Option<Session>> {
-        self.observe(
+    fn find<'a, 'b, 'c>(&'a self, id: &'b SessionId) -> StoreCall<'c, Option<Session>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        if self.unobserved() {
+            return self.inner.find(id);
+        }
+        Box::pin(self.observe(
             Operation::Find,
             || Some(id.key()),
             self.inner.find(id),
@@ -166,73 +205,136 @@ impl<R: SessionRepository> SessionRepository for Instrumented<R> {
                 Ok(Some(session)) => session_sizes(session),
                 _ => None,
             },
-        )
-        .await
+        ))
     }
 
-    async fn save(&self, session: &mut Session) -> Result<()> {
+    fn save<'a, 'b, 'c>(&'a self, session: &'b mut Session) -> StoreCall<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        if self.unobserved() {
+            return self.inner.save(session);
+        }
         let (attributes, bytes) = (session.len(), session.size());
         let key = session.key();
         let saved = self.inner.save(session);
-        self.observe(
+        Box::pin(self.observe(
             Operation::Save,
-            || Some(key),
+            move || Some(key),
             saved,
-            |_| Some((attributes, bytes)),
-        )
-        .await
+            move |_| Some((attributes, bytes)),
+        ))
     }
 
-    async fn touch(&self, id: &SessionId) -> Result<()> {
-        self.observe(
+    fn touch<'a, 'b, 'c>(&'a self, id: &'b SessionId) -> StoreCall<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        if self.unobserved() {
+            return self.inner.touch(id);
+        }
+        Box::pin(self.observe(
             Operation::Touch,
             || Some(id.key()),
             self.inner.touch(id),
             |_| None,
-        )
-        .await
+        ))
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<()> {
-        self.observe(
+    fn delete<'a, 'b, 'c>(&'a self, id: &'b SessionId) -> StoreCall<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        if self.unobserved() {
+            return self.inner.delete(id);
+        }
+        Box::pin(self.observe(
             Operation::Delete,
             || Some(id.key()),
             self.inner.delete(id),
             |_| None,
-        )
-        .await
+        ))
     }
 
-    async fn delete_by_key(&self, key: &SessionKey) -> Result<()> {
+    fn delete_by_key<'a, 'b, 'c>(&'a self, key: &'b SessionKey) -> StoreCall<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        if self.unobserved() {
+            return self.inner.delete_by_key(key);
+        }
         let deleted = self.inner.delete_by_key(key);
-        self.observe(Operation::Delete, || Some(*key), deleted, |_| None)
-            .await
+        Box::pin(self.observe(Operation::Delete, || Some(*key), deleted, |_| None))
     }
 
-    async fn change_id(&self, session: &mut Session) -> Result<()> {
+    fn change_id<'a, 'b, 'c>(&'a self, session: &'b mut Session) -> StoreCall<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        if self.unobserved() {
+            return self.inner.change_id(session);
+        }
         let key = session.key();
         let changed = self.inner.change_id(session);
-        self.observe(Operation::ChangeId, || Some(key), changed, |_| None)
-            .await
+        Box::pin(self.observe(Operation::ChangeId, move || Some(key), changed, |_| None))
     }
 
-    async fn find_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>> {
+    fn find_by_principal<'a, 'b, 'c>(
+        &'a self,
+        principal: &'b str,
+    ) -> StoreCall<'c, Vec<SessionInfo>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        if self.unobserved() {
+            return self.inner.find_by_principal(principal);
+        }
         let found = self.inner.find_by_principal(principal);
-        self.observe(Operation::FindByPrincipal, || None, found, |_| None)
-            .await
+        Box::pin(self.observe(Operation::FindByPrincipal, || None, found, |_| None))
     }
 
-    async fn delete_by_principal(&self, principal: &str) -> Result<u64> {
+    fn delete_by_principal<'a, 'b, 'c>(&'a self, principal: &'b str) -> StoreCall<'c, u64>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        if self.unobserved() {
+            return self.inner.delete_by_principal(principal);
+        }
         let deleted = self.inner.delete_by_principal(principal);
-        self.observe(Operation::DeleteByPrincipal, || None, deleted, |_| None)
-            .await
+        Box::pin(self.observe(Operation::DeleteByPrincipal, || None, deleted, |_| None))
     }
 
-    async fn import(&self, id: &SessionId, record: &SessionRecord) -> Result<bool> {
+    fn import<'a, 'b, 'c, 'd>(
+        &'a self,
+        id: &'b SessionId,
+        record: &'c SessionRecord,
+    ) -> StoreCall<'d, bool>
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        if self.unobserved() {
+            return self.inner.import(id, record);
+        }
         let imported = self.inner.import(id, record);
         let sizes = |_: &Result<bool>| Some((record.attributes.len(), record.attributes_size()));
-        self.observe(Operation::Import, || Some(id.key()), imported, sizes)
-            .await
+        Box::pin(self.observe(Operation::Import, || Some(id.key()), imported, sizes))
     }
 
     fn subscribe(&self) -> Result<EventSubscription> {

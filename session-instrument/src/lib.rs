@@ -41,6 +41,15 @@
 //! updated, so **install the recorder before the first call** (without one they are no-ops). A
 //! call costs two clock reads, a disabled span check and a few atomic updates; the session key
 //! (a hash) is computed only when the span is recorded.
+//!
+//! **Spans only**: [`Instrumented::without_metrics`]. A call then costs one check of whether
+//! a subscriber wants `session_store` spans; when none does, the wrapped store's own future is
+//! returned as it is (no box, no clock, no span).
+//!
+//! **Overhead** on the in-memory store's cycle (find + save, session-bench, counted in
+//! instructions under callgrind, since wall-clock rows on these machines swing by more than the
+//! effect): +0.06% with metrics off and no subscriber, +8.5% with the Prometheus exporter
+//! recording every call. Against a networked store the same instructions are a smaller share.
 #![deny(missing_docs)]
 
 mod handles;

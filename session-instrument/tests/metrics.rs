@@ -69,6 +69,15 @@ fn metrics_count_and_time_every_call_by_store_operation_and_outcome() {
         Some(&1)
     );
     assert!(counters.contains_key("session_store_undecodable_records{}"));
+    let quiet: Vec<_> = counters
+        .keys()
+        .chain(histograms.keys())
+        .filter(|name| name.contains("store=quiet"))
+        .collect();
+    assert!(
+        quiet.is_empty(),
+        "a store without metrics was counted: {quiet:?}"
+    );
 }
 
 /// Counters (value) and histograms (sample count) by `name{label=value,…}`, labels sorted.

@@ -107,6 +107,7 @@ pub use crate::record::{
     undecodable_records, SessionDelta, SessionRecord, UndecodableRecord, ATTRIBUTES_FORMAT_V1,
     RECORD_FORMAT_V1,
 };
+pub use crate::repository::StoreCall;
 pub use crate::session::{validate_principal, SessionInternals};
 pub use create::{Creation, CREATE_ID_ATTEMPTS};
 pub use principal::{

@@ -1,4 +1,4 @@
-//! Shared by the metrics and span tests: two instrumented stores and a known sequence of calls.
+//! Shared by the metrics and span tests: three instrumented stores (one with spans only) and a known sequence of calls.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -30,6 +30,8 @@ pub async fn stores() -> Vec<Arc<dyn SessionRepository>> {
             "memory",
         )),
         Arc::new(Instrumented::new(sql, "sqlite")),
+        // Spans only: traced like the others, never counted.
+        Arc::new(Instrumented::new(session_memory::MemoryStore::new(), "quiet").without_metrics()),
     ]
 }
 

@@ -86,6 +86,10 @@ pub struct StoreConfig {
     /// call (default off; needs the `instrument` feature).
     #[serde(default)]
     pub instrument: bool,
+    /// With [`StoreConfig::instrument`]: metrics as well as spans (default `true`). `false`
+    /// keeps the spans only, which cost nothing while no subscriber wants them.
+    #[serde(default = "yes")]
+    pub metrics: bool,
     /// A store to move sessions from (a URL): the store opened is then a
     /// [`Migrating`] pair, reading `url` then this one, moving each
     /// session to `url` on its next save or touch. See `Migrating` for the rollout rules.
@@ -104,6 +108,7 @@ impl StoreConfig {
             save_mode: SaveMode::default(),
             concurrency: Concurrency::default(),
             instrument: false,
+            metrics: true,
             migrate_from: None,
         }
     }
@@ -120,9 +125,15 @@ impl StoreConfig {
         self
     }
 
+    /// Sets [`StoreConfig::metrics`].
+    pub fn with_metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+
     /// Reads `<PREFIX>URL`, `<PREFIX>IDLE_TIMEOUT_SECS`, `<PREFIX>ABSOLUTE_LIFETIME_SECS`,
-    /// `<PREFIX>CODEC`, `<PREFIX>SAVE_MODE`, `<PREFIX>CONCURRENCY`, `<PREFIX>INSTRUMENT`
-    /// (`true`/`false`) and `<PREFIX>MIGRATE_FROM` (a URL) from the environment,
+    /// `<PREFIX>CODEC`, `<PREFIX>SAVE_MODE`, `<PREFIX>CONCURRENCY`, `<PREFIX>INSTRUMENT` and
+    /// `<PREFIX>METRICS` (`true`/`false`) and `<PREFIX>MIGRATE_FROM` (a URL) from the environment,
     /// e.g. with prefix `SESSION_STORE_`. `Ok(None)` when the URL variable is not set.
     pub fn from_env(prefix: &str) -> Result<Option<Self>> {
         let var = |name: &str| {
@@ -149,16 +160,8 @@ impl StoreConfig {
             codec: enum_var(prefix, "CODEC", var("CODEC"))?,
             save_mode: enum_var(prefix, "SAVE_MODE", var("SAVE_MODE"))?,
             concurrency: enum_var(prefix, "CONCURRENCY", var("CONCURRENCY"))?,
-            instrument: var("INSTRUMENT")
-                .map(|value| match value.as_str() {
-                    "true" | "1" => Ok(true),
-                    "false" | "0" => Ok(false),
-                    _ => Err(Error::Config(format!(
-                        "{prefix}INSTRUMENT must be true or false, not {value:?}"
-                    ))),
-                })
-                .transpose()?
-                .unwrap_or(false),
+            instrument: flag(prefix, "INSTRUMENT", var("INSTRUMENT"))?.unwrap_or(false),
+            metrics: flag(prefix, "METRICS", var("METRICS"))?.unwrap_or(true),
             migrate_from: var("MIGRATE_FROM"),
         }))
     }
@@ -196,6 +199,23 @@ fn enum_var<T: serde::de::DeserializeOwned + Default>(
         .map_err(|error: serde::de::value::Error| Error::Config(format!("{prefix}{name}: {error}")))
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// A `true`/`false` (or `1`/`0`) environment variable.
+fn flag(prefix: &str, name: &str, value: Option<String>) -> Result<Option<bool>> {
+    value
+        .map(|value| match value.as_str() {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(Error::Config(format!(
+                "{prefix}{name} must be true or false, not {value:?}"
+            ))),
+        })
+        .transpose()
+}
+
 /// Opens the store a URL names, with default session settings.
 pub async fn open(url: &str) -> Result<Arc<dyn SessionRepository>> {
     open_with(&StoreConfig::new(url)).await
@@ -206,7 +226,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn SessionRepository>> {
 /// [`StoreConfig::instrument`] is on (so the old store's traffic shows the migration's progress).
 pub async fn open_with(config: &StoreConfig) -> Result<Arc<dyn SessionRepository>> {
     let settings = config.settings()?;
-    let new = open_one(config.url.trim(), settings.clone(), config.instrument).await?;
+    let instrument = config.instrument.then_some(config.metrics);
+    let new = open_one(config.url.trim(), settings.clone(), instrument).await?;
     let Some(old_url) = config.migrate_from.as_deref().map(str::trim) else {
         return Ok(new);
     };
@@ -215,19 +236,19 @@ pub async fn open_with(config: &StoreConfig) -> Result<Arc<dyn SessionRepository
             "migrate_from names the store sessions migrate to".into(),
         ));
     }
-    let old = open_one(old_url, settings, config.instrument).await?;
+    let old = open_one(old_url, settings, instrument).await?;
     Ok(Arc::new(Migrating::new(new, old)?))
 }
 
 async fn open_one(
     url: &str,
     settings: SessionSettings,
-    instrumented: bool,
+    instrument_with_metrics: Option<bool>,
 ) -> Result<Arc<dyn SessionRepository>> {
     let scheme = scheme_of(url)?;
     let store = open_kind(url, scheme, settings).await?;
-    if instrumented {
-        return instrument(store, scheme.kind);
+    if let Some(metrics) = instrument_with_metrics {
+        return instrument(store, scheme.kind, metrics);
     }
     Ok(store)
 }
@@ -236,14 +257,21 @@ async fn open_one(
 fn instrument(
     store: Arc<dyn SessionRepository>,
     kind: &'static str,
+    metrics: bool,
 ) -> Result<Arc<dyn SessionRepository>> {
-    Ok(Arc::new(session_instrument::Instrumented::new(store, kind)))
+    let instrumented = session_instrument::Instrumented::new(store, kind);
+    Ok(Arc::new(if metrics {
+        instrumented
+    } else {
+        instrumented.without_metrics()
+    }))
 }
 
 #[cfg(not(feature = "instrument"))]
 fn instrument(
     _: Arc<dyn SessionRepository>,
     _: &'static str,
+    _: bool,
 ) -> Result<Arc<dyn SessionRepository>> {
     Err(Error::Config(
         "instrument = true needs the `instrument` feature of session-store".into(),

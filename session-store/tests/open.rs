@@ -160,4 +160,17 @@ async fn instrument_wraps_what_it_opens() {
     round_trip(store).await;
     let plain = open("memory://").await.unwrap();
     assert!(!format!("{plain:?}").starts_with("Instrumented"));
+    let spans_only: StoreConfig =
+        serde_json::from_str(r#"{"url": "memory://", "instrument": true, "metrics": false}"#)
+            .unwrap();
+    let store = session_store::open_with(&spans_only).await.unwrap();
+    let shown = format!("{store:?}");
+    assert!(
+        shown.starts_with("Instrumented") && shown.contains("metrics: false"),
+        "{shown}"
+    );
+    assert!(
+        format!("{:?}", session_store::open_with(&config).await.unwrap()).contains("metrics: true")
+    );
+    round_trip(store).await;
 }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use session_core::raw::scheme_of;
+use session_core::raw::{parse_flag, scheme_of};
 use session_core::{
     Concurrency, Error, Json, MessagePack, Migrating, Result, SaveMode, SessionRepository,
     SessionSettings,
@@ -206,12 +206,12 @@ fn yes() -> bool {
 /// A `true`/`false` (or `1`/`0`) environment variable.
 fn flag(prefix: &str, name: &str, value: Option<String>) -> Result<Option<bool>> {
     value
-        .map(|value| match value.as_str() {
-            "true" | "1" => Ok(true),
-            "false" | "0" => Ok(false),
-            _ => Err(Error::Config(format!(
-                "{prefix}{name} must be true or false, not {value:?}"
-            ))),
+        .map(|value| {
+            parse_flag(&value).ok_or_else(|| {
+                Error::Config(format!(
+                    "{prefix}{name} must be true or false, not {value:?}"
+                ))
+            })
         })
         .transpose()
 }

@@ -116,4 +116,4 @@ pub use principal::{
 pub use rotate::{rotate_id, Rotated, Rotation, ROTATE_ATTEMPTS};
 pub use runner::{backoff, Runner};
 pub use turns::WriterTurns;
-pub use url::{redact_url, scheme_of, Scheme, StoreUrl, SCHEMES};
+pub use url::{parse_flag, redact_url, scheme_of, Scheme, StoreUrl, SCHEMES};

@@ -196,12 +196,12 @@ impl StoreUrl {
     /// Option `name` as `true`/`false` (also `1`/`0`).
     pub fn take_bool(&mut self, name: &'static str) -> Result<Option<bool>> {
         self.take_str(name)
-            .map(|value| match value.as_str() {
-                "true" | "1" => Ok(true),
-                "false" | "0" => Ok(false),
-                _ => Err(Error::Config(format!(
-                    "store URL option `{name}` needs true or false, not `{value}`"
-                ))),
+            .map(|value| {
+                parse_flag(&value).ok_or_else(|| {
+                    Error::Config(format!(
+                        "store URL option `{name}` needs true or false, not `{value}`"
+                    ))
+                })
             })
             .transpose()
     }
@@ -242,6 +242,15 @@ impl StoreUrl {
             "unknown {store} store option `{name}` (known: {})",
             known.join(", ")
         ))
+    }
+}
+
+/// A switch as a store URL option or a setting reads it: `true`/`false`, also `1`/`0`.
+pub fn parse_flag(value: &str) -> Option<bool> {
+    match value {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
     }
 }
 

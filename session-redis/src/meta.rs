@@ -1,12 +1,13 @@
-//! The layout of a session hash: the metadata field, the principal and index-score fields, and
-//! the attributes (described in the `scripts` module).
+//! The layout of a session hash: the metadata field, the packed attributes, the principal and
+//! index-score fields (described in the `scripts` module), and the reading of hashes written
+//! by earlier versions (one field per attribute).
 
-use std::sync::Arc;
+use session_core::raw::{
+    decode_attributes_shared, encode_attributes, Attributes, SessionRecord, UndecodableRecord,
+};
+use session_core::{Bytes, Result};
 
-use session_core::raw::{Attributes, SessionRecord, UndecodableRecord};
-use session_core::Bytes;
-
-/// Stored values of one session hash, split into metadata and attributes.
+/// Stored values of one session hash, as HGETALL returns them.
 pub(crate) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// The `\1m` field of a session hash (layout in the `scripts` module).
@@ -19,13 +20,18 @@ pub(crate) struct Meta {
     pub(crate) absolute: Option<u64>,
     pub(crate) size: u64,
     pub(crate) count: u64,
+    /// The attributes are one packed `\1a` field (the field ends in ` p`); `false` for a hash
+    /// written by an earlier version, with a field per attribute.
+    pub(crate) packed: bool,
 }
 
 impl Meta {
     pub(crate) const FIELD: &'static [u8] = b"\x01m";
+    pub(crate) const ATTRIBUTES: &'static [u8] = b"\x01a";
     pub(crate) const PRINCIPAL: &'static [u8] = b"\x01p";
     pub(crate) const INDEX_SCORE: &'static [u8] = b"\x01x";
 
+    /// The metadata of `record` as this version stores it (packed).
     pub(crate) fn of(record: &SessionRecord) -> Self {
         Meta {
             version: record.version,
@@ -35,6 +41,7 @@ impl Meta {
             absolute: record.absolute_lifetime_ms,
             size: record.attributes_size() as u64,
             count: record.attributes.len() as u64,
+            packed: true,
         }
     }
 
@@ -43,6 +50,11 @@ impl Meta {
         // A missing word becomes "", which no field accepts.
         let [version, created, accessed, idle, absolute, size, count] =
             std::array::from_fn(|_| words.next().unwrap_or(""));
+        let packed = match words.next() {
+            None => false,
+            Some("p") => true,
+            Some(_) => return None,
+        };
         if words.next().is_some() {
             return None;
         }
@@ -58,6 +70,7 @@ impl Meta {
             },
             size: number(size)?,
             count: number(count)?,
+            packed,
         })
     }
 
@@ -75,6 +88,9 @@ impl Meta {
                 Some(self.count),
             ],
         );
+        if self.packed {
+            field.push_str(" p");
+        }
         field
     }
 
@@ -87,59 +103,110 @@ impl Meta {
     }
 }
 
+/// A session hash as read: the record, and what a version-checked write of it compares.
+#[derive(Debug)]
+pub(crate) struct StoredHash {
+    pub(crate) record: SessionRecord,
+    pub(crate) meta: Meta,
+    /// The metadata field up to and including its third space (`version created accessed `),
+    /// as stored: the save script writes only while the stored field still starts with it.
+    pub(crate) prefix: Vec<u8>,
+    /// The `\1x` field, if any and numeric.
+    pub(crate) index_score: Option<u64>,
+}
+
 /// Parses a session hash; `Err` if anything is missing or malformed.
-pub(crate) fn parse_hash(fields: Fields) -> Result<SessionRecord, UndecodableRecord> {
-    let mut meta = None;
+///
+/// A hash of this version has its attributes in `\1a`. A hash written by an earlier version
+/// has one field per attribute, and the first save rewrites it packed. A hash with both (an
+/// earlier version's instance wrote attributes into a packed hash during a rolling upgrade)
+/// keeps both, the per-field ones winning, and is rewritten by its next save, which the
+/// metadata's missing ` p` forces.
+pub(crate) fn parse_hash(fields: Fields) -> Result<StoredHash, UndecodableRecord> {
+    let mut meta_field = None;
     let mut principal = None;
-    let mut attributes = Attributes::new();
+    let mut index_score = None;
+    let mut packed = None;
+    let mut loose = Vec::new();
     for (name, value) in fields {
         if name == Meta::FIELD {
-            meta = Some(value);
+            meta_field = Some(value);
+        } else if name == Meta::ATTRIBUTES {
+            packed = Some(value);
         } else if name == Meta::PRINCIPAL {
             principal = Some(
                 String::from_utf8(value)
                     .map_err(|_| UndecodableRecord::new("principal is not UTF-8"))?,
             );
+        } else if name == Meta::INDEX_SCORE {
+            index_score = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|score| score.parse().ok());
         } else if name.first() == Some(&1) {
             // Metadata of a later layout: not an attribute.
         } else {
-            let name = String::from_utf8(name)
-                .map_err(|_| UndecodableRecord::new("attribute name is not UTF-8"))?;
-            attributes.insert(Arc::<str>::from(name), Bytes::from(value));
+            loose.push((name, value));
         }
     }
-    let meta = meta
-        .as_deref()
-        .and_then(Meta::parse)
+    let meta_field = meta_field
         .ok_or_else(|| UndecodableRecord::new("session metadata is missing or malformed"))?;
-    Ok(SessionRecord {
-        created_at_ms: meta.created,
-        last_accessed_at_ms: meta.accessed,
-        idle_timeout_ms: meta.idle,
-        absolute_lifetime_ms: meta.absolute,
-        principal,
-        version: meta.version,
-        attributes,
+    let mut meta = Meta::parse(&meta_field)
+        .ok_or_else(|| UndecodableRecord::new("session metadata is missing or malformed"))?;
+    let mut attributes = match packed {
+        Some(packed) => decode_attributes_shared(&Bytes::from(packed))?,
+        None => Attributes::new(),
+    };
+    if !loose.is_empty() {
+        meta.packed = false;
+    }
+    for (name, value) in loose {
+        let name = String::from_utf8(name)
+            .map_err(|_| UndecodableRecord::new("attribute name is not UTF-8"))?;
+        attributes.insert(name.into(), Bytes::from(value));
+    }
+    let prefix_len = meta_field
+        .iter()
+        .enumerate()
+        .filter(|(_, byte)| **byte == b' ')
+        .nth(2)
+        .map_or(meta_field.len(), |(at, _)| at + 1);
+    let mut prefix = meta_field;
+    prefix.truncate(prefix_len);
+    Ok(StoredHash {
+        record: SessionRecord {
+            created_at_ms: meta.created,
+            last_accessed_at_ms: meta.accessed,
+            idle_timeout_ms: meta.idle,
+            absolute_lifetime_ms: meta.absolute,
+            principal,
+            version: meta.version,
+            attributes,
+        },
+        meta,
+        prefix,
+        index_score,
     })
 }
 
-/// The hash fields of a whole record, metadata first.
-pub(crate) fn record_fields(record: &SessionRecord) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut fields = vec![(
-        Meta::FIELD.to_vec(),
-        Meta::of(record).to_field().into_bytes(),
-    )];
+/// Appends the field/value pairs of a whole record to `cmd`: metadata, packed attributes, and
+/// for a session with a principal the principal and `index_score`.
+pub(crate) fn push_record(
+    cmd: &mut redis::Cmd,
+    record: &SessionRecord,
+    meta: Meta,
+    index_score: u64,
+) -> Result<()> {
+    cmd.arg(Meta::FIELD)
+        .arg(meta.to_field())
+        .arg(Meta::ATTRIBUTES)
+        .arg(encode_attributes(&record.attributes)?);
     if let Some(principal) = &record.principal {
-        fields.push((Meta::PRINCIPAL.to_vec(), principal.as_bytes().to_vec()));
-        fields.push((
-            Meta::INDEX_SCORE.to_vec(),
-            index_score(record).to_string().into_bytes(),
-        ));
+        cmd.arg(Meta::PRINCIPAL)
+            .arg(principal.as_str())
+            .arg(Meta::INDEX_SCORE)
+            .arg(index_score);
     }
-    for (name, value) in record.attributes.iter() {
-        fields.push((name.as_bytes().to_vec(), value.to_vec()));
-    }
-    fields
+    Ok(())
 }
 
 /// Appends `values` to `out` as space-separated decimals, `-` for `None`: the metadata field and
@@ -179,6 +246,7 @@ mod tests {
             absolute: None,
             size: 1_100,
             count: 10,
+            packed: true,
         };
         assert_eq!(Meta::parse(meta.to_field().as_bytes()), Some(meta));
         let capped = Meta {
@@ -186,10 +254,20 @@ mod tests {
             ..meta
         };
         assert_eq!(Meta::parse(capped.to_field().as_bytes()), Some(capped));
+        let earlier = Meta {
+            packed: false,
+            ..meta
+        };
+        assert_eq!(
+            earlier.to_field(),
+            "7 1795300000000 1795300001000 1800000 - 1100 10"
+        );
+        assert_eq!(Meta::parse(earlier.to_field().as_bytes()), Some(earlier));
         for bad in [
             &b""[..],
             b"7 1 2 3 - 4",
             b"7 1 2 3 - 4 5 6",
+            b"7 1 2 3 - 4 5 p p",
             b"7 1 2 3 x 4 5",
             b"7 1 2 3  4 5",
             b"7 1 2 3 - 4 \xff",

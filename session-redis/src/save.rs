@@ -1,268 +1,253 @@
-//! The save: one script call that either stores the client's record (nobody wrote since the
-//! load) or merges the delta on the server, and a typed reply.
+//! The save: a version-checked write of the record the client computed, which on a lost race
+//! answers with the stored hash, so the client merges into it and tries again (the script is
+//! in the `scripts` module).
+//!
+//! A save from a copy nobody wrote or touched since its load writes that copy with its changes
+//! (`\1a` and `\1m`, one round trip). Any other save merges its delta into the stored session
+//! with [`SessionRecord::apply`], the contract's merge that every store shares (liveness, the
+//! optimistic version check, the size limits, per-attribute last-write-wins), and rewrites the
+//! hash under the same check; the stored hash comes back from the first attempt that lost, or
+//! from one read when the save could not try the fast path. The saves of one session in this
+//! process take turns ([`WriterTurns`](session_core::raw::WriterTurns)), so only other
+//! processes can make an attempt lose, and the attempts are bounded, with backoff.
 
 use redis::Value;
 use session_core::raw::time::now_millis;
-use session_core::raw::SessionInternals;
-use session_core::{Error, Result, Session};
+use session_core::raw::{backoff, report_undecodable, SessionInternals, SessionRecord};
+use session_core::{Error, Result, Session, SessionKey};
 
 use crate::error::map;
-use crate::meta::{index_score, words, Meta};
+use crate::meta::{index_score, parse_hash, push_record, words, Fields, Meta, StoredHash};
 use crate::scripts;
 use crate::store::RedisStore;
+
+/// Attempts of a merging save before it gives up with a retryable error.
+const SAVE_ATTEMPTS: usize = 16;
+
+/// What a version-checked write answered.
+enum Written {
+    /// Stored; the index needs the session again with this score (0: it does not).
+    Stored { index_score: u64 },
+    /// Not written: the stored hash (empty when the session is gone).
+    Lost(Fields),
+}
+
+/// How a version-checked write replaces the stored hash.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Writes the given fields over a packed hash (the saver's copy is what is stored).
+    Over,
+    /// Replaces the whole hash.
+    Rewrite,
+}
 
 impl RedisStore {
     pub(crate) async fn save_now(&self, session: &mut Session) -> Result<()> {
         let now = now_millis();
         let key = session.key();
-        let limits = &self.settings.limits;
-        // The stored session after this save, if nobody wrote or touched it since this copy
-        // was loaded: then the script takes the fast path and stores exactly this.
-        let mut saved = session.snapshot(now)?;
-        saved.version += 1;
-        let meta = Meta::of(&saved);
-        let delta = session.delta(now)?;
-        // Principal changes need the old principal's index entry, timeout changes the old
-        // timeouts for the liveness check: both take the merging path.
-        let fast = delta.principal.is_none()
-            && delta.idle_timeout_ms.is_none()
-            && delta.absolute_lifetime_ms.is_none()
-            && session.deadline_ms() > now
-            && usize::try_from(meta.size).is_ok_and(|size| size <= limits.max_session_bytes)
-            && usize::try_from(meta.count).is_ok_and(|count| count <= limits.max_attributes);
-        let pairs: usize = delta
-            .upserts
-            .iter()
-            .map(|(name, value)| name.len() + value.len())
-            .sum();
-        let removed: usize = delta.removals.iter().map(|name| name.len()).sum();
-        let mut cmd = scripts::call_sized(
-            &scripts::SAVE,
-            &self.session_key(&key),
-            7 + 2 * delta.upserts.len() + delta.removals.len(),
-            256 + pairs + removed,
-        );
-        if fast {
-            let mut prefix = String::with_capacity(48);
-            words(
-                &mut prefix,
-                &[
-                    Some(session.version()),
-                    Some(session.created_at_ms()),
-                    Some(session.last_accessed_at_ms()),
-                ],
-            );
-            prefix.push(' ');
-            cmd.arg(prefix).arg(saved.deadline_ms());
-            match saved.principal {
-                Some(_) => cmd.arg(index_score(&saved)),
-                None => cmd.arg(""),
-            };
-        } else {
-            cmd.arg("").arg("").arg("");
-        }
-        cmd.arg(delta.removals.len());
-        // The merging path's parameters, in one argument (see the script).
-        let (absolute_op, absolute) = match delta.absolute_lifetime_ms {
-            None => (None, None),
-            Some(None) => (Some(0), None),
-            Some(Some(lifetime)) => (Some(1), Some(lifetime)),
+        let _turn = self.inner.turns.take(&key).await;
+        let mut stored = match self.save_loaded(session, now).await? {
+            Ok(()) => return Ok(()),
+            Err(Some(stored)) => stored,
+            Err(None) => self.read_hash(&key).await?,
         };
-        let mut merge = String::with_capacity(96);
-        words(
-            &mut merge,
-            &[
-                Some(now),
-                delta.expected_version,
-                u64::try_from(limits.max_session_bytes).ok(),
-                u64::try_from(limits.max_attributes).ok(),
-                delta.idle_timeout_ms,
-                absolute_op,
-                absolute,
-            ],
-        );
-        match delta.principal {
-            None => merge.push_str(" -"),
-            Some(None) => merge.push_str(" 0"),
-            Some(Some(principal)) => {
-                merge.push_str(" 1 ");
-                merge.push_str(principal);
+        let limits = &self.settings.limits;
+        for attempt in 0..SAVE_ATTEMPTS {
+            if stored.is_empty() {
+                self.forget(&key);
+                return Err(Error::NotFound);
+            }
+            let stored_hash = match parse_hash(stored) {
+                Ok(hash) => hash,
+                Err(error) => {
+                    // Undecodable is absent, and a save never recreates a session.
+                    report_undecodable(&key, &error);
+                    self.forget(&key);
+                    return Err(Error::NotFound);
+                }
+            };
+            let delta = session.delta(now)?;
+            let mut merged = stored_hash.record.clone();
+            if let Err(error) = merged.apply(&delta, now, limits) {
+                if !matches!(error, Error::TooLarge { .. }) {
+                    self.forget(&key);
+                }
+                return Err(error);
+            }
+            drop(delta);
+            let (score, index_again) = next_index_score(&stored_hash, &merged);
+            let meta = Meta::of(&merged);
+            match self
+                .write(
+                    &key,
+                    &stored_hash.prefix,
+                    Mode::Rewrite,
+                    &merged,
+                    meta,
+                    score,
+                )
+                .await?
+            {
+                Written::Stored { .. } => {
+                    session.mark_persisted(merged.version, now);
+                    self.remember_as(&key, meta, &merged);
+                    let old = &stored_hash.record.principal;
+                    if old != &merged.principal {
+                        if let Some(old) = old {
+                            self.index_remove(old, &key).await?;
+                        }
+                    }
+                    if let (Some(principal), true) = (&merged.principal, index_again) {
+                        self.index_add(principal, &key, score).await?;
+                    }
+                    return Ok(());
+                }
+                Written::Lost(current) => {
+                    stored = current;
+                    backoff(attempt).await;
+                }
             }
         }
-        cmd.arg(merge);
-        for name in &delta.removals {
-            cmd.arg(*name);
-        }
-        for (name, value) in &delta.upserts {
-            cmd.arg(*name).arg(&value[..]);
-        }
-        cmd.arg(Meta::FIELD).arg(meta.to_field());
+        self.forget(&key);
+        Err(Error::retries_exhausted(
+            "a save kept losing its version-checked write to other processes",
+            SAVE_ATTEMPTS,
+        ))
+    }
+
+    /// The one-round-trip save of a copy nobody wrote or touched since its load: writes the
+    /// copy with its changes under the loaded `version created accessed`. `Err(Some(hash))`
+    /// when someone did (the stored hash, to merge into), `Err(None)` when this save cannot be
+    /// written from the copy alone: a principal change needs the old principal's index entry,
+    /// a timeout change or an expired copy the stored timeouts, a copy over a limit the stored
+    /// attributes (the merge may fit).
+    async fn save_loaded(
+        &self,
+        session: &mut Session,
+        now: u64,
+    ) -> Result<std::result::Result<(), Option<Fields>>> {
+        let delta = session.delta(now)?;
+        let fast = delta.principal.is_none()
+            && delta.idle_timeout_ms.is_none()
+            && delta.absolute_lifetime_ms.is_none();
         drop(delta);
-        let reply: Value = scripts::run(&scripts::SAVE, &cmd, &mut self.connection())
-            .await
-            .map_err(map)?;
-        match SaveReply::parse(reply)? {
-            SaveReply::Stored { index_score } => {
+        if !fast || session.deadline_ms() <= now {
+            return Ok(Err(None));
+        }
+        let mut saved = session.snapshot(now)?;
+        if saved.check_limits(&self.settings.limits).is_err() {
+            return Ok(Err(None));
+        }
+        saved.version += 1;
+        let mut prefix = String::with_capacity(48);
+        words(
+            &mut prefix,
+            &[
+                Some(session.version()),
+                Some(session.created_at_ms()),
+                Some(session.last_accessed_at_ms()),
+            ],
+        );
+        prefix.push(' ');
+        let key = session.key();
+        let meta = Meta::of(&saved);
+        let score = index_score(&saved);
+        match self
+            .write(&key, prefix.as_bytes(), Mode::Over, &saved, meta, score)
+            .await?
+        {
+            Written::Stored { index_score } => {
                 session.mark_persisted(saved.version, now);
                 self.remember_as(&key, meta, &saved);
                 if let (Some(principal), 1..) = (&saved.principal, index_score) {
                     self.index_add(principal, &key, index_score).await?;
                 }
-                Ok(())
+                Ok(Ok(()))
             }
-            SaveReply::Merged {
-                version,
-                old_principal,
-                new_principal,
-                index_score,
-            } => {
-                // The stored session was the one this save started from exactly when the
-                // version moved by one: the stored result is then `saved`, as on the fast path.
-                if version == saved.version {
-                    self.remember_as(&key, meta, &saved);
-                } else {
-                    self.forget(&key);
-                }
-                session.mark_persisted(version, now);
-                if old_principal != new_principal {
-                    if let Some(old) = &old_principal {
-                        self.index_remove(old, &key).await?;
-                    }
-                }
-                if let (Some(new), 1..) = (&new_principal, index_score) {
-                    self.index_add(new, &key, index_score).await?;
-                }
-                Ok(())
+            Written::Lost(stored) => Ok(Err(Some(stored))),
+        }
+    }
+
+    /// The version-checked write (the save script): `record` replaces the stored session if
+    /// its metadata still starts with `prefix`.
+    async fn write(
+        &self,
+        key: &SessionKey,
+        prefix: &[u8],
+        mode: Mode,
+        record: &SessionRecord,
+        meta: Meta,
+        score: u64,
+    ) -> Result<Written> {
+        let mut cmd = scripts::call_sized(
+            &scripts::SAVE,
+            &self.session_key(key),
+            12,
+            256 + record.attributes_size(),
+        );
+        cmd.arg(prefix).arg(match mode {
+            Mode::Over => "w",
+            Mode::Rewrite => "r",
+        });
+        cmd.arg(record.deadline_ms());
+        match mode {
+            Mode::Over => {
+                // The principal and its index score stay as stored; the script compares the
+                // score and says whether the index needs the session again.
+                match record.principal {
+                    Some(_) => cmd.arg(score),
+                    None => cmd.arg(""),
+                };
+                cmd.arg(Meta::ATTRIBUTES)
+                    .arg(session_core::raw::encode_attributes(&record.attributes)?)
+                    .arg(Meta::FIELD)
+                    .arg(meta.to_field());
             }
-            SaveReply::NotFound => {
-                self.forget(&key);
-                Err(Error::NotFound)
+            Mode::Rewrite => {
+                cmd.arg("");
+                push_record(&mut cmd, record, meta, score)?;
             }
-            SaveReply::Conflict { actual } => {
-                self.forget(&key);
-                Err(Error::Conflict {
-                    expected: session.version(),
-                    actual,
-                })
-            }
-            SaveReply::TooLarge { size, count } => Err(if count > limits.max_attributes {
-                Error::TooLarge {
-                    what: "attribute count",
-                    actual: count,
-                    limit: limits.max_attributes,
-                }
-            } else {
-                Error::TooLarge {
-                    what: "encoded session size",
-                    actual: size,
-                    limit: limits.max_session_bytes,
-                }
+        }
+        let reply: Value = scripts::run(&scripts::SAVE, &cmd, &mut self.connection())
+            .await
+            .map_err(map)?;
+        match reply {
+            Value::Int(score) => Ok(Written::Stored {
+                index_score: u64::try_from(score).unwrap_or(0),
             }),
+            reply @ Value::Array(_) => redis::from_redis_value::<Fields>(reply)
+                .map(Written::Lost)
+                .map_err(|error| {
+                    Error::backend(format!("unexpected reply from the save script: {error}"))
+                }),
+            other => Err(Error::backend(format!(
+                "unexpected reply from the save script: {other:?}"
+            ))),
+        }
+    }
+
+    /// The whole stored hash of `key` (empty when absent or of another type).
+    async fn read_hash(&self, key: &SessionKey) -> Result<Fields> {
+        match redis::cmd("HGETALL")
+            .arg(self.session_key(key))
+            .query_async(&mut self.connection())
+            .await
+        {
+            Ok(fields) => Ok(fields),
+            Err(error) if crate::error::is_wrong_type(&error) => Ok(Fields::new()),
+            Err(error) => Err(map(error)),
         }
     }
 }
 
-/// What the save script answered (its reply encoding is in the `scripts` module).
-#[derive(Debug, PartialEq, Eq)]
-enum SaveReply {
-    /// Fast path: the client's record is stored; the index needs the session again with this
-    /// score (0: it does not).
-    Stored { index_score: u64 },
-    /// Merged on the server into the stored session, which is now at `version`.
-    Merged {
-        version: u64,
-        old_principal: Option<String>,
-        new_principal: Option<String>,
-        index_score: u64,
-    },
-    /// The session is not live.
-    NotFound,
-    /// Optimistic mode: the stored version is `actual`.
-    Conflict { actual: u64 },
-    /// The merged session would exceed a limit.
-    TooLarge { size: usize, count: usize },
-}
-
-impl SaveReply {
-    /// The script replies an integer (fast path: the index score) or an array whose first
-    /// element is the new version, or -1 not found, -2 conflict, -3 too large.
-    fn parse(reply: Value) -> Result<Self> {
-        let reply = match reply {
-            Value::Int(score) => {
-                return Ok(SaveReply::Stored {
-                    index_score: u64::try_from(score).unwrap_or(0),
-                })
-            }
-            Value::Array(reply) => reply,
-            other => return Err(unexpected(&other)),
-        };
-        let int = |i: usize| match reply.get(i) {
-            Some(Value::Int(n)) => Some(*n),
-            _ => None,
-        };
-        let unsigned = |i: usize| int(i).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
-        let size = |i: usize| int(i).and_then(|v| usize::try_from(v).ok()).unwrap_or(0);
-        let text = |i: usize| match reply.get(i) {
-            Some(Value::BulkString(bytes)) => String::from_utf8(bytes.clone()).ok(),
-            _ => None,
-        };
-        Ok(match int(0) {
-            Some(-1) => SaveReply::NotFound,
-            Some(-2) => SaveReply::Conflict {
-                actual: unsigned(1),
-            },
-            Some(-3) => SaveReply::TooLarge {
-                size: size(1),
-                count: size(2),
-            },
-            Some(version @ 1..) => SaveReply::Merged {
-                version: u64::try_from(version).unwrap_or(0),
-                old_principal: text(2),
-                new_principal: text(3),
-                index_score: unsigned(4),
-            },
-            _ => return Err(unexpected(&Value::Array(reply))),
-        })
-    }
-}
-
-fn unexpected(reply: &Value) -> Error {
-    Error::backend(format!("unexpected reply from the save script: {reply:?}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use redis::Value;
-
-    use super::SaveReply;
-
-    #[test]
-    fn replies_are_typed() {
-        assert_eq!(
-            SaveReply::parse(Value::Int(0)).unwrap(),
-            SaveReply::Stored { index_score: 0 }
-        );
-        assert_eq!(
-            SaveReply::parse(Value::Array(vec![Value::Int(-2), Value::Int(7)])).unwrap(),
-            SaveReply::Conflict { actual: 7 }
-        );
-        assert_eq!(
-            SaveReply::parse(Value::Array(vec![
-                Value::Int(5),
-                Value::Int(0),
-                Value::BulkString(b"old".to_vec()),
-                Value::Nil,
-                Value::Int(0),
-            ]))
-            .unwrap(),
-            SaveReply::Merged {
-                version: 5,
-                old_principal: Some("old".into()),
-                new_principal: None,
-                index_score: 0
-            }
-        );
-        assert!(SaveReply::parse(Value::Array(vec![Value::Int(-9)])).is_err());
-        assert!(SaveReply::parse(Value::Nil).is_err());
+/// The index score to store with `merged` and whether the principal's index needs the session
+/// again: when the principal changed, or the new deadline passed the stored score.
+fn next_index_score(stored: &StoredHash, merged: &SessionRecord) -> (u64, bool) {
+    let kept = stored.index_score.filter(|score| {
+        stored.record.principal == merged.principal && merged.deadline_ms() <= *score
+    });
+    match kept {
+        Some(score) => (score, false),
+        None => (index_score(merged), merged.principal.is_some()),
     }
 }

@@ -1,14 +1,18 @@
 //! Server-side scripts: each operation on a session is one atomic round trip (EVALSHA, with the
 //! driver falling back to EVAL when the server does not have the script cached).
 //!
-//! A session is one hash: a field per attribute, plus two metadata fields whose names start
-//! with `\1` (attribute names may not contain control characters, so they cannot collide):
+//! A session is one hash of up to four fields, whose names start with `\1` (attribute names
+//! may not contain control characters, so they cannot collide with an earlier layout's
+//! attribute fields):
 //!
-//! - `\1m`: `version created accessed idle absolute size count`, decimal, space-separated;
+//! - `\1m`: `version created accessed idle absolute size count p`, decimal, space-separated;
 //!   times in epoch ms, durations in ms, `absolute` is `-` when the session has no absolute
-//!   lifetime, `size` and `count` are the attributes' accounted bytes and number (so size limits
-//!   are checked without reading every attribute). The deadline is derived:
-//!   `min(accessed + idle, created + absolute)`.
+//!   lifetime, `size` and `count` are the attributes' accounted bytes and number. The last word
+//!   `p` says the attributes are packed in `\1a`; a hash written by an earlier version has no
+//!   `p` and a field per attribute, and is read as such and rewritten packed by its first save.
+//!   The deadline is derived: `min(accessed + idle, created + absolute)`.
+//! - `\1a`: every attribute, packed by core's attribute encoding (its format byte first), so a
+//!   read is one value to parse whatever the number of attributes.
 //! - `\1p`: the principal, absent when none.
 //! - `\1x`: for a session with a principal, the score it has in its principal index: its
 //!   deadline when indexed plus a slack of a quarter of its idle timeout. Saves and touches
@@ -21,7 +25,8 @@
 //!
 //! The metadata is one field rather than one field per value because every `redis.call` and
 //! every number formatted in Lua costs the single-threaded server about a microsecond: this
-//! layout reads it with one call and writes it with the attributes in one HSET. Every script
+//! layout reads it with one call and writes it with the attributes in one HSET, and the save
+//! script formats no number at all. Every script
 //! that moves the deadline also moves the key's expiry to it (PEXPIREAT). Every write that
 //! changes attributes, principal or timeouts increments the version; the near cache relies on
 //! that (see the `store` module).
@@ -75,110 +80,52 @@ pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS[1] session. ARGV: [1] the fast-path prefix ('' = merge), [2] the new deadline, [3] the
-/// new index score ('' when the session has no principal), [4] number of removals R, [5] `now
-/// expected max_bytes max_count idle absolute_op absolute principal_op[ principal]` for the
-/// merging path (`-` = none / keep; absolute_op `0` none, `1` set; principal_op `0` clear, `1`
-/// set to the rest of the argument after one space), [6 .. 5+R] removed names, then name/value
-/// pairs to the end, the last pair being `\1m` and the new metadata as the saver computed it.
+/// KEYS[1] session. ARGV[1] the prefix the stored metadata must start with (`version created
+/// accessed `, as the saver read it), ARGV[2] the mode, ARGV[3] the new deadline, ARGV[4] the
+/// new index score ('' = none, or the saver decides), then field/value pairs to the end.
 ///
-/// Fast path: when the stored metadata starts with the prefix `version created accessed ` the
-/// saver loaded, nobody has written or touched the session since (every write increments the
-/// version), so the saver's own copy is what is stored and everything it computed from it
-/// (metadata, size, count, deadline) is exact: the script only writes. It reads only the
-/// fields it needs (a session without a principal has no index score to compare), and the
-/// merging path's parameters come packed in one argument that the fast path never parses:
-/// every argument and every `redis.call` costs the server a share of a microsecond (with nine
-/// fixed arguments instead of five, the fast path took 4.6 µs of server time instead of 4.4).
-/// Returns the index score when the session must be (re)added to its principal's index, else 0.
+/// The write happens only while the stored metadata still starts with the prefix: every write
+/// of attributes, principal or timeouts increments the version and every touch moves the
+/// access time, so a match means the stored session is the one the saver merged into, and
+/// what the saver computed from it (attributes, metadata, limits, deadline) is exact.
 ///
-/// Otherwise the script merges: it parses the stored metadata, checks liveness, version and
-/// limits, and computes the metadata itself. Returns {version, deadline, old principal|false,
-/// new principal|false, index score} (score as above), or {-1} not found, {-2, stored
-/// version} conflict, {-3, size, count} too large.
+/// - Mode `w` (a copy nobody wrote since its load, into a packed hash: the metadata ends in
+///   ` p`): `HSET` of the pairs (`\1a` and `\1m`). Returns the index score when the session
+///   must be (re)added to its principal's index (its deadline passed the stored `\1x`), else 0.
+/// - Mode `r` (a merge, or a hash of the earlier per-attribute layout): replaces the whole
+///   hash with the pairs. Returns 0 (the saver read `\1x` and decided the index itself).
 ///
-/// Unchanged metadata values are written back as the strings they were read as: formatting a
-/// number in Lua costs more than the rest of the arithmetic.
+/// When the metadata does not match, nothing is written and the reply is the stored hash
+/// (HGETALL's flat array), so the saver merges into it and tries again without another read;
+/// an empty array when the session is gone (or the key holds another type). The server does
+/// nothing per attribute: the merge, the limits and the optimistic version check run in the
+/// client, on the same [`SessionRecord::apply`](session_core::raw::SessionRecord::apply) as
+/// every other store.
 pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local k = KEYS[1]
-        local removals = tonumber(ARGV[4])
-        local ups_at = 6 + removals
-        if ARGV[1] ~= '' then
-            local meta, score
-            if ARGV[3] == '' then
-                meta = redis.pcall('HGET', k, '\1m')
-            else
-                local f = redis.pcall('HMGET', k, '\1m', '\1x')
-                if f.err then return {-1} end
-                meta, score = f[1], f[2]
-            end
-            if not meta or type(meta) == 'table' then return {-1} end
-            if string.find(meta, ARGV[1], 1, true) == 1 then
-                if removals > 0 then
-                    redis.call('HDEL', k, unpack(ARGV, 6, ups_at - 1))
-                end
-                redis.call('HSET', k, unpack(ARGV, ups_at))
-                redis.call('PEXPIREAT', k, ARGV[2])
-                if ARGV[3] ~= '' and (not tonumber(score) or tonumber(ARGV[2]) > tonumber(score)) then
-                    redis.call('HSET', k, '\1x', ARGV[3])
-                    return tonumber(ARGV[3])
-                end
-                return 0
-            end
+        local meta, score
+        if ARGV[4] == '' then
+            meta = redis.pcall('HGET', k, '\1m')
+        else
+            local f = redis.pcall('HMGET', k, '\1m', '\1x')
+            if f.err then return {} end
+            meta, score = f[1], f[2]
         end
-        local m = redis.pcall('HMGET', k, '\1m', '\1p', '\1x')
-        if m.err or not m[1] then return {-1} end
-        local nows, expected, max_bytes, max_count, idle, abs_op, abs, principal_op, new_principal =
-            string.match(ARGV[5], '^(%d+) (%S+) (%d+) (%d+) (%S+) (%S+) (%S+) (%S) ?(.*)$')
-        local vs, cs, as, is, bs, ss, ns =
-            string.match(m[1], '^(%d+) (%d+) (%d+) (%d+) ([%d-]+) (%d+) (%d+)$')
-        if not vs then return {-1} end
-        local v, c, a, i, b = tonumber(vs), tonumber(cs), tonumber(as), tonumber(is), tonumber(bs)
-        local now = tonumber(nows)
-        local dl = a + i
-        if b and c + b < dl then dl = c + b end
-        if dl <= now then return {-1} end
-        if expected ~= '-' and tonumber(expected) ~= v then return {-2, v} end
-        local meta_at = #ARGV
-        if meta_at > ups_at + 1 or removals > 0 then
-            local s, n = tonumber(ss), tonumber(ns)
-            for j = 6, ups_at - 1 do
-                local old = redis.call('HSTRLEN', k, ARGV[j])
-                if old > 0 then s = s - (#ARGV[j] + old + 8); n = n - 1 end
-            end
-            for j = ups_at, meta_at - 3, 2 do
-                local old = redis.call('HSTRLEN', k, ARGV[j])
-                if old > 0 then s = s - (#ARGV[j] + old + 8); n = n - 1 end
-                s = s + #ARGV[j] + #ARGV[j + 1] + 8; n = n + 1
-            end
-            if s > tonumber(max_bytes) or n > tonumber(max_count) then return {-3, s, n} end
-            if removals > 0 then
-                redis.call('HDEL', k, unpack(ARGV, 6, ups_at - 1))
-            end
-            ss, ns = s, n
+        if type(meta) ~= 'string' then return {} end
+        local w = ARGV[2] == 'w'
+        if string.find(meta, ARGV[1], 1, true) ~= 1 or (w and string.sub(meta, -2) ~= ' p') then
+            return redis.call('HGETALL', k)
         end
-        local old_principal = m[2] or false
-        local principal = old_principal
-        if principal_op == '0' then redis.call('HDEL', k, '\1p'); principal = false
-        elseif principal_op == '1' then redis.call('HSET', k, '\1p', new_principal); principal = new_principal end
-        if idle ~= '-' then is = idle; i = tonumber(is) end
-        if abs_op == '0' then bs = '-'; b = nil
-        elseif abs_op == '1' then bs = abs; b = tonumber(bs) end
-        if now > a then a = now; as = nows end
-        dl = a + i
-        if b and c + b < dl then dl = c + b end
-        v = v + 1
-        ARGV[meta_at] = v .. ' ' .. cs .. ' ' .. as .. ' ' .. is .. ' ' .. bs .. ' ' .. ss .. ' ' .. ns
-        redis.call('HSET', k, unpack(ARGV, ups_at))
-        redis.call('PEXPIREAT', k, dl)
-        local score = 0
-        if principal and (principal ~= old_principal or not tonumber(m[3]) or dl > tonumber(m[3])) then
-            score = dl + math.floor(i / 4)
-            redis.call('HSET', k, '\1x', score)
+        if not w then redis.call('DEL', k) end
+        redis.call('HSET', k, unpack(ARGV, 5))
+        redis.call('PEXPIREAT', k, ARGV[3])
+        if ARGV[4] ~= '' and (not tonumber(score) or tonumber(ARGV[3]) > tonumber(score)) then
+            redis.call('HSET', k, '\1x', ARGV[4])
+            return tonumber(ARGV[4])
         end
-        return {v, dl, old_principal, principal, score}
+        return 0
         ",
     )
 });

@@ -6,12 +6,15 @@
 //! of a session stays in one Cluster slot. The key's own expiry is set to the session's deadline
 //! (PEXPIREAT) by every create, save and touch, so Redis evicts it exactly then; reads also
 //! compare the stored deadline, so a session is hidden at its deadline even before Redis gets
-//! to it. Create, save (delta merge, size limits, optimistic version check), touch and delete
-//! are single server-side scripts: one atomic round trip each. A save from a copy nobody wrote
-//! or touched since its load (the stored metadata still starts with the version and times it
-//! was loaded with) only writes what the client computed; any other save merges on the
-//! server. A read is one HGET of the
-//! metadata field when the near cache holds a copy that the field confirms, else one HGETALL.
+//! to it. A session is four fields at most: metadata, the attributes packed in one value,
+//! principal, index score (layout in the `scripts` module), so a read parses a few values
+//! whatever the number of attributes. Create, touch and delete are single server-side scripts:
+//! one atomic round trip each. A save is a version-checked write of the record the client
+//! computed: from a copy nobody wrote or touched since its load, one round trip; otherwise the
+//! script answers with the stored hash, the client merges its delta into it with core's merge
+//! and writes again (see the `save` module). A read is one HGET of the metadata field when the
+//! near cache holds a copy that the field confirms, else one HGETALL.
+//!
 //! The principal index is one sorted set per principal, scored by each session's deadline plus
 //! a slack and expiring with its highest score; it lives in its own slot, so it is updated
 //! after the session script when that script says the session outgrew its score, and checked
@@ -24,7 +27,7 @@ use redis::{Cmd, Value};
 use session_core::raw::time::now_millis;
 use session_core::raw::{
     delete_principal, list_principal, report_undecodable, rotate_id, Creation, EventBus, Lookup,
-    Rotated, Rotation, Runner, SessionInternals, SessionRecord,
+    Rotated, Rotation, Runner, SessionInternals, SessionRecord, WriterTurns,
 };
 use session_core::{
     async_trait, Capabilities, Error, EventSubscription, Operation, Result, Session, SessionEvent,
@@ -36,7 +39,7 @@ use crate::config::Config;
 use crate::connection::{connect, trusted_ca, Connection};
 use crate::error::{is_wrong_type, map};
 use crate::listener::{event_channel, listen};
-use crate::meta::{index_score, parse_hash, record_fields, Fields, Meta};
+use crate::meta::{index_score, parse_hash, push_record, Fields, Meta};
 use crate::scripts;
 
 pub(crate) struct Inner {
@@ -49,6 +52,8 @@ pub(crate) struct Inner {
     events: EventBus,
     /// Whether keyspace notifications for expired keys are on, on every master (see [`listen`]).
     expiry_events: bool,
+    /// Saves of one session in this process take turns (see the `save` module).
+    pub(crate) turns: WriterTurns,
     /// Dropped with the store, which stops the listener tasks.
     _stop_listeners: tokio::sync::watch::Sender<()>,
 }
@@ -100,6 +105,7 @@ impl RedisStore {
                 config,
                 events,
                 expiry_events,
+                turns: WriterTurns::with_stripes(4096),
                 _stop_listeners: stop,
             }),
             settings: Arc::new(settings),
@@ -205,9 +211,9 @@ impl RedisStore {
             return Ok(Lookup::Absent);
         }
         Ok(match parse_hash(fields) {
-            Ok(record) if record.is_live_at(now) => {
-                self.remember(key, &record);
-                Lookup::Live(record)
+            Ok(stored) if stored.record.is_live_at(now) => {
+                self.remember_as(key, stored.meta, &stored.record);
+                Lookup::Live(stored.record)
             }
             Ok(_) => Lookup::Absent,
             Err(error) => {
@@ -232,9 +238,7 @@ impl RedisStore {
                 String::new()
             })
             .arg(key.to_hex());
-        for (name, value) in record_fields(record) {
-            cmd.arg(name).arg(value);
-        }
+        push_record(&mut cmd, record, Meta::of(record), index_score(record))?;
         let created: i64 = scripts::run(&scripts::CREATE, &cmd, &mut self.connection())
             .await
             .map_err(map)?;

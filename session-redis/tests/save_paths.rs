@@ -1,5 +1,6 @@
 //! The save script's paths on a real Redis: the write-only fast path is taken only for a copy
-//! nobody wrote or touched since its load.
+//! nobody wrote or touched since its load; a lost race merges in the client; a hash of the
+//! earlier per-attribute layout is read and rewritten packed.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
 
 mod common;
@@ -44,4 +45,129 @@ async fn save_after_a_later_touch_keeps_the_later_access_time() {
         stored.last_accessed_at() >= SystemTime::UNIX_EPOCH + Duration::from_millis(ahead),
         "the save moved the access time back from the later touch"
     );
+}
+
+/// A session in the earlier layout (a hash field per attribute, metadata without ` p`) is
+/// read with its attributes, and its first save rewrites it packed: the attributes move into
+/// `\x01a`, no attribute field is left, nothing is lost, and the principal index still lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_of_the_earlier_layout_is_read_and_rewritten_packed() {
+    let Some((store, mut connection, _)) =
+        common::store_and_connection("layout", SessionSettings::default()).await
+    else {
+        return;
+    };
+    let mut session = store.new_session();
+    session.insert("a", &1).unwrap();
+    session.insert("b", &"two").unwrap();
+    session.set_principal(Some("layout-user")).unwrap();
+    store.create(&mut session).await.unwrap();
+
+    // Turn the stored hash into the earlier layout.
+    let redis_key = store.session_key(&session.key());
+    let packed: Vec<u8> = connection.hget(&redis_key, "\x01a").await.unwrap();
+    let attributes = session_core::raw::decode_attributes(&packed).unwrap();
+    let meta: String = connection.hget(&redis_key, "\x01m").await.unwrap();
+    let earlier_meta = meta
+        .strip_suffix(" p")
+        .expect("packed metadata ends in ` p`");
+    let _: () = connection.hdel(&redis_key, "\x01a").await.unwrap();
+    let _: () = connection
+        .hset(&redis_key, "\x01m", earlier_meta)
+        .await
+        .unwrap();
+    for (name, value) in attributes.iter() {
+        let _: () = connection
+            .hset(&redis_key, name.as_ref(), value.to_vec())
+            .await
+            .unwrap();
+    }
+
+    // Read by another store (no near-cache copy), with both attributes.
+    let fresh = session_redis::RedisStore::open(store.config().clone(), SessionSettings::default())
+        .await
+        .unwrap();
+    let mut loaded = fresh.find(session.id()).await.unwrap().expect("readable");
+    assert_eq!(loaded.get::<i32>("a").unwrap(), Some(1));
+    assert_eq!(loaded.get::<String>("b").unwrap().as_deref(), Some("two"));
+
+    loaded.insert("c", &3).unwrap();
+    fresh.save(&mut loaded).await.unwrap();
+    let fields: Vec<String> = connection.hkeys(&redis_key).await.unwrap();
+    let mut fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        ["\x01a", "\x01m", "\x01p", "\x01x"],
+        "rewritten packed"
+    );
+    let meta: String = connection.hget(&redis_key, "\x01m").await.unwrap();
+    assert!(meta.ends_with(" p"), "{meta}");
+
+    let stored = store.find(session.id()).await.unwrap().expect("live");
+    assert_eq!(stored.get::<i32>("a").unwrap(), Some(1));
+    assert_eq!(stored.get::<String>("b").unwrap().as_deref(), Some("two"));
+    assert_eq!(stored.get::<i32>("c").unwrap(), Some(3));
+    let listed = store.find_by_principal("layout-user").await.unwrap();
+    assert_eq!(listed.len(), 1);
+}
+
+/// A save from a copy another instance saved over since its load loses the version-checked
+/// write, merges into the hash the script answered with, and keeps both instances' changes;
+/// an optimistic save in the same position is a conflict and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_write_merges_into_the_stored_session() {
+    let Some((store, mut connection, _)) =
+        common::store_and_connection("merge", SessionSettings::default()).await
+    else {
+        return;
+    };
+    let other = session_redis::RedisStore::open(store.config().clone(), SessionSettings::default())
+        .await
+        .unwrap();
+    let mut session = store.new_session();
+    session.insert("kept", &0).unwrap();
+    store.create(&mut session).await.unwrap();
+    let mut mine = store.find(session.id()).await.unwrap().expect("live");
+    let mut theirs = other.find(session.id()).await.unwrap().expect("live");
+    theirs.insert("theirs", &1).unwrap();
+    theirs.remove("kept");
+    other.save(&mut theirs).await.unwrap();
+    mine.insert("mine", &2).unwrap();
+    store.save(&mut mine).await.unwrap();
+
+    let redis_key = store.session_key(&session.key());
+    let meta: String = connection.hget(&redis_key, "\x01m").await.unwrap();
+    assert!(
+        meta.starts_with("2 "),
+        "two saves after the create (version 0): {meta}"
+    );
+    for reader in [&store, &other] {
+        let stored = reader.find(session.id()).await.unwrap().expect("live");
+        assert_eq!(stored.get::<i32>("theirs").unwrap(), Some(1));
+        assert_eq!(stored.get::<i32>("mine").unwrap(), Some(2));
+        assert_eq!(stored.get::<i32>("kept").unwrap(), None);
+    }
+
+    let optimistic =
+        SessionSettings::default().with_concurrency(session_core::Concurrency::Optimistic);
+    let strict = store.with_settings(optimistic.clone());
+    let strict_other = other.with_settings(optimistic);
+    let mut mine = strict.find(session.id()).await.unwrap().expect("live");
+    let mut theirs = strict_other
+        .find(session.id())
+        .await
+        .unwrap()
+        .expect("live");
+    theirs.insert("theirs", &10).unwrap();
+    strict_other.save(&mut theirs).await.unwrap();
+    mine.insert("mine", &20).unwrap();
+    let error = strict.save(&mut mine).await.unwrap_err();
+    assert!(
+        matches!(error, session_core::Error::Conflict { .. }),
+        "{error:?}"
+    );
+    let stored = store.find(session.id()).await.unwrap().expect("live");
+    assert_eq!(stored.get::<i32>("mine").unwrap(), Some(2));
+    assert_eq!(stored.get::<i32>("theirs").unwrap(), Some(10));
 }

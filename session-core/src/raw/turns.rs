@@ -22,6 +22,14 @@ impl WriterTurns {
         }
     }
 
+    /// `stripes` stripes (at least one): more make two sessions' writers wait for each other
+    /// less often, for a tokio mutex (a few dozen bytes) each.
+    pub fn with_stripes(stripes: usize) -> Self {
+        WriterTurns {
+            stripes: (0..stripes.max(1)).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
     /// Waits for the turn of `key`'s writers; the turn lasts as long as the guard.
     pub async fn take(&self, key: &SessionKey) -> MutexGuard<'_, ()> {
         let bytes = key.as_bytes();

@@ -152,14 +152,70 @@ impl<'de> Deserialize<'de> for Attributes {
 
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Attributes, A::Error> {
                 let mut attributes = Attributes::new();
-                while let Some((name, value)) = access.next_entry::<Arc<str>, Value>()? {
-                    attributes.insert(name, value.0);
+                while let Some((name, value)) = access.next_entry::<Name, Value>()? {
+                    attributes.insert(name.0, value.0);
                 }
                 Ok(attributes)
             }
         }
 
         deserializer.deserialize_map(AttributesVisitor)
+    }
+}
+
+/// An attribute name being decoded, shared with the names this thread decoded before.
+struct Name(Arc<str>);
+
+/// Names longer than this are not interned (an application's attribute names are short).
+const INTERNED_NAME_BYTES: usize = 64;
+/// Interned names per thread; the table is emptied when it is full, so names read from
+/// hostile stored data cannot grow it without bound.
+const INTERNED_NAMES: usize = 1024;
+
+thread_local! {
+    /// Names this thread decoded lately. The same few names come back in every session a
+    /// store reads, and a fresh `Arc<str>` per name per read (an allocation for the string, one
+    /// for the `Arc`, a copy) was more than half the time of decoding a small session.
+    static NAMES: std::cell::RefCell<std::collections::HashSet<Arc<str>>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
+/// `name` as an `Arc<str>` shared with earlier decodes of the same name on this thread.
+fn intern(name: &str) -> Arc<str> {
+    if name.len() > INTERNED_NAME_BYTES {
+        return Arc::from(name);
+    }
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(interned) = names.get(name) {
+            return Arc::clone(interned);
+        }
+        if names.len() >= INTERNED_NAMES {
+            names.clear();
+        }
+        let interned: Arc<str> = Arc::from(name);
+        names.insert(Arc::clone(&interned));
+        interned
+    })
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+
+        impl Visitor<'_> for NameVisitor {
+            type Value = Name;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an attribute name (a string)")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Name, E> {
+                Ok(Name(intern(name)))
+            }
+        }
+
+        deserializer.deserialize_str(NameVisitor)
     }
 }
 
@@ -246,6 +302,29 @@ mod tests {
             .iter()
             .map(|(name, value)| (Arc::from(*name), Bytes::from(value.to_string())))
             .collect()
+    }
+
+    #[test]
+    fn decoded_names_are_shared_and_long_or_many_names_still_decode() {
+        let long = "n".repeat(INTERNED_NAME_BYTES + 1);
+        let original = attributes(&[("user", "1"), (&long, "2")]);
+        let bytes = crate::record::encode_attributes(&original).unwrap();
+        let first = crate::record::decode_attributes(&bytes).unwrap();
+        let second = crate::record::decode_attributes(&bytes).unwrap();
+        assert_eq!(first, original);
+        let (a, _) = first.get_key_value("user").unwrap();
+        let (b, _) = second.get_key_value("user").unwrap();
+        assert!(Arc::ptr_eq(a, b), "a short name is interned");
+        let (a, _) = first.get_key_value(&long).unwrap();
+        let (b, _) = second.get_key_value(&long).unwrap();
+        assert!(!Arc::ptr_eq(a, b), "a long name is not");
+        // More distinct names than the table holds: it starts over, and every name decodes.
+        let many: Attributes = (0..INTERNED_NAMES + 10)
+            .map(|i| (Arc::from(format!("name{i}")), Bytes::from_static(b"v")))
+            .collect();
+        let bytes = crate::record::encode_attributes(&many).unwrap();
+        assert_eq!(crate::record::decode_attributes(&bytes).unwrap(), many);
+        NAMES.with(|names| assert!(names.borrow().len() <= INTERNED_NAMES));
     }
 
     #[test]

@@ -46,14 +46,7 @@ pub(crate) fn near_cache(bytes: u64) -> NearCache {
 }
 
 impl RedisStore {
-    /// Puts a copy of `record`, as stored now under `key`, in the near cache.
-    pub(crate) fn remember(&self, key: &SessionKey, record: &SessionRecord) {
-        if self.inner.near_cache.is_some() {
-            self.remember_as(key, Meta::of(record), record);
-        }
-    }
-
-    /// [`RedisStore::remember`] with the record's metadata already at hand.
+    /// Puts a copy of `record`, stored now under `key` with `meta`, in the near cache.
     pub(crate) fn remember_as(&self, key: &SessionKey, meta: Meta, record: &SessionRecord) {
         if let Some(cache) = &self.inner.near_cache {
             let cached = Cached {

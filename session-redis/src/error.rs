@@ -15,7 +15,7 @@
 //! A value of another type at a session key (`WRONGTYPE`) is not an error: the stores read it
 //! as an undecodable session (absent) and delete it like any other.
 
-use redis::RedisError;
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 use session_core::Error;
 
 /// Server error codes that mean "the same call may work in a moment".
@@ -45,9 +45,30 @@ fn is_transient(error: &RedisError) -> bool {
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || error.is_cluster_error()
+        || in_moving_cluster(error)
         || error
             .code()
             .is_some_and(|code| TRANSIENT_CODES.contains(&code))
+}
+
+/// Whether a transaction was refused because its slot is moving or has moved (`MOVED`, `ASK`,
+/// `TRYAGAIN`, `CLUSTERDOWN` for one of its commands): the cluster client follows redirects
+/// for single commands, not for transactions.
+pub(crate) fn in_moving_cluster(error: &RedisError) -> bool {
+    error.kind() == ErrorKind::Server(ServerErrorKind::ExecAbort)
+        && error.clone().into_server_errors().is_some_and(|errors| {
+            errors.iter().any(|(_, error)| {
+                matches!(
+                    error.kind(),
+                    Some(
+                        ServerErrorKind::Moved
+                            | ServerErrorKind::Ask
+                            | ServerErrorKind::TryAgain
+                            | ServerErrorKind::ClusterDown
+                    )
+                )
+            })
+        })
 }
 
 /// Whether the server refused an operation because a key holds another type.

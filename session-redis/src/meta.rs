@@ -20,9 +20,10 @@ pub(crate) struct Meta {
     pub(crate) absolute: Option<u64>,
     pub(crate) size: u64,
     pub(crate) count: u64,
-    /// The attributes are one packed `\1a` field (the field ends in ` p`); `false` for a hash
-    /// written by an earlier version, with a field per attribute.
-    pub(crate) packed: bool,
+    /// The attributes are packed in the field `\1a<token>` ([`attributes_field`]), named in
+    /// the metadata's last word `p<token>`; `None` for a hash written by an earlier version,
+    /// with a field per attribute.
+    pub(crate) attributes: Option<u64>,
 }
 
 impl Meta {
@@ -31,8 +32,8 @@ impl Meta {
     pub(crate) const PRINCIPAL: &'static [u8] = b"\x01p";
     pub(crate) const INDEX_SCORE: &'static [u8] = b"\x01x";
 
-    /// The metadata of `record` as this version stores it (packed).
-    pub(crate) fn of(record: &SessionRecord) -> Self {
+    /// The metadata of `record` as this version stores it, packed under `token`.
+    pub(crate) fn of(record: &SessionRecord, token: u64) -> Self {
         Meta {
             version: record.version,
             created: record.created_at_ms,
@@ -41,7 +42,7 @@ impl Meta {
             absolute: record.absolute_lifetime_ms,
             size: record.attributes_size() as u64,
             count: record.attributes.len() as u64,
-            packed: true,
+            attributes: Some(token),
         }
     }
 
@@ -50,10 +51,9 @@ impl Meta {
         // A missing word becomes "", which no field accepts.
         let [version, created, accessed, idle, absolute, size, count] =
             std::array::from_fn(|_| words.next().unwrap_or(""));
-        let packed = match words.next() {
-            None => false,
-            Some("p") => true,
-            Some(_) => return None,
+        let attributes = match words.next() {
+            None => None,
+            Some(word) => Some(parse_token(word.strip_prefix('p')?)?),
         };
         if words.next().is_some() {
             return None;
@@ -70,7 +70,7 @@ impl Meta {
             },
             size: number(size)?,
             count: number(count)?,
-            packed,
+            attributes,
         })
     }
 
@@ -88,8 +88,9 @@ impl Meta {
                 Some(self.count),
             ],
         );
-        if self.packed {
+        if let Some(token) = self.attributes {
             field.push_str(" p");
+            push_token(&mut field, token);
         }
         field
     }
@@ -117,22 +118,23 @@ pub(crate) struct StoredHash {
 
 /// Parses a session hash; `Err` if anything is missing or malformed.
 ///
-/// A hash of this version has its attributes in `\1a`. A hash written by an earlier version
-/// has one field per attribute, and the first save rewrites it packed. A hash with both (an
-/// earlier version's instance wrote attributes into a packed hash during a rolling upgrade)
-/// keeps both, the per-field ones winning, and is rewritten by its next save, which the
-/// metadata's missing ` p` forces.
+/// A hash of this version has its attributes in the `\1a<token>` field its metadata names
+/// (another `\1a…` field is a write that never committed, and is ignored). A hash written by
+/// an earlier version has one field per attribute, and the first save rewrites it packed. A
+/// hash with both (an earlier version's instance wrote attributes into a packed hash during a
+/// rolling upgrade) keeps both, the per-field ones winning, and is read as the earlier layout,
+/// so that its next save rewrites it.
 pub(crate) fn parse_hash(fields: Fields) -> Result<StoredHash, UndecodableRecord> {
     let mut meta_field = None;
     let mut principal = None;
     let mut index_score = None;
-    let mut packed = None;
+    let mut packed = Vec::new();
     let mut loose = Vec::new();
     for (name, value) in fields {
         if name == Meta::FIELD {
             meta_field = Some(value);
-        } else if name == Meta::ATTRIBUTES {
-            packed = Some(value);
+        } else if name.starts_with(Meta::ATTRIBUTES) {
+            packed.push((name, value));
         } else if name == Meta::PRINCIPAL {
             principal = Some(
                 String::from_utf8(value)
@@ -148,16 +150,22 @@ pub(crate) fn parse_hash(fields: Fields) -> Result<StoredHash, UndecodableRecord
             loose.push((name, value));
         }
     }
-    let meta_field = meta_field
-        .ok_or_else(|| UndecodableRecord::new("session metadata is missing or malformed"))?;
-    let mut meta = Meta::parse(&meta_field)
-        .ok_or_else(|| UndecodableRecord::new("session metadata is missing or malformed"))?;
-    let mut attributes = match packed {
-        Some(packed) => decode_attributes_shared(&Bytes::from(packed))?,
+    let malformed = || UndecodableRecord::new("session metadata is missing or malformed");
+    let meta_field = meta_field.ok_or_else(malformed)?;
+    let mut meta = Meta::parse(&meta_field).ok_or_else(malformed)?;
+    let mut attributes = match meta.attributes {
+        Some(token) => {
+            let name = attributes_field(token);
+            let (_, value) = packed
+                .into_iter()
+                .find(|(field, _)| *field == name)
+                .ok_or_else(|| UndecodableRecord::new("the packed attributes are missing"))?;
+            decode_attributes_shared(&Bytes::from(value))?
+        }
         None => Attributes::new(),
     };
     if !loose.is_empty() {
-        meta.packed = false;
+        meta.attributes = None;
     }
     for (name, value) in loose {
         let name = String::from_utf8(name)
@@ -188,25 +196,48 @@ pub(crate) fn parse_hash(fields: Fields) -> Result<StoredHash, UndecodableRecord
     })
 }
 
-/// Appends the field/value pairs of a whole record to `cmd`: metadata, packed attributes, and
-/// for a session with a principal the principal and `index_score`.
-pub(crate) fn push_record(
+/// The name of the field that holds the attributes packed under `token`: `\1a` and the token
+/// in 16 hex digits. Every write packs under a fresh token (see the `save` module).
+pub(crate) fn attributes_field(token: u64) -> Vec<u8> {
+    let mut name = String::with_capacity(18);
+    name.push_str("\x01a");
+    push_token(&mut name, token);
+    name.into_bytes()
+}
+
+fn push_token(out: &mut String, token: u64) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{token:016x}");
+}
+
+fn parse_token(hex: &str) -> Option<u64> {
+    if hex.is_empty() || hex.len() > 16 || !hex.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Appends the field/value pairs of a whole record but its attributes (which are staged, see
+/// the `scripts` module) to `cmd`: metadata, and for a session with a principal the principal
+/// and `index_score`.
+pub(crate) fn push_metadata(
     cmd: &mut redis::Cmd,
     record: &SessionRecord,
     meta: Meta,
     index_score: u64,
-) -> Result<()> {
-    cmd.arg(Meta::FIELD)
-        .arg(meta.to_field())
-        .arg(Meta::ATTRIBUTES)
-        .arg(encode_attributes(&record.attributes)?);
+) {
+    cmd.arg(Meta::FIELD).arg(meta.to_field());
     if let Some(principal) = &record.principal {
         cmd.arg(Meta::PRINCIPAL)
             .arg(principal.as_str())
             .arg(Meta::INDEX_SCORE)
             .arg(index_score);
     }
-    Ok(())
+}
+
+/// The packed attributes of `record`.
+pub(crate) fn packed_attributes(record: &SessionRecord) -> Result<Vec<u8>> {
+    encode_attributes(&record.attributes)
 }
 
 /// Appends `values` to `out` as space-separated decimals, `-` for `None`: the metadata field and
@@ -246,7 +277,7 @@ mod tests {
             absolute: None,
             size: 1_100,
             count: 10,
-            packed: true,
+            attributes: Some(0x00ab_cdef_0123_4567),
         };
         assert_eq!(Meta::parse(meta.to_field().as_bytes()), Some(meta));
         let capped = Meta {
@@ -254,8 +285,9 @@ mod tests {
             ..meta
         };
         assert_eq!(Meta::parse(capped.to_field().as_bytes()), Some(capped));
+        assert!(meta.to_field().ends_with(" 10 p00abcdef01234567"));
         let earlier = Meta {
-            packed: false,
+            attributes: None,
             ..meta
         };
         assert_eq!(
@@ -268,6 +300,9 @@ mod tests {
             b"7 1 2 3 - 4",
             b"7 1 2 3 - 4 5 6",
             b"7 1 2 3 - 4 5 p p",
+            b"7 1 2 3 - 4 5 p",
+            b"7 1 2 3 - 4 5 pxyz",
+            b"7 1 2 3 - 4 5 p00000000000000001",
             b"7 1 2 3 x 4 5",
             b"7 1 2 3  4 5",
             b"7 1 2 3 - 4 \xff",

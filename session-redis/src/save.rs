@@ -17,7 +17,10 @@ use session_core::raw::{backoff, report_undecodable, SessionInternals, SessionRe
 use session_core::{Error, Result, Session, SessionKey};
 
 use crate::error::map;
-use crate::meta::{index_score, parse_hash, push_record, words, Fields, Meta, StoredHash};
+use crate::meta::{
+    attributes_field, index_score, packed_attributes, parse_hash, push_metadata, words, Fields,
+    Meta, StoredHash,
+};
 use crate::scripts;
 use crate::store::RedisStore;
 
@@ -76,7 +79,7 @@ impl RedisStore {
             }
             drop(delta);
             let (score, index_again) = next_index_score(&stored_hash, &merged);
-            let meta = Meta::of(&merged);
+            let meta = Meta::of(&merged, self.next_token());
             match self
                 .write(
                     &key,
@@ -150,7 +153,7 @@ impl RedisStore {
         );
         prefix.push(' ');
         let key = session.key();
-        let meta = Meta::of(&saved);
+        let meta = Meta::of(&saved, self.next_token());
         let score = index_score(&saved);
         match self
             .write(&key, prefix.as_bytes(), Mode::Over, &saved, meta, score)
@@ -168,8 +171,9 @@ impl RedisStore {
         }
     }
 
-    /// The version-checked write (the save script): `record` replaces the stored session if
-    /// its metadata still starts with `prefix`.
+    /// The version-checked write (the save script, after staging the packed attributes under
+    /// the field `meta` names): `record` replaces the stored session if its metadata still
+    /// starts with `prefix`.
     async fn write(
         &self,
         key: &SessionKey,
@@ -179,12 +183,9 @@ impl RedisStore {
         meta: Meta,
         score: u64,
     ) -> Result<Written> {
-        let mut cmd = scripts::call_sized(
-            &scripts::SAVE,
-            &self.session_key(key),
-            12,
-            256 + record.attributes_size(),
-        );
+        let redis_key = self.session_key(key);
+        let staged = attributes_field(meta.attributes.unwrap_or_default());
+        let mut cmd = scripts::call_sized(&scripts::SAVE, &redis_key, 12, 512);
         cmd.arg(prefix).arg(match mode {
             Mode::Over => "w",
             Mode::Rewrite => "r",
@@ -198,19 +199,24 @@ impl RedisStore {
                     Some(_) => cmd.arg(score),
                     None => cmd.arg(""),
                 };
-                cmd.arg(Meta::ATTRIBUTES)
-                    .arg(session_core::raw::encode_attributes(&record.attributes)?)
-                    .arg(Meta::FIELD)
-                    .arg(meta.to_field());
+                cmd.arg(&staged).arg(Meta::FIELD).arg(meta.to_field());
             }
             Mode::Rewrite => {
-                cmd.arg("");
-                push_record(&mut cmd, record, meta, score)?;
+                cmd.arg("").arg(&staged);
+                push_metadata(&mut cmd, record, meta, score);
             }
         }
-        let reply: Value = scripts::run(&scripts::SAVE, &cmd, &mut self.connection())
-            .await
-            .map_err(map)?;
+        let packed = packed_attributes(record)?;
+        let reply = scripts::run_staged(
+            &scripts::SAVE,
+            &redis_key,
+            &staged,
+            &packed,
+            cmd,
+            &mut self.connection(),
+        )
+        .await
+        .map_err(map)?;
         match reply {
             Value::Int(score) => Ok(Written::Stored {
                 index_score: u64::try_from(score).unwrap_or(0),

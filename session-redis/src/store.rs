@@ -39,7 +39,9 @@ use crate::config::Config;
 use crate::connection::{connect, trusted_ca, Connection};
 use crate::error::{is_wrong_type, map};
 use crate::listener::{event_channel, listen};
-use crate::meta::{index_score, parse_hash, push_record, Fields, Meta};
+use crate::meta::{
+    attributes_field, index_score, packed_attributes, parse_hash, push_metadata, Fields, Meta,
+};
 use crate::scripts;
 
 pub(crate) struct Inner {
@@ -52,6 +54,8 @@ pub(crate) struct Inner {
     events: EventBus,
     /// Whether keyspace notifications for expired keys are on, on every master (see [`listen`]).
     expiry_events: bool,
+    /// The next packed-attributes token (see [`RedisStore::next_token`]).
+    tokens: std::sync::atomic::AtomicU64,
     /// Saves of one session in this process take turns (see the `save` module).
     pub(crate) turns: WriterTurns,
     /// Dropped with the store, which stops the listener tasks.
@@ -105,6 +109,7 @@ impl RedisStore {
                 config,
                 events,
                 expiry_events,
+                tokens: std::sync::atomic::AtomicU64::new(random_u64()),
                 turns: WriterTurns::with_stripes(4096),
                 _stop_listeners: stop,
             }),
@@ -223,26 +228,55 @@ impl RedisStore {
         })
     }
 
-    /// Stores `record` under `key` unless the key exists; publishes `Created` if `announce`.
+    /// Stores `record` under `key` unless the key holds a session (and keeps a near-cache copy
+    /// of it); publishes `Created` if `announce`.
     async fn insert(
         &self,
         key: &SessionKey,
         record: &SessionRecord,
         announce: bool,
     ) -> Result<bool> {
-        let mut cmd = scripts::call(&scripts::CREATE, &self.session_key(key));
-        cmd.arg(record.deadline_ms())
+        let redis_key = self.session_key(key);
+        let meta = Meta::of(record, self.next_token());
+        let staged = attributes_field(meta.attributes.unwrap_or_default());
+        let mut cmd = scripts::call(&scripts::CREATE, &redis_key);
+        cmd.arg(&staged)
+            .arg(record.deadline_ms())
             .arg(if announce {
                 self.channel()
             } else {
                 String::new()
             })
             .arg(key.to_hex());
-        push_record(&mut cmd, record, Meta::of(record), index_score(record))?;
-        let created: i64 = scripts::run(&scripts::CREATE, &cmd, &mut self.connection())
-            .await
-            .map_err(map)?;
-        Ok(created == 1)
+        push_metadata(&mut cmd, record, meta, index_score(record));
+        let reply = scripts::run_staged(
+            &scripts::CREATE,
+            &redis_key,
+            &staged,
+            &packed_attributes(record)?,
+            cmd,
+            &mut self.connection(),
+        )
+        .await
+        .map_err(map)?;
+        match reply {
+            Value::Int(1) => {
+                self.remember_as(key, meta, record);
+                Ok(true)
+            }
+            Value::Int(_) => Ok(false),
+            other => Err(Error::backend(format!(
+                "unexpected reply from the create script: {other:?}"
+            ))),
+        }
+    }
+
+    /// A fresh token for the field of a write's packed attributes: unique within this store
+    /// (a counter) and, with a random start, across the instances that share the server.
+    pub(crate) fn next_token(&self) -> u64 {
+        self.inner
+            .tokens
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Deletes `key` if its version is `expected` (any version when `None`), publishing
@@ -351,9 +385,6 @@ impl SessionRepository for RedisStore {
                 Ok(imported)
             })
             .await?;
-        if imported {
-            self.remember(&key, record);
-        }
         Ok(imported)
     }
 
@@ -374,9 +405,7 @@ impl SessionRepository for RedisStore {
                 Ok(id)
             })
             .await?;
-        let key = id.key();
-        let record = creation.finish(session, id);
-        self.remember(&key, &record);
+        creation.finish(session, id);
         Ok(())
     }
 
@@ -451,6 +480,14 @@ impl SessionRepository for RedisStore {
     fn subscribe(&self) -> Result<EventSubscription> {
         Ok(self.inner.events.subscribe())
     }
+}
+
+/// 64 bits from the OS random number generator (through a fresh session id).
+fn random_u64() -> u64 {
+    let key = SessionId::generate().key();
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&key.as_bytes()[..8]);
+    u64::from_le_bytes(bytes)
 }
 
 /// A read that met a value of another type at a session key (a foreign writer's) found

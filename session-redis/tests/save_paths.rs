@@ -65,13 +65,14 @@ async fn a_session_of_the_earlier_layout_is_read_and_rewritten_packed() {
 
     // Turn the stored hash into the earlier layout.
     let redis_key = store.session_key(&session.key());
-    let packed: Vec<u8> = connection.hget(&redis_key, "\x01a").await.unwrap();
-    let attributes = session_core::raw::decode_attributes(&packed).unwrap();
     let meta: String = connection.hget(&redis_key, "\x01m").await.unwrap();
-    let earlier_meta = meta
-        .strip_suffix(" p")
-        .expect("packed metadata ends in ` p`");
-    let _: () = connection.hdel(&redis_key, "\x01a").await.unwrap();
+    let (earlier_meta, token) = meta
+        .rsplit_once(" p")
+        .expect("packed metadata ends in ` p<token>`");
+    let field = format!("\x01a{token}");
+    let packed: Vec<u8> = connection.hget(&redis_key, &field).await.unwrap();
+    let attributes = session_core::raw::decode_attributes(&packed).unwrap();
+    let _: () = connection.hdel(&redis_key, &field).await.unwrap();
     let _: () = connection
         .hset(&redis_key, "\x01m", earlier_meta)
         .await
@@ -93,16 +94,17 @@ async fn a_session_of_the_earlier_layout_is_read_and_rewritten_packed() {
 
     loaded.insert("c", &3).unwrap();
     fresh.save(&mut loaded).await.unwrap();
+    let meta: String = connection.hget(&redis_key, "\x01m").await.unwrap();
+    let (_, token) = meta.rsplit_once(" p").expect("rewritten packed");
     let fields: Vec<String> = connection.hkeys(&redis_key).await.unwrap();
     let mut fields: Vec<&str> = fields.iter().map(String::as_str).collect();
     fields.sort_unstable();
+    let packed = format!("\x01a{token}");
     assert_eq!(
         fields,
-        ["\x01a", "\x01m", "\x01p", "\x01x"],
+        [packed.as_str(), "\x01m", "\x01p", "\x01x"],
         "rewritten packed"
     );
-    let meta: String = connection.hget(&redis_key, "\x01m").await.unwrap();
-    assert!(meta.ends_with(" p"), "{meta}");
 
     let stored = store.find(session.id()).await.unwrap().expect("live");
     assert_eq!(stored.get::<i32>("a").unwrap(), Some(1));
@@ -170,4 +172,21 @@ async fn a_lost_write_merges_into_the_stored_session() {
     let stored = store.find(session.id()).await.unwrap().expect("live");
     assert_eq!(stored.get::<i32>("mine").unwrap(), Some(2));
     assert_eq!(stored.get::<i32>("theirs").unwrap(), Some(10));
+
+    // Lost and refused writes staged their attributes and left none behind.
+    let fields: Vec<String> = connection.hkeys(&redis_key).await.unwrap();
+    let packed = fields
+        .iter()
+        .filter(|name| name.starts_with("\x01a"))
+        .count();
+    assert_eq!(packed, 1, "{fields:?}");
+
+    // A save of a session deleted since its load stages nothing that outlives it.
+    let mut stale = store.find(session.id()).await.unwrap().expect("live");
+    other.delete(session.id()).await.unwrap();
+    stale.insert("late", &1).unwrap();
+    let error = store.save(&mut stale).await.unwrap_err();
+    assert!(matches!(error, session_core::Error::NotFound), "{error:?}");
+    let exists: bool = connection.exists(&redis_key).await.unwrap();
+    assert!(!exists, "a save recreated the deleted session's key");
 }

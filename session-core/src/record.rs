@@ -40,7 +40,7 @@ pub struct SessionRecord {
     pub principal: Option<String>,
     /// Incremented by every save; compared by optimistic saves.
     pub version: u64,
-    /// Attribute name → encoded value (format byte first). A persistent map of
+    /// Attribute name → encoded value (format byte first). A copy-on-write list of
     /// reference-counted names and values, so cloning a record (an in-process store handing
     /// out a copy) copies no attribute bytes.
     pub attributes: Attributes,

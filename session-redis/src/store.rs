@@ -34,7 +34,7 @@ use session_core::{
     SessionId, SessionInfo, SessionKey, SessionRepository, SessionSettings,
 };
 
-use crate::cache::{near_cache, NearCache};
+use crate::cache::NearCache;
 use crate::config::Config;
 use crate::connection::{connect, trusted_ca, Connection};
 use crate::error::{is_wrong_type, map};
@@ -100,7 +100,8 @@ impl RedisStore {
                 listen(&config, ca.as_deref(), &events, stopped),
             )
             .await?;
-        let near_cache = (config.near_cache_bytes > 0).then(|| near_cache(config.near_cache_bytes));
+        let near_cache =
+            (config.near_cache_bytes > 0).then(|| NearCache::new(config.near_cache_bytes));
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 runner,

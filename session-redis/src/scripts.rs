@@ -91,10 +91,12 @@ pub(crate) async fn run_staged(
     cmd: Cmd,
     connection: &mut impl ConnectionLike,
 ) -> RedisResult<Value> {
+    // Sized up front: a command grown argument by argument reallocates (and copies) the value.
+    let mut stage = Cmd::with_capacity(4, 32 + key.len() + field.len() + value.len());
+    stage.arg("HSET").arg(key).arg(field).arg(value);
     let mut pipe = redis::pipe();
     pipe.atomic().ignore_errors();
-    pipe.cmd("HSET").arg(key).arg(field).arg(value);
-    pipe.add_command(cmd);
+    pipe.add_command(stage).add_command(cmd);
     let mut loaded = false;
     let mut redirects = 0;
     loop {

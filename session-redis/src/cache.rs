@@ -18,15 +18,16 @@ use crate::store::RedisStore;
 /// plus a read log replayed into its LRU lists) cost a fifth of a cached read's client time;
 /// quick_cache's is a shard read lock and a reference bit.
 ///
-/// **Admission.** A session enters the cache on its second sighting (a read or a save) within
+/// **Admission.** A session enters the cache on its second read (or create) within
 /// a short memory of recent keys, not on its first. When the sessions in use outgrow the
 /// cache, admitting every one made each read and save insert a copy and evict another (the
 /// clone, the insert and the late free of a cold record): with 20,000 large sessions and the
 /// default 32 MiB, the cache made cycles about half as fast as no cache. The memory is a
 /// direct-mapped table of key fingerprints with one slot per entry the cache is sized for: a
 /// key is remembered until another key lands in its slot, so a key read again soon (the same
-/// user's next request) is admitted, and a stream of keys that cannot fit is mostly not. An
-/// entry already cached is always refreshed by a save or a read.
+/// user's next request) is admitted, and a stream of keys that cannot fit is mostly not. Saves
+/// do not admit (each request's save follows its own read), but they refresh an entry that is
+/// cached, as reads do.
 pub(crate) struct NearCache {
     entries: quick_cache::sync::Cache<SessionKey, Arc<Cached>, CachedWeight>,
     /// Recently sighted keys (see above): a 32-bit fingerprint per slot, 0 = empty.
@@ -60,6 +61,15 @@ impl NearCache {
     fn offer(&self, key: &SessionKey, cached: impl FnOnce() -> Cached) {
         if self.entries.contains_key(key) || self.sighted_before(key) {
             self.entries.insert(*key, Arc::new(cached()));
+        }
+    }
+
+    /// Replaces the entry of `key` with `cached` if there is one (a save's result: saves do
+    /// not admit, or the read that starts every request's cycle would make each save the
+    /// second sighting).
+    fn refresh(&self, key: &SessionKey, cached: impl FnOnce() -> Cached) {
+        if self.entries.contains_key(key) {
+            let _ = self.entries.replace(*key, Arc::new(cached()), false);
         }
     }
 
@@ -108,6 +118,17 @@ impl RedisStore {
         }
     }
 
+    /// Replaces the near-cache copy of `key`, if there is one, by `record`, stored now with
+    /// `meta` (see [`NearCache::refresh`]).
+    pub(crate) fn refresh_as(&self, key: &SessionKey, meta: Meta, record: &SessionRecord) {
+        if let Some(cache) = &self.inner.near_cache {
+            cache.refresh(key, || Cached {
+                meta,
+                record: record.clone(),
+            });
+        }
+    }
+
     /// Drops the near-cache entry of `key`.
     pub(crate) fn forget(&self, key: &SessionKey) {
         if let Some(cache) = &self.inner.near_cache {
@@ -150,7 +171,15 @@ mod tests {
         assert_eq!(cache.get(&key).map(|c| c.record.version), Some(2));
         cache.offer(&key, || cached(3));
         assert_eq!(cache.get(&key).map(|c| c.record.version), Some(3));
+        cache.refresh(&key, || cached(4));
+        assert_eq!(cache.get(&key).map(|c| c.record.version), Some(4));
         cache.remove(&key);
         assert!(cache.get(&key).is_none());
+        // A save's result only refreshes: it never admits, however often it is offered.
+        let saved = SessionId::generate().key();
+        cache.offer(&saved, || cached(1));
+        cache.refresh(&saved, || cached(2));
+        cache.refresh(&saved, || cached(3));
+        assert!(cache.get(&saved).is_none(), "a save admitted");
     }
 }

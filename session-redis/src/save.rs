@@ -93,7 +93,7 @@ impl RedisStore {
             {
                 Written::Stored { .. } => {
                     session.mark_persisted(merged.version, now);
-                    self.remember_as(&key, meta, &merged);
+                    self.refresh_as(&key, meta, &merged);
                     let old = &stored_hash.record.principal;
                     if old != &merged.principal {
                         if let Some(old) = old {
@@ -161,7 +161,7 @@ impl RedisStore {
         {
             Written::Stored { index_score } => {
                 session.mark_persisted(saved.version, now);
-                self.remember_as(&key, meta, &saved);
+                self.refresh_as(&key, meta, &saved);
                 if let (Some(principal), 1..) = (&saved.principal, index_score) {
                     self.index_add(principal, &key, index_score).await?;
                 }

@@ -3,7 +3,7 @@
 //! concurrent tasks, for small (10 × 100 B) and large (50 × 400 B) sessions.
 //!
 //! ```text
-//! cargo run --release -p session-bench -- [--seconds S] [--tasks N] [--sessions N] [--backends memory]
+//! cargo run --release -p session-bench -- [--seconds S] [--rounds N] [--tasks N] [--sessions N] [--backends memory]
 //!     [--shapes small,large] [--only cycle|read|raw-cycle|raw-read] [--pin]
 //! ```
 //!
@@ -24,6 +24,7 @@ use session_memory::MemoryStore;
 mod http;
 mod layout;
 mod peer;
+mod plan;
 mod raw;
 mod workload;
 
@@ -38,7 +39,11 @@ use session_test_harness::{
 /// Benchmark parameters from the command line.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
+    /// Seconds each row runs, over all its rounds.
     seconds: f64,
+    /// `--rounds N`: every row runs in N slices of `seconds / N`, the rows taking turns, so
+    /// that rows compared with each other ran moments apart (see [`plan`]).
+    rounds: usize,
     tasks: usize,
     /// Sessions per shape: `--sessions`, else the shape's default (more than any cache in the
     /// path holds: 100,000 small, 20,000 large).
@@ -65,6 +70,7 @@ impl Options {
     fn parse() -> std::result::Result<Self, String> {
         let mut options = Options {
             seconds: 3.0,
+            rounds: 6,
             tasks: 32,
             sessions: 0,
             sessions_given: false,
@@ -81,6 +87,7 @@ impl Options {
             let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
             match flag.as_str() {
                 "--seconds" => options.seconds = number(&value()?)?,
+                "--rounds" => options.rounds = number::<usize>(&value()?)?.max(1),
                 "--tasks" => options.tasks = number(&value()?)?,
                 "--sessions" => {
                     options.sessions = number(&value()?)?;
@@ -93,7 +100,7 @@ impl Options {
                 "--metrics" => options.metrics = true,
                 "--footprint" => options.footprint = Some(number(&value()?)?),
                 "--help" | "-h" => {
-                    return Err("usage: session-bench [--seconds S] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-tls,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--pin]; http-<backend> runs the HTTP-layer load".into())
+                    return Err("usage: session-bench [--seconds S] [--rounds N] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-tls,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--pin]; http-<backend> runs the HTTP-layer load".into())
                 }
                 other => return Err(format!("unknown option {other}")),
             }
@@ -608,10 +615,10 @@ async fn main() {
             .join(", ")
     };
     println!(
-        "session-bench: {} tasks, {sessions} sessions, {} s per row; ratio = store ops/s / raw ops/s; \
+        "session-bench: {} tasks, {sessions} sessions, {} s per row in {} interleaved rounds; ratio = store ops/s / raw ops/s; \
          srv µs/op = CPU time of the server processes this run started, per operation; \
          cli µs/op = CPU time of this process, per operation",
-        options.tasks, options.seconds
+        options.tasks, options.seconds, options.rounds
     );
     println!(
         "{:<10} {:<6} {:<10} {:>12} {:>10} {:>10} {:>8} {:>10} {:>10}",
@@ -625,7 +632,10 @@ async fn main() {
         "srv µs/op",
         "cli µs/op"
     );
-    let mut results = Vec::new();
+    // Every row is prepared first and measured afterwards in interleaved rounds (see `plan`);
+    // the targets stay open until then.
+    let mut rows = Vec::new();
+    let mut open = Vec::new();
     for name in &options.backends {
         if name.starts_with("tower-") {
             let (store, pids) = match peer::open_peer(name, &options).await {
@@ -639,9 +649,9 @@ async fn main() {
                 .into_iter()
                 .filter(|shape| options.shapes.iter().any(|s| s == shape.name))
             {
-                let measured =
-                    peer::bench_peer(name, &store, &pids, shape, &options, &mut results).await;
-                if let Err(error) = measured {
+                let planned =
+                    peer::plan_peer(name, &store, &pids, shape, &options, &mut rows).await;
+                if let Err(error) = planned {
                     eprintln!("{name} {}: {error}", shape.name);
                     std::process::exit(1);
                 }
@@ -675,20 +685,31 @@ async fn main() {
             .into_iter()
             .filter(|shape| options.shapes.iter().any(|s| s == shape.name))
         {
-            if let Err(error) = bench_shape(&target, shape, &options, &mut results).await {
+            if let Err(error) = plan_shape(&target, shape, &options, &mut rows).await {
                 eprintln!("{} {}: {error}", target.name, shape.name);
                 std::process::exit(1);
             }
         }
+        open.push(target);
     }
-    peer::print_versus_peer(&results);
+    match plan::run(&rows, &options).await {
+        Ok(results) => peer::print_versus_peer(&results),
+        Err(error) => {
+            eprintln!("{error}");
+            std::process::exit(1);
+        }
+    }
+    drop(open);
 }
 
-async fn bench_shape(
+/// Prepares `target`'s sessions of `shape` and adds its rows to `plan`: raw cycle, cycle, raw
+/// read, read (each store row against the raw row before it), and for SQL the attribute-table
+/// layout; with `--only`, that one row.
+async fn plan_shape(
     target: &Target,
     shape: Shape,
     options: &Options,
-    results: &mut Vec<peer::Measured>,
+    plan: &mut Vec<plan::Planned>,
 ) -> Result<()> {
     let options = &options.for_shape(shape);
     let (ids, keys) = prepare(target, shape, options).await?;
@@ -701,51 +722,43 @@ async fn bench_shape(
         ids,
         value: "y".repeat(shape.value_len),
     };
+    let mut push = |workload: &'static str, work: Arc<dyn Workload>, baseline: Option<usize>| {
+        plan.push(plan::Planned {
+            backend: target.name.clone(),
+            shape: shape.name,
+            workload,
+            work,
+            pids: target.server_pids.clone(),
+            sessions: options.sessions,
+            baseline,
+        });
+        plan.len() - 1
+    };
     if let Some(only) = options.only.as_deref() {
-        let workload: Arc<dyn Workload> = match only {
-            "cycle" => Arc::new(store),
-            "read" => Arc::new(StoreRead(store)),
-            "raw-cycle" => Arc::new(raw),
-            "raw-read" => Arc::new(RawRead(raw)),
+        let (workload, work): (&'static str, Arc<dyn Workload>) = match only {
+            "cycle" => ("cycle", Arc::new(store)),
+            "read" => ("read", Arc::new(StoreRead(store))),
+            "raw-cycle" => ("raw-cycle", Arc::new(raw)),
+            "raw-read" => ("raw-read", Arc::new(RawRead(raw))),
             other => {
                 return Err(Error::InvalidInput(format!(
                     "--only {other}: expected cycle, read, raw-cycle or raw-read"
                 )))
             }
         };
-        let row = measure_with_server(workload, options, &target.server_pids).await?;
-        print_row(&target.name, shape.name, only, &row, None);
+        push(workload, work, None);
         return Ok(());
     }
-    let pids = &target.server_pids;
-    let raw_cycle = measure_with_server(Arc::new(raw.clone()), options, pids).await?;
-    let cycle = measure_with_server(Arc::new(store.clone()), options, pids).await?;
-    let raw_read = measure_with_server(Arc::new(RawRead(raw.clone())), options, pids).await?;
-    let read = measure_with_server(Arc::new(StoreRead(store)), options, pids).await?;
-    print_row(&target.name, shape.name, "raw-cycle", &raw_cycle, None);
-    print_row(&target.name, shape.name, "cycle", &cycle, Some(&raw_cycle));
-    results.push(peer::Measured::new(
-        &target.name,
-        shape.name,
-        "cycle",
-        &cycle,
-    ));
-    results.push(peer::Measured::new(&target.name, shape.name, "read", &read));
-    print_row(&target.name, shape.name, "raw-read", &raw_read, None);
-    print_row(&target.name, shape.name, "read", &read, Some(&raw_read));
-    if let Some(store) = &target.sql {
+    let raw_cycle = push("raw-cycle", Arc::new(raw.clone()), None);
+    push("cycle", Arc::new(store.clone()), Some(raw_cycle));
+    let raw_read = push("raw-read", Arc::new(RawRead(raw.clone())), None);
+    push("read", Arc::new(StoreRead(store)), Some(raw_read));
+    if let Some(sql) = &target.sql {
         let keys = Arc::clone(&raw.keys);
         let spring =
-            layout::AttributeTableCycle::prepare(store, keys, shape.attributes, shape.value_len)
+            layout::AttributeTableCycle::prepare(sql, keys, shape.attributes, shape.value_len)
                 .await?;
-        let row = measure_with_server(Arc::new(spring), options, pids).await?;
-        print_row(
-            &target.name,
-            shape.name,
-            "attr-table",
-            &row,
-            Some(&raw_cycle),
-        );
+        push("attr-table", Arc::new(spring), Some(raw_cycle));
     }
     Ok(())
 }

@@ -152,14 +152,14 @@ impl Workload for PeerRead {
     }
 }
 
-/// The peer's cycle and read rows for `shape`.
-pub(crate) async fn bench_peer(
+/// Prepares the peer's sessions of `shape` and adds its cycle and read rows to `plan`.
+pub(crate) async fn plan_peer(
     name: &str,
     store: &Arc<dyn SessionStore>,
     pids: &[u32],
     shape: Shape,
     options: &Options,
-    results: &mut Vec<Measured>,
+    plan: &mut Vec<plan::Planned>,
 ) -> Result<()> {
     let options = &options.for_shape(shape);
     let ids = prepare(store, shape, options).await?;
@@ -168,11 +168,20 @@ pub(crate) async fn bench_peer(
         ids,
         value: Value::String("y".repeat(shape.value_len)),
     });
-    let cycle_row = measure_with_server(cycle.clone(), options, pids).await?;
-    let read_row = measure_with_server(Arc::new(PeerRead(cycle)), options, pids).await?;
-    for (workload, row) in [("cycle", cycle_row), ("read", read_row)] {
-        print_row(name, shape.name, workload, &row, None);
-        results.push(Measured::new(name, shape.name, workload, &row));
+    let rows: [(&'static str, Arc<dyn Workload>); 2] = [
+        ("cycle", cycle.clone()),
+        ("read", Arc::new(PeerRead(cycle))),
+    ];
+    for (workload, work) in rows {
+        plan.push(plan::Planned {
+            backend: name.to_owned(),
+            shape: shape.name,
+            workload,
+            work,
+            pids: pids.to_vec(),
+            sessions: options.sessions,
+            baseline: None,
+        });
     }
     Ok(())
 }
@@ -184,6 +193,8 @@ pub(crate) struct Measured {
     shape: &'static str,
     workload: &'static str,
     ops_per_sec: f64,
+    /// Ops/s of each interleaved round.
+    rounds: Vec<f64>,
 }
 
 impl Measured {
@@ -192,17 +203,21 @@ impl Measured {
         shape: &'static str,
         workload: &'static str,
         row: &Row,
+        rounds: Vec<f64>,
     ) -> Self {
         Measured {
             backend: backend.to_owned(),
             shape,
             workload,
             ops_per_sec: row.ops_per_sec,
+            rounds,
         }
     }
 }
 
-/// For every row of this project's store that ran beside its peer: ours / the peer's ops/s.
+/// For every row of this project's store that ran beside its peer: ours / the peer's ops/s,
+/// over the whole row and the range of the per-round ratios (rounds are interleaved, so each
+/// round's two slices ran moments apart).
 pub(crate) fn print_versus_peer(results: &[Measured]) {
     let mut lines = Vec::new();
     for (peer, ours) in PEERS {
@@ -211,13 +226,23 @@ pub(crate) fn print_versus_peer(results: &[Measured]) {
                 m.backend == ours && m.shape == theirs.shape && m.workload == theirs.workload
             });
             if let Some(mine) = mine {
+                let per_round: Vec<f64> = mine
+                    .rounds
+                    .iter()
+                    .zip(&theirs.rounds)
+                    .map(|(a, b)| a / b)
+                    .collect();
+                let low = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+                let high = per_round.iter().copied().fold(0.0, f64::max);
                 lines.push(format!(
-                    "{ours:<10} {:<6} {:<10} {:>12.0} {:>12.0} {:>8.2}x",
+                    "{ours:<10} {:<6} {:<10} {:>12.0} {:>12.0} {:>8.2}x {:>6.2}-{:.2}x",
                     theirs.shape,
                     theirs.workload,
                     mine.ops_per_sec,
                     theirs.ops_per_sec,
-                    mine.ops_per_sec / theirs.ops_per_sec
+                    mine.ops_per_sec / theirs.ops_per_sec,
+                    low,
+                    high,
                 ));
             }
         }
@@ -225,8 +250,8 @@ pub(crate) fn print_versus_peer(results: &[Measured]) {
     if !lines.is_empty() {
         println!("\nversus tower-sessions (same run, same servers, same loop):");
         println!(
-            "{:<10} {:<6} {:<10} {:>12} {:>12} {:>9}",
-            "backend", "size", "workload", "ours ops/s", "peer ops/s", "ours/peer"
+            "{:<10} {:<6} {:<10} {:>12} {:>12} {:>9} {:>12}",
+            "backend", "size", "workload", "ours ops/s", "peer ops/s", "ours/peer", "per round"
         );
         for line in lines {
             println!("{line}");

@@ -91,30 +91,14 @@ impl Workload for StoreRead {
 /// Runs `workload` from `tasks` tasks for `seconds`, each task walking its own stride of the
 /// session set so that tasks rarely contend on one session.
 pub(crate) async fn measure(workload: Arc<dyn Workload>, options: &Options) -> Result<Row> {
-    let deadline = Instant::now() + Duration::from_secs_f64(options.seconds);
-    let mut handles = Vec::with_capacity(options.tasks);
-    for task in 0..options.tasks {
-        let workload = Arc::clone(&workload);
-        let sessions = options.sessions;
-        let tasks = options.tasks;
-        handles.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(1 << 16);
-            let mut i = task;
-            while Instant::now() < deadline {
-                let start = Instant::now();
-                workload.run(i % sessions).await?;
-                latencies.push(start.elapsed());
-                i += tasks;
-            }
-            Ok::<_, Error>(latencies)
-        }));
-    }
-    let started = Instant::now();
-    let mut all = Vec::new();
-    for handle in handles {
-        all.extend(handle.await.map_err(Error::backend)??);
-    }
-    let elapsed = started.elapsed().as_secs_f64().max(options.seconds);
+    let (mut all, elapsed) = measure_slice(
+        workload,
+        options.seconds,
+        options.tasks,
+        options.sessions,
+        0,
+    )
+    .await?;
     all.sort_unstable();
     let percentile = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -131,25 +115,39 @@ pub(crate) async fn measure(workload: Arc<dyn Workload>, options: &Options) -> R
     })
 }
 
-/// [`measure`], with the CPU time the server processes `pids` (and their children, such as
-/// PostgreSQL's per-connection backends) spent meanwhile.
-pub(crate) async fn measure_with_server(
+/// One slice of a row: `tasks` tasks run `workload` for `seconds`, task `t` on sessions
+/// `start + t`, `start + t + tasks`, ... (modulo `sessions`). Returns every operation's latency
+/// and the slice's wall time (never less than `seconds`).
+pub(crate) async fn measure_slice(
     workload: Arc<dyn Workload>,
-    options: &Options,
-    pids: &[u32],
-) -> Result<Row> {
-    let before = server_cpu(pids);
-    let client_before = ProcStat::of(std::process::id());
-    let mut row = measure(workload, options).await?;
-    row.server_cpu = before
-        .zip(server_cpu(pids))
-        .map(|(before, after)| after.saturating_sub(before));
-    row.client_cpu = client_before
-        .zip(ProcStat::of(std::process::id()))
-        .map(|(before, after)| {
-            Duration::from_millis(after.cpu_ticks.saturating_sub(before.cpu_ticks) * 10)
-        });
-    Ok(row)
+    seconds: f64,
+    tasks: usize,
+    sessions: usize,
+    start: usize,
+) -> Result<(Vec<Duration>, f64)> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let mut handles = Vec::with_capacity(tasks);
+    for task in 0..tasks {
+        let workload = Arc::clone(&workload);
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 14);
+            let mut i = start.wrapping_add(task);
+            while Instant::now() < deadline {
+                let begun = Instant::now();
+                workload.run(i % sessions.max(1)).await?;
+                latencies.push(begun.elapsed());
+                i = i.wrapping_add(tasks);
+            }
+            Ok::<_, Error>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for handle in handles {
+        all.extend(handle.await.map_err(Error::backend)??);
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(seconds);
+    Ok((all, elapsed))
 }
 
 /// User + system CPU time of `pids` and their live children, from /proc (Linux); `None`

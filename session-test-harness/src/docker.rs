@@ -84,8 +84,9 @@ impl ContainerSpec {
                         "{bind}",
                         "-U",
                         "0",
+                        // As the process server above: room for the benchmark's sessions.
                         "-m",
-                        "64",
+                        "2048",
                     ]),
                     11211,
                     Probe::MemcachedVersion,

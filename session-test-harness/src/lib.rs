@@ -199,8 +199,10 @@ impl Backend {
                     "{port}",
                     "-U",
                     "0",
+                    // Room for session-bench's 20,000 large sessions twice (the store's
+                    // and the raw baseline's, ~0.9 GB); memcached takes memory as it fills.
                     "-m",
-                    "64",
+                    "2048",
                 ]),
                 probe: Probe::MemcachedVersion,
                 url: "memcache://127.0.0.1:{port}".into(),

@@ -64,6 +64,15 @@ pub async fn sleep(duration: Duration) {
     tokio::time::sleep(duration).await;
 }
 
+/// Sleeps until the wall-clock time `instant` (at once if it has passed). A case that checks a
+/// session just before or after its deadline waits for that instant, computed from the
+/// session's own timestamps, not for a duration counted from when a slow call returned.
+pub async fn sleep_until(instant: std::time::SystemTime) {
+    if let Ok(left) = instant.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+}
+
 /// Asserts that `$result` is `Err` matching `$pattern`.
 #[macro_export]
 #[doc(hidden)]

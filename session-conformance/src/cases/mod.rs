@@ -17,7 +17,7 @@ use session_core::{
 use crate::assert_err;
 use crate::fixture::StoreFixture;
 use crate::support::{
-    create_with, exists, load, open, short_lived, sleep, text, MARGIN, SHORT_IDLE,
+    create_with, exists, load, open, short_lived, sleep, sleep_until, text, MARGIN, SHORT_IDLE,
 };
 
 /// Defines the cases of a topic file, each written once — doc line, requirements, body — and

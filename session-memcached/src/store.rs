@@ -15,9 +15,9 @@
 //! delta into the latest record with [`SessionRecord::apply`] and writes it only if nobody
 //! wrote since it read, else reads again (bounded, with backoff); an item that is gone is
 //! `NotFound` and never re-added. A save of a copy this instance loaded skips the read: `find`
-//! remembers the CAS token it saw with the version and access time it loaded, and when nobody
-//! wrote or touched the item since, the loaded copy with its changes *is* the merge, written
-//! with that token in one round trip (a lost race falls back to the loop). Writers of one session in this process take turns (a striped
+//! attaches the CAS token it saw to the session it returns, and when nobody wrote or touched
+//! the item since, the loaded copy with its changes *is* the merge, written with that token in
+//! one round trip (a lost race falls back to the loop). Writers of one session in this process take turns (a striped
 //! lock), so CAS retries only happen between processes. A create is an add (`ME`), which never
 //! overwrites.
 //!
@@ -70,15 +70,11 @@ enum Written {
     Missing,
 }
 
-/// CAS tokens `find` saw, by session key, with the version and access time of the copy it
-/// returned: a later save of that copy may write with the token instead of reading again.
-type CasMemo = quick_cache::sync::Cache<SessionKey, (u64, u64, u64)>;
-
-/// Entries of the CAS memo: a few MiB, enough for the sessions in flight.
-const CAS_MEMO_ENTRIES: usize = 100_000;
-
 struct Inner {
-    cas_memo: CasMemo,
+    /// Tags the CAS tokens `find` attaches to the sessions it returns
+    /// ([`SessionInternals::set_load_token`]): tokens are per server, so a session another
+    /// store instance loaded must not be written with its token.
+    instance: u64,
     servers: Vec<Server>,
     addresses: Vec<String>,
     config: Config,
@@ -136,7 +132,7 @@ impl MemcachedStore {
         }
         Ok(MemcachedStore {
             inner: Arc::new(Inner {
-                cas_memo: CasMemo::new(CAS_MEMO_ENTRIES),
+                instance: random_u64(),
                 addresses: config.servers.clone(),
                 servers,
                 runner,
@@ -305,10 +301,11 @@ impl MemcachedStore {
     /// it cannot (no token, or the item changed since): the caller merges.
     async fn save_loaded(&self, session: &Session, now: u64) -> Result<Option<u64>> {
         let key = session.key();
-        let Some((version, accessed, cas)) = self.inner.cas_memo.get(&key) else {
+        // The token stands for the copy as loaded: saving or renaming the session clears it.
+        let Some((instance, cas)) = session.load_token() else {
             return Ok(None);
         };
-        if version != session.version() || accessed != session.last_accessed_at_ms() {
+        if instance != self.inner.instance {
             return Ok(None);
         }
         // Timeout changes move the deadline the merge checks liveness against: merge those.
@@ -329,7 +326,6 @@ impl MemcachedStore {
             return Ok(None);
         }
         let _turn = self.inner.turns.take(&key).await;
-        self.inner.cas_memo.remove(&key);
         match self.write(&key, &record, Some(cas), now).await? {
             Written::Stored => Ok(Some(record.version)),
             Written::Missing => Err(Error::NotFound),
@@ -396,13 +392,10 @@ impl SessionRepository for MemcachedStore {
         let stored = self.run(Operation::Find, self.fetch(&key)).await?;
         Ok(match stored {
             Stored::Record { record, cas } if record.is_live_at(now_millis()) => {
-                let memo = (record.version, record.last_accessed_at_ms, cas);
-                self.inner.cas_memo.insert(key, memo);
-                Some(Session::from_record(
-                    id.clone(),
-                    record,
-                    Arc::clone(&self.settings),
-                ))
+                let mut session =
+                    Session::from_record(id.clone(), record, Arc::clone(&self.settings));
+                session.set_load_token(self.inner.instance, cas);
+                Some(session)
             }
             _ => None,
         })
@@ -447,6 +440,14 @@ impl SessionRepository for MemcachedStore {
         let rotation = rotate_id(session, |old, new| self.rotate(old, new));
         self.run(Operation::ChangeId, rotation).await.map(|_| ())
     }
+}
+
+/// A random 64-bit number, from the id generator's CSPRNG.
+fn random_u64() -> u64 {
+    let key = SessionId::generate().key();
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&key.as_bytes()[..8]);
+    u64::from_le_bytes(bytes)
 }
 
 #[cfg(test)]

@@ -53,6 +53,17 @@ pub trait SessionInternals: sealed::Sealed + Sized {
     /// pending.
     fn assign_id(&mut self, id: SessionId);
 
+    /// For stores: a token the store attached to this copy when it loaded it (a
+    /// compare-and-swap token, an etag), as `(store instance, token)`, so that its save can
+    /// write under that token without reading again. Cleared by
+    /// [`SessionInternals::mark_persisted`] and [`SessionInternals::assign_id`]: it stands for
+    /// the copy as loaded. A store must tag it with something unique to itself (a random
+    /// instance number) and ignore tokens another instance attached.
+    fn load_token(&self) -> Option<(u64, u64)>;
+
+    /// For stores: attaches [`SessionInternals::load_token`].
+    fn set_load_token(&mut self, store: u64, token: u64);
+
     /// Epoch ms of [`Session::created_at`].
     fn created_at_ms(&self) -> u64;
 
@@ -142,6 +153,7 @@ impl SessionInternals for Session {
 
     fn mark_persisted(&mut self, version: u64, accessed_at_ms: u64) {
         self.persisted = true;
+        self.load_token = None;
         self.version = version;
         self.last_accessed_at_ms = self.last_accessed_at_ms.max(accessed_at_ms);
         self.changed.clear();
@@ -158,6 +170,15 @@ impl SessionInternals for Session {
     fn assign_id(&mut self, id: SessionId) {
         self.key = id.key();
         self.id = id;
+        self.load_token = None;
+    }
+
+    fn load_token(&self) -> Option<(u64, u64)> {
+        self.load_token
+    }
+
+    fn set_load_token(&mut self, store: u64, token: u64) {
+        self.load_token = Some((store, token));
     }
 
     fn created_at_ms(&self) -> u64 {

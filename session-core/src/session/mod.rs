@@ -46,6 +46,8 @@ pub struct Session {
     idle_timeout_changed: bool,
     absolute_lifetime_changed: bool,
     persisted: bool,
+    /// See [`SessionInternals::load_token`](crate::raw::SessionInternals::load_token).
+    load_token: Option<(u64, u64)>,
     settings: Arc<SessionSettings>,
 }
 
@@ -99,6 +101,7 @@ impl Session {
             idle_timeout_changed: false,
             absolute_lifetime_changed: false,
             persisted,
+            load_token: None,
             settings,
         }
     }
@@ -369,6 +372,7 @@ impl Clone for Session {
             idle_timeout_changed: self.idle_timeout_changed,
             absolute_lifetime_changed: self.absolute_lifetime_changed,
             persisted: self.persisted,
+            load_token: self.load_token,
             settings: Arc::clone(&self.settings),
         }
     }
@@ -412,6 +416,25 @@ mod tests {
         assert_eq!(session.get::<String>("b").unwrap().as_deref(), Some("two"));
         assert_eq!(session.get::<u32>("missing").unwrap(), None);
         assert!(matches!(session.get::<u32>("b"), Err(Error::Decode { .. })));
+    }
+
+    #[test]
+    fn a_load_token_stands_for_the_copy_as_loaded() {
+        let mut session = stored(SaveMode::OnSet);
+        assert_eq!(session.load_token(), None);
+        session.set_load_token(7, 42);
+        assert_eq!(
+            session.clone().load_token(),
+            Some((7, 42)),
+            "a clone is the same copy"
+        );
+        session.insert("c", &3u8).unwrap();
+        assert_eq!(session.load_token(), Some((7, 42)), "changes keep it");
+        session.mark_persisted(session.version() + 1, now_millis());
+        assert_eq!(session.load_token(), None, "a save makes it stale");
+        session.set_load_token(7, 43);
+        session.assign_id(SessionId::generate());
+        assert_eq!(session.load_token(), None, "another id, another item");
     }
 
     #[test]

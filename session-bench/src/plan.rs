@@ -40,20 +40,10 @@ struct Tally {
 
 impl Tally {
     fn row(&mut self) -> Row {
-        self.latencies.sort_unstable();
-        let all = &self.latencies;
-        let percentile = |p: f64| {
-            all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
         Row {
-            ops_per_sec: all.len() as f64 / self.elapsed.max(f64::MIN_POSITIVE),
-            p50: percentile(0.50),
-            p99: percentile(0.99),
-            ops: all.len(),
             server_cpu: self.server_cpu,
             client_cpu: self.client_cpu,
+            ..Row::from_latencies(std::mem::take(&mut self.latencies), self.elapsed)
         }
     }
 }
@@ -92,7 +82,7 @@ async fn settle(pids: &[u32]) {
 /// Measures every row of `plan` in `options.rounds` interleaved rounds, prints the rows in
 /// plan order, and returns them for the comparison with the peer.
 pub(crate) async fn run(plan: &[Planned], options: &Options) -> Result<Vec<peer::Measured>> {
-    let rounds = options.rounds.max(1);
+    let rounds = options.rounds;
     let slice = options.seconds / rounds as f64;
     let mut tallies: Vec<Tally> = plan.iter().map(|_| Tally::default()).collect();
     for _ in 0..rounds {

@@ -91,7 +91,7 @@ impl Workload for StoreRead {
 /// Runs `workload` from `tasks` tasks for `seconds`, each task walking its own stride of the
 /// session set so that tasks rarely contend on one session.
 pub(crate) async fn measure(workload: Arc<dyn Workload>, options: &Options) -> Result<Row> {
-    let (mut all, elapsed) = measure_slice(
+    let (latencies, elapsed) = measure_slice(
         workload,
         options.seconds,
         options.tasks,
@@ -99,20 +99,29 @@ pub(crate) async fn measure(workload: Arc<dyn Workload>, options: &Options) -> R
         0,
     )
     .await?;
-    all.sort_unstable();
-    let percentile = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Ok(Row {
-        ops_per_sec: all.len() as f64 / elapsed,
-        p50: percentile(0.50),
-        p99: percentile(0.99),
-        ops: all.len(),
-        server_cpu: None,
-        client_cpu: None,
-    })
+    Ok(Row::from_latencies(latencies, elapsed))
+}
+
+impl Row {
+    /// The row of operations that took `latencies`, in `elapsed` seconds of wall time;
+    /// without CPU times.
+    pub(crate) fn from_latencies(mut latencies: Vec<Duration>, elapsed: f64) -> Row {
+        latencies.sort_unstable();
+        let all = &latencies;
+        let percentile = |p: f64| {
+            all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        Row {
+            ops_per_sec: all.len() as f64 / elapsed.max(f64::MIN_POSITIVE),
+            p50: percentile(0.50),
+            p99: percentile(0.99),
+            ops: all.len(),
+            server_cpu: None,
+            client_cpu: None,
+        }
+    }
 }
 
 /// One slice of a row: `tasks` tasks run `workload` for `seconds`, task `t` on sessions

@@ -34,8 +34,8 @@ use std::sync::Arc;
 use async_memcached::{MetaProtocol, Status};
 use session_core::raw::time::now_millis;
 use session_core::raw::{
-    backoff, report_undecodable, rotate_id, Creation, Rotation, Runner, SessionInternals,
-    SessionRecord, WriterTurns,
+    backoff, random_u64, report_undecodable, rotate_id, Creation, Rotation, Runner,
+    SessionInternals, SessionRecord, WriterTurns,
 };
 use session_core::{
     async_trait, Bytes, Capabilities, Error, Operation, Result, Session, SessionId, SessionKey,
@@ -440,14 +440,6 @@ impl SessionRepository for MemcachedStore {
         let rotation = rotate_id(session, |old, new| self.rotate(old, new));
         self.run(Operation::ChangeId, rotation).await.map(|_| ())
     }
-}
-
-/// A random 64-bit number, from the id generator's CSPRNG.
-fn random_u64() -> u64 {
-    let key = SessionId::generate().key();
-    let mut bytes = [0; 8];
-    bytes.copy_from_slice(&key.as_bytes()[..8]);
-    u64::from_le_bytes(bytes)
 }
 
 #[cfg(test)]

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use redis::{Cmd, Value};
 use session_core::raw::time::now_millis;
 use session_core::raw::{
-    delete_principal, list_principal, report_undecodable, rotate_id, Creation, EventBus, Lookup,
-    Rotated, Rotation, Runner, SessionInternals, SessionRecord, WriterTurns,
+    delete_principal, list_principal, random_u64, report_undecodable, rotate_id, Creation,
+    EventBus, Lookup, Rotated, Rotation, Runner, SessionInternals, SessionRecord, WriterTurns,
 };
 use session_core::{
     async_trait, Capabilities, Error, EventSubscription, Operation, Result, Session, SessionEvent,
@@ -481,14 +481,6 @@ impl SessionRepository for RedisStore {
     fn subscribe(&self) -> Result<EventSubscription> {
         Ok(self.inner.events.subscribe())
     }
-}
-
-/// 64 bits from the OS random number generator (through a fresh session id).
-fn random_u64() -> u64 {
-    let key = SessionId::generate().key();
-    let mut bytes = [0; 8];
-    bytes.copy_from_slice(&key.as_bytes()[..8]);
-    u64::from_le_bytes(bytes)
 }
 
 /// A read that met a value of another type at a session key (a foreign writer's) found

@@ -117,3 +117,17 @@ pub use rotate::{rotate_id, Rotated, Rotation, ROTATE_ATTEMPTS};
 pub use runner::{backoff, Runner};
 pub use turns::WriterTurns;
 pub use url::{parse_flag, redact_url, scheme_of, Scheme, StoreUrl, SCHEMES};
+
+/// A random 64-bit number from the OS CSPRNG, the source of session ids: for tags that tell
+/// one store instance from another, and counters that must not start where another
+/// process's do.
+///
+/// # Panics
+/// Only if the operating system cannot provide random bytes at all, as
+/// [`SessionId::generate`](crate::SessionId::generate).
+#[allow(clippy::expect_used)]
+pub fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random number generator is unavailable");
+    u64::from_le_bytes(bytes)
+}

@@ -63,7 +63,45 @@ impl Dialect {
             _ => "LEAST",
         }
     }
+
+    fn greatest(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "max",
+            _ => "GREATEST",
+        }
+    }
+
+    /// Integer division (MySQL's `/` is decimal).
+    fn div(self) -> &'static str {
+        match self {
+            Dialect::MySql => "DIV",
+            _ => "/",
+        }
+    }
+
+    /// The session's exact deadline, from the columns: what every read compares with `now`.
+    fn deadline(self) -> String {
+        let least = self.least();
+        format!(
+            "{least}(last_accessed_at + idle_timeout, \
+             COALESCE(created_at + absolute_lifetime, last_accessed_at + idle_timeout))"
+        )
+    }
+
+    /// `deadline` (an expression) rounded up to the purge step of the row's idle timeout: the
+    /// `expires_at` a touch stores, the same value as [`crate::row::purge_bound`] computes.
+    fn purge_bound(self, deadline: &str) -> String {
+        let (least, greatest, div) = (self.least(), self.greatest(), self.div());
+        let step =
+            format!("{greatest}(1, {least}(idle_timeout {div} {STEP_DIVISOR}, {MAX_STEP_MS}))");
+        format!("((({deadline}) + {step} - 1) {div} {step}) * {step}")
+    }
 }
+
+/// The purge step is this fraction of the idle timeout…
+pub(crate) const STEP_DIVISOR: u64 = 16;
+/// …and at most this long (ms).
+pub(crate) const MAX_STEP_MS: u64 = 60_000;
 
 /// Every statement the store runs, for one dialect and table.
 #[derive(Debug)]
@@ -117,6 +155,12 @@ impl Statements {
             }
         };
         let least = dialect.least();
+        // Reads compare the exact deadline; `expires_at` is only the purge's bound (see the
+        // `store` module).
+        let live = format!("{} > ", dialect.deadline());
+        let touched_bound = dialect.purge_bound(&format!(
+            "{least}($2 + idle_timeout, COALESCE(created_at + absolute_lifetime, $3 + idle_timeout))"
+        ));
         let sql = |text: String| dialect.placeholders(&text);
         Statements {
             insert: sql(format!(
@@ -124,7 +168,7 @@ impl Statements {
             )),
             find: sql(format!(
                 "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, {principal_hex}, version, attributes \
-                 FROM {t} WHERE session_key = $1 AND expires_at > $2"
+                 FROM {t} WHERE session_key = $1 AND {live}$2"
             )),
             find_for_merge: sql(format!(
                 "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, {principal_hex}, version, attributes \
@@ -140,15 +184,14 @@ impl Statements {
             save_if_version: sql(format!(
                 "UPDATE {t} SET last_accessed_at = $1, idle_timeout = $2, absolute_lifetime = $3, \
                  expires_at = $4, principal = $5, version = $6, attributes = $7 \
-                 WHERE session_key = $8 AND version = $9 AND expires_at > $10"
+                 WHERE session_key = $8 AND version = $9 AND {live}$10"
             )),
             touch: sql(format!(
-                "UPDATE {t} SET last_accessed_at = $1, \
-                 expires_at = {least}($2 + idle_timeout, COALESCE(created_at + absolute_lifetime, $3 + idle_timeout)) \
-                 WHERE session_key = $4 AND expires_at > $5"
+                "UPDATE {t} SET last_accessed_at = $1, expires_at = {touched_bound} \
+                 WHERE session_key = $4 AND {live}$5"
             )),
             exists: sql(format!(
-                "SELECT version FROM {t} WHERE session_key = $1 AND expires_at > $2"
+                "SELECT version FROM {t} WHERE session_key = $1 AND {live}$2"
             )),
             delete: sql(format!("DELETE FROM {t} WHERE session_key = $1")),
             // Reads the row a rotation moves (decoded: an undecodable session is absent and
@@ -156,22 +199,23 @@ impl Statements {
             lock_for_change: (dialect != Dialect::Sqlite).then(|| {
                 sql(format!(
                     "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, {principal_hex}, version, attributes \
-                     FROM {t} WHERE session_key = $1 AND expires_at > $2 FOR UPDATE"
+                     FROM {t} WHERE session_key = $1 AND {live}$2 FOR UPDATE"
                 ))
             }),
             copy_to_new_key: sql(format!(
                 "INSERT INTO {t} ({COLUMNS}) SELECT $1, created_at, last_accessed_at, idle_timeout, \
                  absolute_lifetime, expires_at, principal, version, attributes \
-                 FROM {t} WHERE session_key = $2 AND expires_at > $3"
+                 FROM {t} WHERE session_key = $2 AND {live}$3"
             )),
             // Keys as hex text: the Any driver hands MySQL's BINARY columns over as text. The
             // attributes come along so that the listing leaves out what `find` cannot decode.
             by_principal: sql(format!(
-                "SELECT {key_hex}, created_at, last_accessed_at, expires_at, attributes FROM {t} \
-                 WHERE principal = $1 AND expires_at > $2 ORDER BY created_at"
+                "SELECT {key_hex}, created_at, last_accessed_at, {deadline}, attributes FROM {t} \
+                 WHERE principal = $1 AND {live}$2 ORDER BY created_at",
+                deadline = dialect.deadline()
             )),
             delete_by_principal: sql(format!(
-                "DELETE FROM {t} WHERE principal = $1 AND expires_at > $2"
+                "DELETE FROM {t} WHERE principal = $1 AND {live}$2"
             )),
             purge_batch: sql(match dialect {
                 // SKIP LOCKED: rows a save holds are left for the next round, never waited on.

@@ -7,6 +7,7 @@ use session_core::{Bytes, Result, SessionKey};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use crate::dialect::{MAX_STEP_MS, STEP_DIVISOR};
 use crate::error::map;
 
 pub(crate) fn ms(value: u64) -> i64 {
@@ -56,8 +57,17 @@ pub(crate) fn record_from_row(key: &SessionKey, row: &AnyRow) -> Result<Option<S
 
 pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
+/// The `expires_at` a write stores: the deadline rounded up to a step of a sixteenth of the
+/// idle timeout (at most a minute). Consecutive saves of a session then mostly store the same
+/// value, so they change no indexed column (see the `store` module); the touch statement
+/// computes the same value in SQL ([`Dialect`](crate::dialect::Dialect)'s `purge_bound`).
+pub(crate) fn purge_bound(record: &SessionRecord) -> u64 {
+    let step = (record.idle_timeout_ms / STEP_DIVISOR).clamp(1, MAX_STEP_MS);
+    record.deadline_ms().div_ceil(step).saturating_mul(step)
+}
+
 /// Binds the columns every write of a whole record sets, in the order the statements of
-/// `dialect.rs` list them: last access, idle timeout, absolute lifetime, deadline, principal,
+/// `dialect.rs` list them: last access, idle timeout, absolute lifetime, purge bound, principal,
 /// version, attributes.
 pub(crate) fn bind_record<'q>(
     query: AnyQuery<'q>,
@@ -68,7 +78,7 @@ pub(crate) fn bind_record<'q>(
         .bind(ms(record.last_accessed_at_ms))
         .bind(ms(record.idle_timeout_ms))
         .bind(record.absolute_lifetime_ms.map(ms))
-        .bind(ms(record.deadline_ms()))
+        .bind(ms(purge_bound(record)))
         .bind(record.principal.as_ref().map(|p| p.as_bytes().to_vec()))
         .bind(ms(record.version))
         .bind(attributes)

@@ -3,12 +3,23 @@
 //! # Expiry strategy
 //!
 //! One row per session: metadata in columns, the attributes as one encoded value, and an
-//! indexed `expires_at` column holding the session's deadline (epoch ms), recomputed by every
-//! create, save and touch. Every read filters on `expires_at > now`, so an expired row is
-//! invisible the moment its deadline passes. A purge task deletes expired rows in small
-//! batches; only one instance purges at a time (PostgreSQL advisory lock, MySQL `GET_LOCK`,
-//! a lease row on SQLite), and on PostgreSQL the batch skips rows a save holds locked, so a
-//! purge never waits on or deadlocks with request traffic.
+//! indexed `expires_at` column that bounds the session's deadline from above: the deadline
+//! rounded up to a step of a sixteenth of the idle timeout, at most a minute
+//! ([`purge_bound`](crate::row::purge_bound)). Every read compares the exact deadline,
+//! computed from the row's own columns (`min(last_accessed_at + idle_timeout, created_at +
+//! absolute_lifetime)`), with `now`, so an expired row is invisible the moment its deadline
+//! passes. A purge task deletes rows whose bound has passed, in small batches; only one
+//! instance purges at a time (PostgreSQL advisory lock, MySQL `GET_LOCK`, a lease row on
+//! SQLite), and on PostgreSQL the batch skips rows a save holds locked, so a purge never waits
+//! on or deadlocks with request traffic. A row lingers at most one step past its deadline.
+//!
+//! Why a bound and not the deadline: every save moves the deadline, and a save that changes an
+//! indexed column writes every index of the row (PostgreSQL cannot make it a HOT update) or
+//! at least the changed secondary index (InnoDB). With the bound, consecutive saves of a
+//! session mostly store the same `expires_at` and leave every index as it was. Rows written by
+//! an earlier version hold the exact deadline, which is a valid bound; an earlier version
+//! reading rows written by this one (a mixed fleet during a rollout) filters on `expires_at`
+//! and so sees a session up to one step past its deadline.
 //!
 //! Saves are one compare-and-set round trip in the common case; see the `save` module.
 
@@ -32,6 +43,9 @@ use crate::error::{is_unique_violation, map, retry_deadlocks};
 use crate::purge::{purge, purge_periodically};
 use crate::row::{bind_record, ms, record_from_row, unsigned};
 use crate::schema::migrate;
+
+/// A pooled connection idle this long is pinged before use (see [`SqlStore::open`]).
+const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug)]
 pub(crate) struct Inner {
@@ -93,6 +107,20 @@ impl SqlStore {
             // Shorter than the operation bound, so that a pool that cannot connect reports its
             // cause before the bound turns it into a bare timeout.
             .acquire_timeout(config.timeout.mul_f64(0.9))
+            // sqlx pings every connection when it returns to the pool, and by default again
+            // when it is handed out: a second round trip on every statement's path. A
+            // connection that sat idle for less than a second was proven alive when it came
+            // back; one idle longer (through a server restart, say) is pinged first, and one
+            // that fails anyway fails its statement, a retryable error, and is dropped.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {

@@ -116,6 +116,112 @@ async fn mysql_purge_beside_savers() {
     }
 }
 
+/// The stored `expires_at` is the purge's bound: the deadline rounded up to the step (a
+/// sixteenth of the idle timeout, at most a minute), the same whether a save computed it in
+/// Rust or a touch in SQL; a save that does not cross a step leaves it as it was (so it
+/// changes no indexed column), and reads still hide the session at its exact deadline.
+async fn expires_at_bounds_the_deadline(url: &str) {
+    let table = namespace("bound");
+    let idle = Duration::from_millis(1_600); // a step of 100 ms
+    let store = open(
+        url,
+        &table,
+        SessionSettings::default().with_idle_timeout(idle),
+    )
+    .await;
+    let placeholder = match store.dialect() {
+        session_sql::Dialect::Postgres => "$1",
+        _ => "?",
+    };
+    let columns = format!(
+        "SELECT created_at, last_accessed_at, idle_timeout, absolute_lifetime, expires_at \
+         FROM {table} WHERE session_key = {placeholder}"
+    );
+    let stored = |id: session_core::SessionId| {
+        let (store, columns) = (store.clone(), columns.clone());
+        async move {
+            let row = sqlx::query(&columns)
+                .bind(id.key().as_bytes().to_vec())
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            let get = |i| row.try_get::<Option<i64>, _>(i).unwrap();
+            let (created, accessed, idle) = (get(0).unwrap(), get(1).unwrap(), get(2).unwrap());
+            let deadline = get(3).map_or(accessed + idle, |b| (created + b).min(accessed + idle));
+            (deadline, get(4).unwrap())
+        }
+    };
+    let step = 100;
+    let round_up = |deadline: i64| (deadline + step - 1) / step * step;
+    let mut session = store.new_session();
+    session.insert("n", &0).unwrap();
+    store.create(&mut session).await.unwrap();
+    let id = session.id().clone();
+    let (deadline, bound) = stored(id.clone()).await;
+    assert_eq!(bound, round_up(deadline), "the bound a create stores");
+    store.touch(&id).await.unwrap();
+    let (deadline, bound) = stored(id.clone()).await;
+    assert_eq!(bound, round_up(deadline), "the bound a touch stores (SQL)");
+    // Saves until one lands in the same step as the one before (most do; a few cross).
+    let mut unchanged = false;
+    for n in 1..20 {
+        let before = bound_of(stored(id.clone()).await);
+        let mut session = store.find(&id).await.unwrap().expect("live");
+        session.insert("n", &n).unwrap();
+        store.save(&mut session).await.unwrap();
+        let (deadline, bound) = stored(id.clone()).await;
+        assert_eq!(bound, round_up(deadline), "the bound a save stores (Rust)");
+        assert!(bound >= deadline && bound < deadline + step);
+        if bound == before {
+            unchanged = true;
+            break;
+        }
+    }
+    assert!(unchanged, "every save moved expires_at");
+    // Hidden at the exact deadline, though the bound may be later.
+    let (deadline, bound) = stored(id.clone()).await;
+    let now = i64::try_from(session_core::raw::time::now_millis()).unwrap();
+    tokio::time::sleep(Duration::from_millis(
+        u64::try_from(deadline - now + 5).unwrap_or(0),
+    ))
+    .await;
+    assert!(
+        store.find(&id).await.unwrap().is_none(),
+        "visible after its deadline"
+    );
+    tokio::time::sleep(Duration::from_millis(
+        u64::try_from(bound - deadline).unwrap_or(0),
+    ))
+    .await;
+    assert_eq!(store.purge_expired().await.unwrap(), 1);
+    assert_eq!(rows(&store).await, 0);
+}
+
+fn bound_of((_, bound): (i64, i64)) -> i64 {
+    bound
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_expires_at_bounds_the_deadline() {
+    let (url, path) = sqlite_url();
+    expires_at_bounds_the_deadline(&url).await;
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_expires_at_bounds_the_deadline() {
+    if let Some(server) = provision(Backend::Postgres).await {
+        expires_at_bounds_the_deadline(&server.url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_expires_at_bounds_the_deadline() {
+    if let Some(server) = provision(Backend::MySql).await {
+        expires_at_bounds_the_deadline(&server.url).await;
+    }
+}
+
 /// Two pools (as two processes would) write one SQLite file concurrently without "database is
 /// locked" errors, and lose no attribute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

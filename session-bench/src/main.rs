@@ -59,6 +59,9 @@ pub(crate) struct Options {
     /// `--metrics`: install a Prometheus recorder and turn the metrics of
     /// `memory-instrumented` on (without it, that row's wrapper has its metrics off).
     metrics: bool,
+    /// `--skip-layout`: leave out the SQL attribute-table row (its prepare, a row per
+    /// attribute, takes most of a SQL run's time, and its tables crowd the buffer pool).
+    skip_layout: bool,
     /// CPUs this process may use when it starts.
     cpus: usize,
     /// `--footprint N`: instead of the rows, fill the in-memory store with N small sessions
@@ -79,6 +82,7 @@ impl Options {
             shapes: vec!["small".into(), "large".into()],
             pin: false,
             metrics: false,
+            skip_layout: false,
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             footprint: None,
         };
@@ -97,10 +101,11 @@ impl Options {
                 "--only" => options.only = Some(value()?),
                 "--shapes" => options.shapes = value()?.split(',').map(str::to_owned).collect(),
                 "--pin" => options.pin = true,
+                "--skip-layout" => options.skip_layout = true,
                 "--metrics" => options.metrics = true,
                 "--footprint" => options.footprint = Some(number(&value()?)?),
                 "--help" | "-h" => {
-                    return Err("usage: session-bench [--seconds S] [--rounds N] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-tls,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--pin]; http-<backend> runs the HTTP-layer load".into())
+                    return Err("usage: session-bench [--seconds S] [--rounds N] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-tls,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--pin] [--skip-layout]; http-<backend> runs the HTTP-layer load".into())
                 }
                 other => return Err(format!("unknown option {other}")),
             }
@@ -753,7 +758,7 @@ async fn plan_shape(
     push("cycle", Arc::new(store.clone()), Some(raw_cycle));
     let raw_read = push("raw-read", Arc::new(RawRead(raw.clone())), None);
     push("read", Arc::new(StoreRead(store)), Some(raw_read));
-    if let Some(sql) = &target.sql {
+    if let (Some(sql), false) = (&target.sql, options.skip_layout) {
         let keys = Arc::clone(&raw.keys);
         let spring =
             layout::AttributeTableCycle::prepare(sql, keys, shape.attributes, shape.value_len)

@@ -10,7 +10,7 @@ use session_core::{Error, Result, SessionKey};
 use session_sql::{Dialect, SqlStore};
 use sqlx::AnyPool;
 
-use crate::Workload;
+use crate::{changed, Workload};
 
 pub struct AttributeTableCycle {
     pool: AnyPool,
@@ -127,7 +127,8 @@ impl Workload for AttributeTableCycle {
         sqlx::query(&self.upsert)
             .bind(key.clone())
             .bind("attr0")
-            .bind(self.value.clone())
+            // A real change, as the other cycles write (see `changed`).
+            .bind(changed(std::str::from_utf8(&self.value).unwrap_or("")).into_bytes())
             .execute(&mut *tx)
             .await
             .map_err(Error::backend)?;

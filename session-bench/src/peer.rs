@@ -132,7 +132,11 @@ impl Workload for PeerCycle {
             .await
             .map_err(peer_error)?
             .ok_or(Error::NotFound)?;
-        record.data.insert("attr0".into(), self.value.clone());
+        let value = match &self.value {
+            Value::String(base) => Value::String(changed(base)),
+            other => other.clone(),
+        };
+        record.data.insert("attr0".into(), value);
         self.store.save(&record).await.map_err(peer_error)
     }
 }

@@ -25,6 +25,19 @@ pub(crate) trait Workload: Send + Sync {
     async fn run(&self, i: usize) -> Result<()>;
 }
 
+/// `base` with its first 16 characters replaced by a counter: what a cycle writes, different
+/// from what the cycle before wrote and of the same size. A request that saves changes
+/// something, and a write of identical bytes is no write on some servers (InnoDB skips an
+/// UPDATE that changes no column, so a raw baseline or a peer that rewrote the same bytes
+/// measured a read and a no-op).
+pub(crate) fn changed(base: &str) -> String {
+    static CHANGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CHANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut value = format!("{n:016x}");
+    value.push_str(base.get(16..).unwrap_or(""));
+    value
+}
+
 #[derive(Clone)]
 pub(crate) struct RawCycle {
     pub(crate) raw: Arc<dyn RawDriver>,
@@ -35,8 +48,12 @@ pub(crate) struct RawCycle {
 impl Workload for RawCycle {
     async fn run(&self, i: usize) -> Result<()> {
         let key = &self.keys[i];
-        let bytes = self.raw.get(key).await?.ok_or(Error::NotFound)?;
-        self.raw.put(key, bytes.to_vec()).await
+        let mut bytes = self.raw.get(key).await?.ok_or(Error::NotFound)?.to_vec();
+        // A real change of the same size (see [`changed`]).
+        if let Some(last) = bytes.last_mut() {
+            *last ^= 1;
+        }
+        self.raw.put(key, bytes).await
     }
 }
 
@@ -69,7 +86,7 @@ impl Workload for StoreCycle {
             .find(&self.ids[i])
             .await?
             .ok_or(Error::NotFound)?;
-        session.insert("attr0", &self.value)?;
+        session.insert("attr0", &changed(&self.value))?;
         self.repository.save(&mut session).await
     }
 }

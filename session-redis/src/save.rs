@@ -185,7 +185,13 @@ impl RedisStore {
     ) -> Result<Written> {
         let redis_key = self.session_key(key);
         let staged = attributes_field(meta.attributes.unwrap_or_default());
-        let mut cmd = scripts::call_sized(&scripts::SAVE, &redis_key, 12, 512);
+        let packed = packed_attributes(record)?;
+        let inline = if packed.len() <= scripts::INLINE_MAX {
+            packed.len() + staged.len()
+        } else {
+            0
+        };
+        let mut cmd = scripts::call_sized(&scripts::SAVE, &redis_key, 14, 512 + inline);
         cmd.arg(prefix).arg(match mode {
             Mode::Over => "w",
             Mode::Rewrite => "r",
@@ -206,7 +212,6 @@ impl RedisStore {
                 push_metadata(&mut cmd, record, meta, score);
             }
         }
-        let packed = packed_attributes(record)?;
         let reply = scripts::run_staged(
             &scripts::SAVE,
             &redis_key,

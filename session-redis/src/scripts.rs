@@ -13,9 +13,9 @@
 //!   The deadline is derived: `min(accessed + idle, created + absolute)`.
 //! - `\1a<token>`: every attribute, packed by core's attribute encoding (its format byte
 //!   first), so a read is one value to parse whatever the number of attributes. The token (16
-//!   hex digits, fresh for every write) is the metadata's last word, `p<token>`: the attributes
-//!   are staged under a new name before the script that commits them runs (see
-//!   [`run_staged`]).
+//!   hex digits, fresh for every write) is the metadata's last word, `p<token>`: large
+//!   attributes are staged under a new name before the script that commits them runs, small
+//!   ones travel in the script's arguments (see [`run_staged`]).
 //! - `\1p`: the principal, absent when none.
 //! - `\1x`: for a session with a principal, the score it has in its principal index: its
 //!   deadline when indexed plus a slack of a quarter of its idle timeout. Saves and touches
@@ -83,14 +83,26 @@ pub(crate) async fn run<T: FromRedisValue>(
 /// that dies between those two sends leaves the staged field, an unnamed field that readers
 /// ignore and the next rewrite or the key's expiry removes; on a key that was gone meanwhile,
 /// a field-only hash without expiry.)
+///
+/// A value of at most [`INLINE_MAX`] bytes is not staged: it is appended to the script's
+/// field/value pairs (which run to the end of its arguments), and the save is one EVALSHA. At
+/// that size Lua's copy of the argument costs the server less than the three commands of the
+/// transaction around it (the `MULTI`, the `HSET`, the `EXEC`, each parsed, queued and
+/// answered), and the client encodes and parses one command instead of four. The scripts
+/// treat an inline value like a staged one that is not there yet: the field is written with
+/// the metadata, and the `HDEL` of the staged field on a lost race deletes nothing.
 pub(crate) async fn run_staged(
     script: &Script,
     key: &str,
     field: &[u8],
     value: &[u8],
-    cmd: Cmd,
+    mut cmd: Cmd,
     connection: &mut impl ConnectionLike,
 ) -> RedisResult<Value> {
+    if value.len() <= INLINE_MAX {
+        cmd.arg(field).arg(value);
+        return run(script, &cmd, connection).await;
+    }
     // Sized up front: a command grown argument by argument reallocates (and copies) the value.
     let mut stage = Cmd::with_capacity(4, 32 + key.len() + field.len() + value.len());
     stage.arg("HSET").arg(key).arg(field).arg(value);
@@ -134,11 +146,16 @@ pub(crate) async fn run_staged(
     }
 }
 
+/// The largest packed attributes passed to a script as an argument rather than staged by an
+/// `HSET` in a transaction (see [`run_staged`]).
+pub(crate) const INLINE_MAX: usize = 2048;
+
 /// Transactions sent again after their slot moved, before the error (retryable) is returned.
 const MOVED_ATTEMPTS: usize = 4;
 
 /// KEYS[1] session. ARGV[1] the staged attributes field (see [`run_staged`]), ARGV[2] deadline,
-/// ARGV[3] event channel ('' = none), ARGV[4] key hex, then the metadata field/value pairs.
+/// ARGV[3] event channel ('' = none), ARGV[4] key hex, then the metadata field/value pairs (and
+/// the attributes field when they are small enough to travel inline).
 /// Returns 1, or 0 if the key holds a session (or a value of another type): the staged field is
 /// then removed and nothing else written.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
@@ -162,7 +179,8 @@ pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
 /// KEYS[1] session. ARGV[1] the prefix the stored metadata must start with (`version created
 /// accessed `, as the saver read it), ARGV[2] the mode, ARGV[3] the new deadline, ARGV[4] the
 /// new index score ('' = none, or the saver decides), ARGV[5] the staged attributes field (see
-/// [`run_staged`]), then the metadata field/value pairs to the end.
+/// [`run_staged`]), then the metadata field/value pairs to the end (the attributes field
+/// among them when they travel inline).
 ///
 /// The staged attributes are committed only while the stored metadata still starts with the
 /// prefix: every write of attributes, principal or timeouts increments the version and every

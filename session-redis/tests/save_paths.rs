@@ -116,9 +116,21 @@ async fn a_session_of_the_earlier_layout_is_read_and_rewritten_packed() {
 
 /// A save from a copy another instance saved over since its load loses the version-checked
 /// write, merges into the hash the script answered with, and keeps both instances' changes;
-/// an optimistic save in the same position is a conflict and writes nothing.
+/// an optimistic save in the same position is a conflict and writes nothing. Small attributes
+/// travel inside the save script's call, larger ones are staged by an `HSET` in a transaction
+/// around it; both paths run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_write_merges_into_the_stored_session() {
+    lost_write_merges(0).await;
+}
+
+/// [`a_lost_write_merges_into_the_stored_session`] with attributes over the inline limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_write_of_staged_attributes_merges_into_the_stored_session() {
+    lost_write_merges(8 * 1024).await;
+}
+
+async fn lost_write_merges(filler: usize) {
     let Some((store, mut connection, _)) =
         common::store_and_connection("merge", SessionSettings::default()).await
     else {
@@ -129,6 +141,9 @@ async fn a_lost_write_merges_into_the_stored_session() {
         .unwrap();
     let mut session = store.new_session();
     session.insert("kept", &0).unwrap();
+    if filler > 0 {
+        session.insert("filler", &"f".repeat(filler)).unwrap();
+    }
     store.create(&mut session).await.unwrap();
     let mut mine = store.find(session.id()).await.unwrap().expect("live");
     let mut theirs = other.find(session.id()).await.unwrap().expect("live");

@@ -31,6 +31,23 @@ async fn flushed_scripts_are_loaded_again() {
     loaded.insert("a", &1).unwrap();
     flush(connection.clone()).await;
     store.save(&mut loaded).await.unwrap();
+    // Large attributes are staged in a transaction around the script: flushed, it runs again.
+    let mut loaded = store.find(session.id()).await.unwrap().expect("saved");
+    loaded.insert("large", &"l".repeat(8 * 1024)).unwrap();
+    flush(connection.clone()).await;
+    store.save(&mut loaded).await.unwrap();
+    let fields: Vec<String> = connection
+        .hkeys(store.session_key(&session.key()))
+        .await
+        .unwrap();
+    let packed = fields
+        .iter()
+        .filter(|name| name.starts_with("\x01a"))
+        .count();
+    assert_eq!(
+        packed, 1,
+        "one attributes field, none left staged: {fields:?}"
+    );
     flush(connection.clone()).await;
     store.touch(session.id()).await.unwrap();
     flush(connection.clone()).await;

@@ -51,12 +51,13 @@ impl NearCache {
         let entries = usize::try_from(bytes / TYPICAL_ENTRY_BYTES)
             .unwrap_or(usize::MAX)
             .max(16);
+        let seen: Box<[AtomicU32]> = (0..entries.next_power_of_two())
+            .map(|_| AtomicU32::new(0))
+            .collect();
         NearCache {
             entries: quick_cache::sync::Cache::with_weighter(entries, bytes, CachedWeight),
-            seen: (0..entries.next_power_of_two())
-                .map(|_| AtomicU32::new(0))
-                .collect(),
-            seen_mask: AtomicUsize::new(entries.next_power_of_two() - 1),
+            seen_mask: AtomicUsize::new(seen.len() - 1),
+            seen,
             admitted: AtomicU32::new(0),
         }
     }
@@ -98,11 +99,11 @@ impl NearCache {
             self.seen.len()
         } else {
             let fit = capacity / weight.div_ceil(count).max(1);
+            // The table's length is a power of two: rounding up stays within it.
             usize::try_from(fit)
                 .unwrap_or(usize::MAX)
                 .clamp(16, self.seen.len())
                 .next_power_of_two()
-                .min(self.seen.len())
         };
         self.seen_mask.store(slots - 1, Ordering::Relaxed);
     }

@@ -186,11 +186,7 @@ impl RedisStore {
         let redis_key = self.session_key(key);
         let staged = attributes_field(meta.attributes.unwrap_or_default());
         let packed = packed_attributes(record)?;
-        let inline = if packed.len() <= scripts::INLINE_MAX {
-            packed.len() + staged.len()
-        } else {
-            0
-        };
+        let inline = scripts::inline_bytes(&staged, &packed);
         let mut cmd = scripts::call_sized(&scripts::SAVE, &redis_key, 14, 512 + inline);
         cmd.arg(prefix).arg(match mode {
             Mode::Over => "w",

@@ -99,7 +99,7 @@ pub(crate) async fn run_staged(
     mut cmd: Cmd,
     connection: &mut impl ConnectionLike,
 ) -> RedisResult<Value> {
-    if value.len() <= INLINE_MAX {
+    if travels_inline(value) {
         cmd.arg(field).arg(value);
         return run(script, &cmd, connection).await;
     }
@@ -148,7 +148,22 @@ pub(crate) async fn run_staged(
 
 /// The largest packed attributes passed to a script as an argument rather than staged by an
 /// `HSET` in a transaction (see [`run_staged`]).
-pub(crate) const INLINE_MAX: usize = 2048;
+const INLINE_MAX: usize = 2048;
+
+/// Whether [`run_staged`] passes `value` to the script rather than staging it.
+fn travels_inline(value: &[u8]) -> bool {
+    value.len() <= INLINE_MAX
+}
+
+/// The bytes [`run_staged`] appends to the script's command for `field` and `value`: room a
+/// command made by [`call_sized`] should have for them.
+pub(crate) fn inline_bytes(field: &[u8], value: &[u8]) -> usize {
+    if travels_inline(value) {
+        field.len() + value.len()
+    } else {
+        0
+    }
+}
 
 /// Transactions sent again after their slot moved, before the error (retryable) is returned.
 const MOVED_ATTEMPTS: usize = 4;

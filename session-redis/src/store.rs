@@ -240,7 +240,9 @@ impl RedisStore {
         let redis_key = self.session_key(key);
         let meta = Meta::of(record, self.next_token());
         let staged = attributes_field(meta.attributes.unwrap_or_default());
-        let mut cmd = scripts::call(&scripts::CREATE, &redis_key);
+        let packed = packed_attributes(record)?;
+        let inline = scripts::inline_bytes(&staged, &packed);
+        let mut cmd = scripts::call_sized(&scripts::CREATE, &redis_key, 12, 256 + inline);
         cmd.arg(&staged)
             .arg(record.deadline_ms())
             .arg(if announce {
@@ -254,7 +256,7 @@ impl RedisStore {
             &scripts::CREATE,
             &redis_key,
             &staged,
-            &packed_attributes(record)?,
+            &packed,
             cmd,
             &mut self.connection(),
         )

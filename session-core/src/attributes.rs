@@ -113,6 +113,16 @@ impl Attributes {
         self.entries.iter().map(|(name, _)| &**name)
     }
 
+    /// Attributes from pairs in strictly increasing name order whose sizes add up to `size`
+    /// (the caller checked both).
+    pub(crate) fn from_sorted(pairs: Vec<(Arc<str>, Bytes)>, size: usize) -> Self {
+        debug_assert!(pairs.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        Attributes {
+            entries: Arc::new(pairs),
+            size,
+        }
+    }
+
     /// Attributes from pairs in any order, a later pair replacing an earlier one of the same
     /// name; pairs already in strictly increasing name order (what every encoder writes) are
     /// taken as they are.
@@ -201,7 +211,7 @@ impl<'de> Deserialize<'de> for Attributes {
 struct Name(Arc<str>);
 
 /// Names longer than this are not interned (an application's attribute names are short).
-const INTERNED_NAME_BYTES: usize = 64;
+pub(crate) const INTERNED_NAME_BYTES: usize = 64;
 /// Interned names per thread; the table is emptied when it is full, so names read from
 /// hostile stored data cannot grow it without bound.
 const INTERNED_NAMES: usize = 1024;
@@ -215,7 +225,7 @@ thread_local! {
 }
 
 /// `name` as an `Arc<str>` shared with earlier decodes of the same name on this thread.
-fn intern(name: &str) -> Arc<str> {
+pub(crate) fn intern(name: &str) -> Arc<str> {
     if name.len() > INTERNED_NAME_BYTES {
         return Arc::from(name);
     }

@@ -32,6 +32,7 @@ mod session;
 mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod wire;
 
 pub use codec::{Codec, Json, MessagePack, FORMAT_JSON, FORMAT_MESSAGEPACK};
 pub use error::{BoxError, Error, ErrorContext, ErrorReport, Operation, Result};

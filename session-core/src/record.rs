@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::id::SessionKey;
 use crate::raw::time::{deadline_millis, system_time};
 use crate::settings::Limits;
+use crate::wire;
 
 /// First byte of an encoded [`SessionRecord`]. A reader that meets another value treats the
 /// record as undecodable (absent), so a future format can be introduced without misreads.
@@ -190,6 +191,13 @@ impl SessionRecord {
 
     /// Parses bytes written by [`SessionRecord::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, UndecodableRecord> {
+        if bytes.first() == Some(&RECORD_FORMAT_V1) {
+            if let Some(record) =
+                wire::record(bytes, 1, &|range| Bytes::copy_from_slice(&bytes[range]))
+            {
+                return Ok(record);
+            }
+        }
         decode_versioned(RECORD_FORMAT_V1, bytes, "record")
     }
 
@@ -197,7 +205,14 @@ impl SessionRecord {
     /// slices of `bytes` instead of copies, which saves a store that owns what it read an
     /// allocation and a copy per attribute.
     pub fn decode_shared(bytes: &Bytes) -> Result<Self, UndecodableRecord> {
-        decode_sharing(bytes, Self::decode)
+        if bytes.first() == Some(&RECORD_FORMAT_V1) {
+            if let Some(record) = wire::record(bytes, 1, &|range| bytes.slice(range)) {
+                return Ok(record);
+            }
+        }
+        decode_sharing(bytes, |bytes| {
+            decode_versioned(RECORD_FORMAT_V1, bytes, "record")
+        })
     }
 }
 
@@ -208,13 +223,27 @@ pub fn encode_attributes(attributes: &Attributes) -> Result<Vec<u8>> {
 
 /// Parses bytes written by [`encode_attributes`].
 pub fn decode_attributes(bytes: &[u8]) -> Result<Attributes, UndecodableRecord> {
+    if bytes.first() == Some(&ATTRIBUTES_FORMAT_V1) {
+        if let Some(attributes) =
+            wire::attributes(bytes, 1, &|range| Bytes::copy_from_slice(&bytes[range]))
+        {
+            return Ok(attributes);
+        }
+    }
     decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes")
 }
 
 /// [`decode_attributes`] whose values are slices of `bytes` (see
 /// [`SessionRecord::decode_shared`]).
 pub fn decode_attributes_shared(bytes: &Bytes) -> Result<Attributes, UndecodableRecord> {
-    decode_sharing(bytes, decode_attributes)
+    if bytes.first() == Some(&ATTRIBUTES_FORMAT_V1) {
+        if let Some(attributes) = wire::attributes(bytes, 1, &|range| bytes.slice(range)) {
+            return Ok(attributes);
+        }
+    }
+    decode_sharing(bytes, |bytes| {
+        decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes")
+    })
 }
 
 /// `format` byte, then MessagePack of `value`.

@@ -1,0 +1,327 @@
+//! A direct reader of the two MessagePack layouts this crate writes: a [`SessionRecord`] (an
+//! array of its seven fields) and an attribute map (names to byte strings).
+//!
+//! Every store's read decodes one of them, and through serde the decode cost about twice what
+//! it must: each value asked a thread-local for the buffer it may slice, and each name was
+//! hashed to find its shared copy. This reader walks the bytes once with the buffer in hand
+//! and shares names by position with the session this thread read before (sessions of one
+//! application carry the same names in the same order).
+//!
+//! It accepts only what the encoder writes (unsigned integers, `nil` for `None`, `str` names
+//! in strictly increasing order, `bin` values) and answers `None` for anything else, which
+//! the caller then hands to serde: serde stays the authority on every other input, so the two
+//! paths cannot disagree on what a stored value means (a test feeds both mutated records).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::attributes::{attribute_size, intern, Attributes, INTERNED_NAME_BYTES};
+use crate::record::SessionRecord;
+
+/// Reads a record body (after its format byte) at `body_start` of `source`; values come from
+/// `value(range of source)`.
+pub(crate) fn record(
+    source: &[u8],
+    body_start: usize,
+    value: &dyn Fn(Range<usize>) -> Bytes,
+) -> Option<SessionRecord> {
+    let mut reader = Reader {
+        bytes: source,
+        at: body_start,
+    };
+    if reader.array_len()? != 7 {
+        return None;
+    }
+    Some(SessionRecord {
+        created_at_ms: reader.uint()?,
+        last_accessed_at_ms: reader.uint()?,
+        idle_timeout_ms: reader.uint()?,
+        absolute_lifetime_ms: match reader.nil()? {
+            true => None,
+            false => Some(reader.uint()?),
+        },
+        principal: match reader.nil()? {
+            true => None,
+            false => Some(reader.str()?.to_owned()),
+        },
+        version: reader.uint()?,
+        attributes: reader.attributes(value)?,
+    })
+}
+
+/// Reads an attribute map at `body_start` of `source` (see [`record`]).
+pub(crate) fn attributes(
+    source: &[u8],
+    body_start: usize,
+    value: &dyn Fn(Range<usize>) -> Bytes,
+) -> Option<Attributes> {
+    Reader {
+        bytes: source,
+        at: body_start,
+    }
+    .attributes(value)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let byte = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    /// The next `n` bytes' range, if the input holds them.
+    fn span(&mut self, n: usize) -> Option<Range<usize>> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len())?;
+        let range = self.at..end;
+        self.at = end;
+        Some(range)
+    }
+
+    fn be(&mut self, n: usize) -> Option<u64> {
+        let range = self.span(n)?;
+        Some(
+            self.bytes[range]
+                .iter()
+                .fold(0, |acc, &b| (acc << 8) | u64::from(b)),
+        )
+    }
+
+    fn uint(&mut self) -> Option<u64> {
+        match self.byte()? {
+            small @ 0x00..=0x7f => Some(u64::from(small)),
+            0xcc => self.be(1),
+            0xcd => self.be(2),
+            0xce => self.be(4),
+            0xcf => self.be(8),
+            _ => None,
+        }
+    }
+
+    /// Consumes a `nil` and says so, or leaves anything else to be read.
+    fn nil(&mut self) -> Option<bool> {
+        let is_nil = *self.bytes.get(self.at)? == 0xc0;
+        self.at += usize::from(is_nil);
+        Some(is_nil)
+    }
+
+    fn len(&mut self, n: usize) -> Option<usize> {
+        usize::try_from(self.be(n)?).ok()
+    }
+
+    fn array_len(&mut self) -> Option<usize> {
+        match self.byte()? {
+            small @ 0x90..=0x9f => Some(usize::from(small & 0x0f)),
+            0xdc => self.len(2),
+            0xdd => self.len(4),
+            _ => None,
+        }
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let len = match self.byte()? {
+            small @ 0xa0..=0xbf => usize::from(small & 0x1f),
+            0xd9 => self.len(1)?,
+            0xda => self.len(2)?,
+            0xdb => self.len(4)?,
+            _ => return None,
+        };
+        let range = self.span(len)?;
+        std::str::from_utf8(&self.bytes[range]).ok()
+    }
+
+    fn bin(&mut self) -> Option<Range<usize>> {
+        let len = match self.byte()? {
+            0xc4 => self.len(1)?,
+            0xc5 => self.len(2)?,
+            0xc6 => self.len(4)?,
+            _ => return None,
+        };
+        self.span(len)
+    }
+
+    fn attributes(&mut self, value: &dyn Fn(Range<usize>) -> Bytes) -> Option<Attributes> {
+        let count = match self.byte()? {
+            small @ 0x80..=0x8f => usize::from(small & 0x0f),
+            0xde => self.len(2)?,
+            0xdf => self.len(4)?,
+            _ => return None,
+        };
+        // An entry takes at least two bytes, so a hostile count reserves no more than the
+        // input could hold.
+        let mut pairs: Vec<(Arc<str>, Bytes)> =
+            Vec::with_capacity(count.min((self.bytes.len() - self.at) / 2));
+        let mut size = 0;
+        for position in 0..count {
+            let name = self.str()?;
+            if pairs.last().is_some_and(|(last, _)| **last >= *name) {
+                return None;
+            }
+            let range = self.bin()?;
+            size += attribute_size(name, &self.bytes[range.clone()]);
+            pairs.push((intern_at(position, name), value(range)));
+        }
+        Some(Attributes::from_sorted(pairs, size))
+    }
+}
+
+/// Positions remembered; a session with more attributes shares the rest through [`intern`].
+const REMEMBERED_POSITIONS: usize = 256;
+
+thread_local! {
+    /// The names this thread last read at each position of an attribute map.
+    static BY_POSITION: std::cell::RefCell<Vec<Arc<str>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `name`, read at `position` of a map, shared with the name last read there when they are
+/// equal (one comparison, no hashing), else with [`intern`].
+fn intern_at(position: usize, name: &str) -> Arc<str> {
+    if position >= REMEMBERED_POSITIONS || name.len() > INTERNED_NAME_BYTES {
+        return intern(name);
+    }
+    BY_POSITION.with(|cell| {
+        let mut names = cell.borrow_mut();
+        match names.get(position) {
+            Some(known) if **known == *name => Arc::clone(known),
+            _ => {
+                let shared = intern(name);
+                if position < names.len() {
+                    names[position] = Arc::clone(&shared);
+                } else if position == names.len() {
+                    names.push(Arc::clone(&shared));
+                }
+                shared
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift64*: a repeatable stream of mutations without a dependency.
+    struct Random(u64);
+
+    impl Random {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    fn records() -> Vec<SessionRecord> {
+        let long_name = "n".repeat(INTERNED_NAME_BYTES + 3);
+        let shapes: [&[(&str, usize)]; 5] = [
+            &[],
+            &[("user", 3)],
+            &[("a", 0), ("b", 31), ("c", 255), ("d", 256), ("e", 70_000)],
+            &[("cart", 40), (&long_name, 2), ("zz", 1)],
+            &[("x", 1); 0],
+        ];
+        let mut out = Vec::new();
+        for (i, shape) in shapes.iter().enumerate() {
+            let mut attributes = Attributes::new();
+            for (name, len) in shape.iter() {
+                attributes.insert(Arc::from(*name), Bytes::from(vec![i as u8 + 1; *len]));
+            }
+            out.push(SessionRecord {
+                created_at_ms: [0, 127, 128, 70_000, u64::MAX][i],
+                last_accessed_at_ms: [1, 255, 65_535, 1 << 33, 5][i],
+                idle_timeout_ms: 1_800_000,
+                absolute_lifetime_ms: [None, Some(0), Some(u64::MAX), None, Some(300)][i],
+                principal: [None, Some("ü"), None, Some(""), Some("alice")][i].map(Into::into),
+                version: [0, 1, 200, 1 << 20, 7][i],
+                attributes,
+            });
+        }
+        // Many attributes: a map16, and positions past the remembered ones.
+        let attributes = (0..300)
+            .map(|n| (Arc::from(format!("k{n:04}")), Bytes::from(vec![9; n % 7])))
+            .collect();
+        out.push(SessionRecord {
+            attributes,
+            ..out[1].clone()
+        });
+        out
+    }
+
+    fn serde_record(bytes: &[u8]) -> Option<SessionRecord> {
+        match bytes.split_first() {
+            Some((&crate::record::RECORD_FORMAT_V1, body)) => rmp_serde::from_slice(body).ok(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn reads_every_record_the_encoder_writes_as_serde_does() {
+        for record in records() {
+            let bytes = record.encode().unwrap();
+            let copied = super::record(&bytes, 1, &|r| Bytes::copy_from_slice(&bytes[r]));
+            assert_eq!(copied.as_ref(), Some(&record));
+            let shared = Bytes::from(bytes.clone());
+            assert_eq!(
+                super::record(&shared, 1, &|r| shared.slice(r)),
+                Some(record.clone())
+            );
+            let map = crate::record::encode_attributes(&record.attributes).unwrap();
+            let read = super::attributes(&map, 1, &|r| Bytes::copy_from_slice(&map[r]));
+            assert_eq!(read.as_ref(), Some(&record.attributes));
+            assert_eq!(read.unwrap().size(), record.attributes.size());
+        }
+    }
+
+    #[test]
+    fn never_accepts_what_serde_reads_otherwise_or_rejects() {
+        let mut random = Random(0x9e37_79b9_7f4a_7c15);
+        let mut accepted = 0;
+        for record in records() {
+            let original = record.encode().unwrap();
+            for _ in 0..4000 {
+                let mut bytes = original.clone();
+                match random.below(4) {
+                    0 => {
+                        let at = random.below(bytes.len());
+                        bytes[at] = random.next() as u8;
+                    }
+                    1 => bytes.truncate(random.below(bytes.len())),
+                    2 => {
+                        let at = random.below(bytes.len() + 1);
+                        bytes.insert(at, random.next() as u8);
+                    }
+                    _ => {
+                        let at = random.below(bytes.len());
+                        bytes[at] ^= 1 << random.below(8);
+                    }
+                }
+                let fast = super::record(&bytes, 1, &|r| Bytes::copy_from_slice(&bytes[r]));
+                if let Some(fast) = fast {
+                    accepted += 1;
+                    let serde = bytes
+                        .get(1..)
+                        .and_then(|body| rmp_serde::from_slice(body).ok());
+                    assert_eq!(Some(fast), serde, "input {bytes:02x?}");
+                }
+                // Whatever path answers, the public decode agrees with serde.
+                assert_eq!(SessionRecord::decode(&bytes).ok(), serde_record(&bytes));
+            }
+        }
+        assert!(accepted > 1000, "mutations the reader accepted: {accepted}");
+    }
+}

@@ -186,7 +186,9 @@ impl SessionRecord {
 
     /// `RECORD_FORMAT_V1` followed by MessagePack of the record.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        encode_versioned(RECORD_FORMAT_V1, self, self.attributes_size())
+        encode_with(RECORD_FORMAT_V1, self.attributes_size(), |out| {
+            wire::write_record(self, out)
+        })
     }
 
     /// Parses bytes written by [`SessionRecord::encode`].
@@ -218,7 +220,9 @@ impl SessionRecord {
 
 /// `ATTRIBUTES_FORMAT_V1` followed by MessagePack of the attribute map.
 pub fn encode_attributes(attributes: &Attributes) -> Result<Vec<u8>> {
-    encode_versioned(ATTRIBUTES_FORMAT_V1, attributes, attributes.size())
+    encode_with(ATTRIBUTES_FORMAT_V1, attributes.size(), |out| {
+        wire::write_attributes(attributes, out)
+    })
 }
 
 /// Parses bytes written by [`encode_attributes`].
@@ -246,19 +250,20 @@ pub fn decode_attributes_shared(bytes: &Bytes) -> Result<Attributes, Undecodable
     })
 }
 
-/// `format` byte, then MessagePack of `value`.
-fn encode_versioned<T: Serialize + ?Sized>(
+/// `format` byte, then the MessagePack `write` appends (the `wire` module's writers, which
+/// produce what serde would; they fail only on a length past 32 bits, which no limit allows).
+fn encode_with(
     format: u8,
-    value: &T,
     size_hint: usize,
+    write: impl FnOnce(&mut Vec<u8>) -> Option<()>,
 ) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(64 + size_hint);
     out.push(format);
-    rmp_serde::encode::write(&mut out, value).map_err(Error::backend)?;
+    write(&mut out).ok_or_else(|| Error::backend("a value is too long for MessagePack"))?;
     Ok(out)
 }
 
-/// Reads what [`encode_versioned`] wrote with the same `format` byte; any other first byte
+/// Reads what [`encode_with`] wrote with the same `format` byte; any other first byte
 /// (a future format, or garbage) is undecodable rather than misread.
 fn decode_versioned<T: serde::de::DeserializeOwned>(
     format: u8,

@@ -124,17 +124,26 @@ pub(crate) struct StoredHash {
 /// hash with both (an earlier version's instance wrote attributes into a packed hash during a
 /// rolling upgrade) keeps both, the per-field ones winning, and is read as the earlier layout,
 /// so that its next save rewrites it.
-pub(crate) fn parse_hash(fields: Fields) -> Result<StoredHash, UndecodableRecord> {
-    let mut meta_field = None;
+pub(crate) fn parse_hash(mut fields: Fields) -> Result<StoredHash, UndecodableRecord> {
+    let malformed = || UndecodableRecord::new("session metadata is missing or malformed");
+    // The metadata first: it names the packed field, which the other fields are then
+    // compared with in place (no list of candidates, no name built).
+    let at = fields
+        .iter()
+        .position(|(name, _)| name == Meta::FIELD)
+        .ok_or_else(malformed)?;
+    let (_, meta_field) = fields.swap_remove(at);
+    let mut meta = Meta::parse(&meta_field).ok_or_else(malformed)?;
+    let packed_name = meta.attributes.map(attributes_field_bytes);
     let mut principal = None;
     let mut index_score = None;
-    let mut packed = Vec::new();
+    let mut packed = None;
     let mut loose = Vec::new();
     for (name, value) in fields {
-        if name == Meta::FIELD {
-            meta_field = Some(value);
-        } else if name.starts_with(Meta::ATTRIBUTES) {
-            packed.push((name, value));
+        if name.starts_with(Meta::ATTRIBUTES) {
+            if packed_name.is_some_and(|packed_name| name == packed_name) {
+                packed = Some(value);
+            }
         } else if name == Meta::PRINCIPAL {
             principal = Some(
                 String::from_utf8(value)
@@ -150,15 +159,9 @@ pub(crate) fn parse_hash(fields: Fields) -> Result<StoredHash, UndecodableRecord
             loose.push((name, value));
         }
     }
-    let malformed = || UndecodableRecord::new("session metadata is missing or malformed");
-    let meta_field = meta_field.ok_or_else(malformed)?;
-    let mut meta = Meta::parse(&meta_field).ok_or_else(malformed)?;
-    let mut attributes = match meta.attributes {
-        Some(token) => {
-            let name = attributes_field(token);
-            let (_, value) = packed
-                .into_iter()
-                .find(|(field, _)| *field == name)
+    let mut attributes = match packed_name {
+        Some(_) => {
+            let value = packed
                 .ok_or_else(|| UndecodableRecord::new("the packed attributes are missing"))?;
             decode_attributes_shared(&Bytes::from(value))?
         }
@@ -199,10 +202,18 @@ pub(crate) fn parse_hash(fields: Fields) -> Result<StoredHash, UndecodableRecord
 /// The name of the field that holds the attributes packed under `token`: `\1a` and the token
 /// in 16 hex digits. Every write packs under a fresh token (see the `save` module).
 pub(crate) fn attributes_field(token: u64) -> Vec<u8> {
-    let mut name = String::with_capacity(18);
-    name.push_str("\x01a");
-    push_token(&mut name, token);
-    name.into_bytes()
+    attributes_field_bytes(token).to_vec()
+}
+
+/// [`attributes_field`] without an allocation.
+fn attributes_field_bytes(token: u64) -> [u8; 18] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut name = [0; 18];
+    name[..2].copy_from_slice(Meta::ATTRIBUTES);
+    for (at, byte) in name[2..].iter_mut().enumerate() {
+        *byte = HEX[((token >> (60 - 4 * at)) & 0xf) as usize];
+    }
+    name
 }
 
 fn push_token(out: &mut String, token: u64) {
@@ -265,7 +276,16 @@ pub(crate) fn index_score(record: &SessionRecord) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::Meta;
+    use super::{attributes_field, push_token, Meta};
+
+    #[test]
+    fn the_packed_field_name_is_the_token_in_sixteen_hex_digits() {
+        for token in [0, 1, 0x00ab_cdef_0123_4567, u64::MAX] {
+            let mut expected = String::from("\x01a");
+            push_token(&mut expected, token);
+            assert_eq!(attributes_field(token), expected.into_bytes());
+        }
+    }
 
     #[test]
     fn metadata_field_round_trips_and_refuses_malformed_text() {

@@ -207,12 +207,11 @@ pub(crate) fn attributes_field(token: u64) -> Vec<u8> {
 
 /// [`attributes_field`] without an allocation.
 fn attributes_field_bytes(token: u64) -> [u8; 18] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut name = [0; 18];
     name[..2].copy_from_slice(Meta::ATTRIBUTES);
-    for (at, byte) in name[2..].iter_mut().enumerate() {
-        *byte = HEX[((token >> (60 - 4 * at)) & 0xf) as usize];
-    }
+    // Eight bytes always fill the sixteen digits: it cannot fail.
+    let encoded = hex::encode_to_slice(token.to_be_bytes(), &mut name[2..]);
+    debug_assert!(encoded.is_ok());
     name
 }
 

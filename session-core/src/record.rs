@@ -193,28 +193,23 @@ impl SessionRecord {
 
     /// Parses bytes written by [`SessionRecord::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, UndecodableRecord> {
-        if bytes.first() == Some(&RECORD_FORMAT_V1) {
-            if let Some(record) =
-                wire::record(bytes, 1, &|range| Bytes::copy_from_slice(&bytes[range]))
-            {
-                return Ok(record);
-            }
-        }
-        decode_versioned(RECORD_FORMAT_V1, bytes, "record")
+        wire::record(bytes, &|range| Bytes::copy_from_slice(&bytes[range]))
+            .map_or_else(|| decode_versioned(RECORD_FORMAT_V1, bytes, "record"), Ok)
     }
 
     /// [`SessionRecord::decode`] of a buffer the record may keep: attribute values become
     /// slices of `bytes` instead of copies, which saves a store that owns what it read an
     /// allocation and a copy per attribute.
     pub fn decode_shared(bytes: &Bytes) -> Result<Self, UndecodableRecord> {
-        if bytes.first() == Some(&RECORD_FORMAT_V1) {
-            if let Some(record) = wire::record(bytes, 1, &|range| bytes.slice(range)) {
-                return Ok(record);
-            }
-        }
-        decode_sharing(bytes, |bytes| {
-            decode_versioned(RECORD_FORMAT_V1, bytes, "record")
-        })
+        wire::record(bytes, &|range| bytes.slice(range)).map_or_else(
+            // Serde's path alone: the reader has declined these bytes already.
+            || {
+                decode_sharing(bytes, |bytes| {
+                    decode_versioned(RECORD_FORMAT_V1, bytes, "record")
+                })
+            },
+            Ok,
+        )
     }
 }
 
@@ -227,27 +222,23 @@ pub fn encode_attributes(attributes: &Attributes) -> Result<Vec<u8>> {
 
 /// Parses bytes written by [`encode_attributes`].
 pub fn decode_attributes(bytes: &[u8]) -> Result<Attributes, UndecodableRecord> {
-    if bytes.first() == Some(&ATTRIBUTES_FORMAT_V1) {
-        if let Some(attributes) =
-            wire::attributes(bytes, 1, &|range| Bytes::copy_from_slice(&bytes[range]))
-        {
-            return Ok(attributes);
-        }
-    }
-    decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes")
+    wire::attributes(bytes, &|range| Bytes::copy_from_slice(&bytes[range])).map_or_else(
+        || decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes"),
+        Ok,
+    )
 }
 
 /// [`decode_attributes`] whose values are slices of `bytes` (see
 /// [`SessionRecord::decode_shared`]).
 pub fn decode_attributes_shared(bytes: &Bytes) -> Result<Attributes, UndecodableRecord> {
-    if bytes.first() == Some(&ATTRIBUTES_FORMAT_V1) {
-        if let Some(attributes) = wire::attributes(bytes, 1, &|range| bytes.slice(range)) {
-            return Ok(attributes);
-        }
-    }
-    decode_sharing(bytes, |bytes| {
-        decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes")
-    })
+    wire::attributes(bytes, &|range| bytes.slice(range)).map_or_else(
+        || {
+            decode_sharing(bytes, |bytes| {
+                decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes")
+            })
+        },
+        Ok,
+    )
 }
 
 /// `format` byte, then the MessagePack `write` appends (the `wire` module's writers, which

@@ -20,19 +20,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::attributes::{attribute_size, intern, Attributes, INTERNED_NAME_BYTES};
-use crate::record::SessionRecord;
+use crate::record::{SessionRecord, ATTRIBUTES_FORMAT_V1, RECORD_FORMAT_V1};
 
-/// Reads a record body (after its format byte) at `body_start` of `source`; values come from
-/// `value(range of source)`.
+/// Reads `source` as [`SessionRecord::encode`] wrote it (its format byte, then the record);
+/// values come from `value(range of source)`.
 pub(crate) fn record(
     source: &[u8],
-    body_start: usize,
     value: &dyn Fn(Range<usize>) -> Bytes,
 ) -> Option<SessionRecord> {
-    let mut reader = Reader {
-        bytes: source,
-        at: body_start,
-    };
+    let mut reader = Reader::after_format(source, RECORD_FORMAT_V1)?;
     if reader.array_len()? != 7 {
         return None;
     }
@@ -53,17 +49,13 @@ pub(crate) fn record(
     })
 }
 
-/// Reads an attribute map at `body_start` of `source` (see [`record`]).
+/// Reads `source` as [`encode_attributes`](crate::raw::encode_attributes) wrote it (see
+/// [`record`]).
 pub(crate) fn attributes(
     source: &[u8],
-    body_start: usize,
     value: &dyn Fn(Range<usize>) -> Bytes,
 ) -> Option<Attributes> {
-    Reader {
-        bytes: source,
-        at: body_start,
-    }
-    .attributes(value)
+    Reader::after_format(source, ATTRIBUTES_FORMAT_V1)?.attributes(value)
 }
 
 struct Reader<'a> {
@@ -72,6 +64,14 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader past `source`'s first byte, if that is `format`.
+    fn after_format(source: &'a [u8], format: u8) -> Option<Self> {
+        (source.first() == Some(&format)).then_some(Reader {
+            bytes: source,
+            at: 1,
+        })
+    }
+
     fn byte(&mut self) -> Option<u8> {
         let byte = *self.bytes.get(self.at)?;
         self.at += 1;
@@ -366,15 +366,15 @@ mod tests {
     fn reads_every_record_the_encoder_writes_as_serde_does() {
         for record in records() {
             let bytes = record.encode().unwrap();
-            let copied = super::record(&bytes, 1, &|r| Bytes::copy_from_slice(&bytes[r]));
+            let copied = super::record(&bytes, &|r| Bytes::copy_from_slice(&bytes[r]));
             assert_eq!(copied.as_ref(), Some(&record));
             let shared = Bytes::from(bytes.clone());
             assert_eq!(
-                super::record(&shared, 1, &|r| shared.slice(r)),
+                super::record(&shared, &|r| shared.slice(r)),
                 Some(record.clone())
             );
             let map = crate::record::encode_attributes(&record.attributes).unwrap();
-            let read = super::attributes(&map, 1, &|r| Bytes::copy_from_slice(&map[r]));
+            let read = super::attributes(&map, &|r| Bytes::copy_from_slice(&map[r]));
             assert_eq!(read.as_ref(), Some(&record.attributes));
             assert_eq!(read.unwrap().size(), record.attributes.size());
         }
@@ -434,7 +434,7 @@ mod tests {
             crate::record::encode_attributes(&attributes).unwrap()
         };
         let read = |bytes: &[u8]| {
-            super::attributes(bytes, 1, &|r| Bytes::copy_from_slice(&bytes[r])).unwrap()
+            super::attributes(bytes, &|r| Bytes::copy_from_slice(&bytes[r])).unwrap()
         };
         let (first, other) = (map(&["a", "b", "c"]), map(&["a", "bb", "c"]));
         let one = read(&first);
@@ -454,7 +454,7 @@ mod tests {
         let mut broken = first.clone();
         let at = 1 + broken.windows(2).position(|w| w == [0xa1, b'b']).unwrap();
         broken[at] = 0xff;
-        assert!(super::attributes(&broken, 1, &|r| Bytes::copy_from_slice(&broken[r])).is_none());
+        assert!(super::attributes(&broken, &|r| Bytes::copy_from_slice(&broken[r])).is_none());
         assert!(crate::record::decode_attributes(&broken).is_err());
     }
 
@@ -481,7 +481,7 @@ mod tests {
                         bytes[at] ^= 1 << random.below(8);
                     }
                 }
-                let fast = super::record(&bytes, 1, &|r| Bytes::copy_from_slice(&bytes[r]));
+                let fast = super::record(&bytes, &|r| Bytes::copy_from_slice(&bytes[r]));
                 if let Some(fast) = fast {
                     accepted += 1;
                     let serde = bytes

@@ -188,11 +188,16 @@ impl MemcachedStore {
     }
 
     async fn fetch(&self, key: &SessionKey) -> Result<Stored> {
-        let mut connection = self.server(key).connection().await?;
-        let item = connection
-            .meta_get(self.item_key(key), false, None, Some(&["v", "c"]))
-            .await
-            .map_err(map)?;
+        let item_key = self.item_key(key);
+        // The connection goes back to the pool as soon as the reply is in: with more tasks
+        // than connections, one held through the decode makes the others wait for it.
+        let item = {
+            let mut connection = self.server(key).connection().await?;
+            connection
+                .meta_get(item_key, false, None, Some(&["v", "c"]))
+                .await
+                .map_err(map)?
+        };
         let Some(item) = item else {
             return Ok(Stored::Absent);
         };

@@ -16,7 +16,9 @@
 //! Why a bound and not the deadline: every save moves the deadline, and a save that changes an
 //! indexed column writes every index of the row (PostgreSQL cannot make it a HOT update) or
 //! at least the changed secondary index (InnoDB). With the bound, consecutive saves of a
-//! session mostly store the same `expires_at` and leave every index as it was. Rows written by
+//! session mostly store the same `expires_at` and leave every index as it was (on PostgreSQL
+//! also because the table keeps room on each page for a row's next version: fillfactor 80,
+//! migration 2). Rows written by
 //! an earlier version hold the exact deadline, which is a valid bound; an earlier version
 //! reading rows written by this one (a mixed fleet during a rollout) filters on `expires_at`
 //! and so sees a session up to one step past its deadline.

@@ -37,9 +37,10 @@ impl RawDriver for MokaRaw {
     }
 }
 
-/// One SELECT and one UPDATE of a bytes row, on the store's own pool: the limit a SQL store
-/// can approach.
+/// One SELECT and one UPDATE of a bytes row, on the connections the store's own find and
+/// save use: the limit a SQL store can approach.
 pub struct SqlRaw {
+    store: session_sql::SqlStore,
     pool: sqlx::AnyPool,
     select: String,
     update: String,
@@ -71,6 +72,7 @@ impl SqlRaw {
             }
         };
         Ok(SqlRaw {
+            store: store.clone(),
             pool: store.pool().clone(),
             select: format!("SELECT v FROM {table} WHERE k = {}", p(1)),
             update: format!("UPDATE {table} SET v = {} WHERE k = {}", p(1), p(2)),
@@ -83,24 +85,44 @@ impl SqlRaw {
 impl RawDriver for SqlRaw {
     async fn get(&self, key: &SessionKey) -> Result<Option<Arc<Vec<u8>>>> {
         use sqlx::Row;
-        let row = sqlx::query(&self.select)
-            .bind(key.as_bytes().to_vec())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(session_core::Error::backend)?;
+        let query = sqlx::query(&self.select).bind(key.as_bytes().to_vec());
+        let row = match self.store.lane_connection().await? {
+            Some(mut connection) => {
+                let row = query
+                    .fetch_optional(&mut *connection)
+                    .await
+                    .map_err(session_core::Error::backend);
+                connection.settle(row)
+            }
+            None => query
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(session_core::Error::backend),
+        }?;
         row.map(|row| row.try_get::<Vec<u8>, _>(0).map(Arc::new))
             .transpose()
             .map_err(session_core::Error::backend)
     }
 
     async fn put(&self, key: &SessionKey, bytes: Vec<u8>) -> Result<()> {
-        let updated = sqlx::query(&self.update)
+        let query = sqlx::query(&self.update)
             .bind(bytes.clone())
-            .bind(key.as_bytes().to_vec())
-            .execute(&self.pool)
-            .await
-            .map_err(session_core::Error::backend)?;
+            .bind(key.as_bytes().to_vec());
+        let updated = match self.store.lane_connection().await? {
+            Some(mut connection) => {
+                let updated = query
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(session_core::Error::backend);
+                connection.settle(updated)
+            }
+            None => query
+                .execute(&self.pool)
+                .await
+                .map_err(session_core::Error::backend),
+        }?;
         if updated.rows_affected() == 0 {
+            // Only while the bench fills the table.
             sqlx::query(&self.insert)
                 .bind(key.as_bytes().to_vec())
                 .bind(bytes)

@@ -22,6 +22,7 @@
 mod config;
 mod dialect;
 mod error;
+mod lane;
 mod purge;
 mod row;
 mod save;
@@ -32,5 +33,6 @@ mod testing;
 
 pub use config::Config;
 pub use dialect::Dialect;
+pub use lane::LaneConnection;
 pub use sqlx;
 pub use store::SqlStore;

@@ -15,6 +15,7 @@ use sqlx::Row;
 
 use crate::dialect::Dialect;
 use crate::error::map;
+use crate::lane::on_lane;
 use crate::row::{bind_record, ms, record_from_row, unsigned};
 use crate::store::SqlStore;
 
@@ -76,12 +77,11 @@ impl SqlStore {
 
     /// The live stored version of `key`, if any.
     pub(crate) async fn live_version(&self, key: &SessionKey, now: u64) -> Result<Option<u64>> {
-        let row = sqlx::query(&self.inner.sql.exists)
+        let query = sqlx::query(&self.inner.sql.exists)
             .bind(key.as_bytes().to_vec())
-            .bind(ms(now))
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(map)?;
+            .bind(ms(now));
+        let row =
+            on_lane!(self.inner, executor => query.fetch_optional(executor).await.map_err(map))?;
         row.map(|row| row.try_get::<i64, _>(0).map(unsigned))
             .transpose()
             .map_err(map)
@@ -94,9 +94,9 @@ impl SqlStore {
         let mut fast = session.snapshot(now)?;
         fast.version += 1;
         let turn = self.inner.write_turn().await;
-        let written = self
-            .compare_and_set(&self.inner.pool, &key, &fast, session.version(), now)
-            .await?;
+        let written = on_lane!(self.inner, executor => self
+            .compare_and_set(executor, &key, &fast, session.version(), now)
+            .await)?;
         drop(turn);
         if written {
             drop(delta);
@@ -119,14 +119,14 @@ impl SqlStore {
         for _ in 0..attempts {
             // On SQLite the turn spans read and write, so only another process can get between.
             let _turn = self.inner.write_turn().await;
-            let mut record = self
-                .read_for_merge(&self.inner.pool, &self.inner.sql.find_for_merge, &key)
-                .await?;
+            let mut record = on_lane!(self.inner, executor => self
+                .read_for_merge(executor, &self.inner.sql.find_for_merge, &key)
+                .await)?;
             let read_version = record.version;
             record.apply(&delta, now, &self.settings.limits)?;
-            if self
-                .compare_and_set(&self.inner.pool, &key, &record, read_version, now)
-                .await?
+            if on_lane!(self.inner, executor => self
+                .compare_and_set(executor, &key, &record, read_version, now)
+                .await)?
             {
                 let version = record.version;
                 drop(delta);

@@ -42,6 +42,7 @@ use sqlx::{AnyPool, Connection, Executor, Row};
 use crate::config::Config;
 use crate::dialect::{Dialect, Statements};
 use crate::error::{is_unique_violation, map, retry_deadlocks};
+use crate::lane::{on_lane, Lane, LaneConnection};
 use crate::purge::{purge, purge_periodically};
 use crate::row::{bind_record, ms, record_from_row, unsigned};
 use crate::schema::migrate;
@@ -54,6 +55,8 @@ pub(crate) struct Inner {
     /// Timeout and store name of every operation.
     pub(crate) runner: Runner,
     pub(crate) pool: AnyPool,
+    /// The connections of find and save on PostgreSQL and MySQL (see the `lane` module).
+    pub(crate) lane: Option<Lane>,
     pub(crate) dialect: Dialect,
     pub(crate) sql: Statements,
     pub(crate) config: Config,
@@ -166,8 +169,18 @@ impl SqlStore {
             }
             Dialect::Postgres | Dialect::Sqlite => true,
         };
+        let lane = match dialect {
+            Dialect::Sqlite => None,
+            Dialect::Postgres | Dialect::MySql => Some(Lane::new(
+                &url,
+                usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+                config.timeout.mul_f64(0.9),
+                PING_IDLE_AFTER,
+            )?),
+        };
         let inner = Arc::new(Inner {
             runner,
+            lane,
             sql: Statements::new(dialect, &config.table, returning),
             events: EventBus::default(),
             pool,
@@ -196,9 +209,20 @@ impl SqlStore {
         }
     }
 
-    /// The connection pool (for tooling, benchmarks and tests).
+    /// The connection pool (for tooling, benchmarks and tests). Transactions, the purge and
+    /// migrations run on it; on SQLite every statement does.
     pub fn pool(&self) -> &AnyPool {
         &self.inner.pool
+    }
+
+    /// A connection of the pool that runs find and save on PostgreSQL and MySQL, for
+    /// benchmarks that compare a plain loop with the store on the same connections; `None` on
+    /// SQLite, which has none (see [`LaneConnection`]).
+    pub async fn lane_connection(&self) -> Result<Option<LaneConnection>> {
+        match &self.inner.lane {
+            Some(lane) => Ok(Some(lane.get().await?)),
+            None => Ok(None),
+        }
     }
 
     /// The database dialect.
@@ -398,12 +422,10 @@ impl SessionRepository for SqlStore {
         let now = now_millis();
         let row = self
             .run(Operation::Find, async {
-                sqlx::query(&self.inner.sql.find)
+                let query = sqlx::query(&self.inner.sql.find)
                     .bind(key.as_bytes().to_vec())
-                    .bind(ms(now))
-                    .fetch_optional(&self.inner.pool)
-                    .await
-                    .map_err(map)
+                    .bind(ms(now));
+                on_lane!(self.inner, executor => query.fetch_optional(executor).await.map_err(map))
             })
             .await?;
         let Some(row) = row else {

@@ -20,7 +20,9 @@ pub struct Config {
     /// Name of the sessions table; the migrations table is `<table>_migrations`. ASCII letters,
     /// digits and `_`, starting with a letter or `_`, at most 48 characters.
     pub table: String,
-    /// Pool size.
+    /// Pool size: of the pool that runs find and save on PostgreSQL and MySQL, and of sqlx's
+    /// pool beside it, which runs transactions, the purge and migrations (and everything on
+    /// SQLite) and mostly sits idle.
     pub max_connections: u32,
     /// Bound on every operation, connection acquisition included.
     pub timeout: Duration,

@@ -85,42 +85,27 @@ impl SqlRaw {
 impl RawDriver for SqlRaw {
     async fn get(&self, key: &SessionKey) -> Result<Option<Arc<Vec<u8>>>> {
         use sqlx::Row;
-        let query = sqlx::query(&self.select).bind(key.as_bytes().to_vec());
-        let row = match self.store.lane_connection().await? {
-            Some(mut connection) => {
-                let row = query
-                    .fetch_optional(&mut *connection)
-                    .await
-                    .map_err(session_core::Error::backend);
-                connection.settle(row)
-            }
-            None => query
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(session_core::Error::backend),
-        }?;
+        let mut connection = self.store.statement_connection().await?;
+        let row = sqlx::query(&self.select)
+            .bind(key.as_bytes().to_vec())
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(session_core::Error::backend);
+        let row = connection.settle(row)?;
         row.map(|row| row.try_get::<Vec<u8>, _>(0).map(Arc::new))
             .transpose()
             .map_err(session_core::Error::backend)
     }
 
     async fn put(&self, key: &SessionKey, bytes: Vec<u8>) -> Result<()> {
-        let query = sqlx::query(&self.update)
+        let mut connection = self.store.statement_connection().await?;
+        let updated = sqlx::query(&self.update)
             .bind(bytes.clone())
-            .bind(key.as_bytes().to_vec());
-        let updated = match self.store.lane_connection().await? {
-            Some(mut connection) => {
-                let updated = query
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(session_core::Error::backend);
-                connection.settle(updated)
-            }
-            None => query
-                .execute(&self.pool)
-                .await
-                .map_err(session_core::Error::backend),
-        }?;
+            .bind(key.as_bytes().to_vec())
+            .execute(&mut *connection)
+            .await
+            .map_err(session_core::Error::backend);
+        let updated = connection.settle(updated)?;
         if updated.rows_affected() == 0 {
             // Only while the bench fills the table.
             sqlx::query(&self.insert)

@@ -19,33 +19,13 @@
 //! database would differ between two pools.
 
 use std::ops::{Deref, DerefMut};
-
-/// Evaluates `$body` with `$executor` bound to a lane connection (handed back by what the
-/// body returns, a `Result`), or to sqlx's pool where the store has no lane (SQLite).
-macro_rules! on_lane {
-    ($inner:expr, $executor:ident => $body:expr) => {
-        match &$inner.lane {
-            Some(lane) => {
-                let mut connection = lane.get().await?;
-                let $executor = &mut *connection;
-                let result = $body;
-                connection.settle(result)
-            }
-            None => {
-                let $executor = &$inner.pool;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use on_lane;
 use std::time::Duration;
 
 use deadpool::managed::{Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
 use session_core::{Error, Result};
 use sqlx::any::AnyConnectOptions;
-use sqlx::AnyConnection;
-use sqlx::Connection;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection};
 
 use crate::error::map;
 
@@ -63,7 +43,7 @@ impl std::fmt::Debug for Connector {
 }
 
 /// A connection of the lane, and whether a statement on it has not settled (see
-/// [`LaneConnection::settle`]).
+/// [`StatementConnection::settle`]).
 pub(crate) struct Pooled {
     connection: AnyConnection,
     unsettled: bool,
@@ -131,47 +111,77 @@ impl Lane {
         Ok(Lane { pool })
     }
 
-    /// A connection, to be handed back with [`LaneConnection::settle`].
-    pub(crate) async fn get(&self) -> Result<LaneConnection> {
+    /// A connection, to be handed back with [`StatementConnection::settle`].
+    pub(crate) async fn get(&self) -> Result<StatementConnection> {
         let mut object = self.pool.get().await.map_err(|error| match error {
             PoolError::Backend(error) => map(error),
             other => Error::unavailable(format!("database connection pool: {other}")),
         })?;
         object.unsettled = true;
-        Ok(LaneConnection(object))
+        Ok(StatementConnection(Held::Lane(object)))
     }
 }
 
-/// A connection of the store's statement lane (see [`SqlStore::lane_connection`](crate::SqlStore::lane_connection)): it
-/// dereferences to sqlx's connection, an executor. Dropped without [`LaneConnection::settle`] (its statement was
-/// cancelled, or failed on the connection) it is closed at its next checkout, not reused.
-pub struct LaneConnection(Object<Connector>);
+/// A connection of `lane`, or of `pool` where the store has no lane (SQLite).
+pub(crate) async fn statement_connection(
+    lane: Option<&Lane>,
+    pool: &AnyPool,
+) -> Result<StatementConnection> {
+    match lane {
+        Some(lane) => lane.get().await,
+        None => Ok(StatementConnection(Held::Pool(
+            pool.acquire().await.map_err(map)?,
+        ))),
+    }
+}
 
-impl std::fmt::Debug for LaneConnection {
+/// A connection for a statement of find or save (see
+/// [`SqlStore::statement_connection`](crate::SqlStore::statement_connection)): it dereferences
+/// to sqlx's connection, an executor. A connection of the lane dropped without
+/// [`StatementConnection::settle`] (its statement was cancelled, or failed on the connection)
+/// is closed at its next checkout, not reused; one of sqlx's pool (SQLite) is pinged on its
+/// way back, as sqlx does.
+pub struct StatementConnection(Held);
+
+enum Held {
+    Lane(Object<Connector>),
+    Pool(PoolConnection<Any>),
+}
+
+impl std::fmt::Debug for StatementConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LaneConnection").finish_non_exhaustive()
+        f.debug_struct("StatementConnection")
+            .finish_non_exhaustive()
     }
 }
 
-impl LaneConnection {
+impl StatementConnection {
     /// Hands the connection back fit for the next statement if `result` says so: success, or
     /// an error of the statement itself; not after a transient (connection) error.
     pub fn settle<T>(mut self, result: Result<T>) -> Result<T> {
-        self.0.unsettled = result.as_ref().is_err_and(Error::is_retryable);
+        if let Held::Lane(object) = &mut self.0 {
+            object.unsettled = result.as_ref().is_err_and(Error::is_retryable);
+        }
         result
     }
 }
 
-impl Deref for LaneConnection {
+impl Deref for StatementConnection {
     type Target = AnyConnection;
 
     fn deref(&self) -> &AnyConnection {
-        &self.0.connection
+        match &self.0 {
+            Held::Lane(object) => &object.connection,
+            Held::Pool(connection) => connection,
+        }
     }
 }
 
-impl DerefMut for LaneConnection {
+impl DerefMut for StatementConnection {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.0.connection
+        match &mut self.0 {
+            Held::Lane(object) => &mut object.connection,
+            Held::Pool(connection) => connection,
+        }
     }
 }

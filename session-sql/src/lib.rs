@@ -33,6 +33,6 @@ mod testing;
 
 pub use config::Config;
 pub use dialect::Dialect;
-pub use lane::LaneConnection;
+pub use lane::StatementConnection;
 pub use sqlx;
 pub use store::SqlStore;

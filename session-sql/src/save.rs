@@ -15,7 +15,6 @@ use sqlx::Row;
 
 use crate::dialect::Dialect;
 use crate::error::map;
-use crate::lane::on_lane;
 use crate::row::{bind_record, ms, record_from_row, unsigned};
 use crate::store::SqlStore;
 
@@ -80,8 +79,9 @@ impl SqlStore {
         let query = sqlx::query(&self.inner.sql.exists)
             .bind(key.as_bytes().to_vec())
             .bind(ms(now));
-        let row =
-            on_lane!(self.inner, executor => query.fetch_optional(executor).await.map_err(map))?;
+        let mut connection = self.statement_connection().await?;
+        let row = query.fetch_optional(&mut *connection).await.map_err(map);
+        let row = connection.settle(row)?;
         row.map(|row| row.try_get::<i64, _>(0).map(unsigned))
             .transpose()
             .map_err(map)
@@ -94,9 +94,11 @@ impl SqlStore {
         let mut fast = session.snapshot(now)?;
         fast.version += 1;
         let turn = self.inner.write_turn().await;
-        let written = on_lane!(self.inner, executor => self
-            .compare_and_set(executor, &key, &fast, session.version(), now)
-            .await)?;
+        let mut connection = self.statement_connection().await?;
+        let written = self
+            .compare_and_set(&mut *connection, &key, &fast, session.version(), now)
+            .await;
+        let written = connection.settle(written)?;
         drop(turn);
         if written {
             drop(delta);
@@ -119,15 +121,18 @@ impl SqlStore {
         for _ in 0..attempts {
             // On SQLite the turn spans read and write, so only another process can get between.
             let _turn = self.inner.write_turn().await;
-            let mut record = on_lane!(self.inner, executor => self
-                .read_for_merge(executor, &self.inner.sql.find_for_merge, &key)
-                .await)?;
+            let mut connection = self.statement_connection().await?;
+            let read = self
+                .read_for_merge(&mut *connection, &self.inner.sql.find_for_merge, &key)
+                .await;
+            let mut record = connection.settle(read)?;
             let read_version = record.version;
             record.apply(&delta, now, &self.settings.limits)?;
-            if on_lane!(self.inner, executor => self
-                .compare_and_set(executor, &key, &record, read_version, now)
-                .await)?
-            {
+            let mut connection = self.statement_connection().await?;
+            let written = self
+                .compare_and_set(&mut *connection, &key, &record, read_version, now)
+                .await;
+            if connection.settle(written)? {
                 let version = record.version;
                 drop(delta);
                 session.mark_persisted(version, now);

@@ -42,7 +42,7 @@ use sqlx::{AnyPool, Connection, Executor, Row};
 use crate::config::Config;
 use crate::dialect::{Dialect, Statements};
 use crate::error::{is_unique_violation, map, retry_deadlocks};
-use crate::lane::{on_lane, Lane, LaneConnection};
+use crate::lane::{statement_connection, Lane, StatementConnection};
 use crate::purge::{purge, purge_periodically};
 use crate::row::{bind_record, ms, record_from_row, unsigned};
 use crate::schema::migrate;
@@ -215,14 +215,11 @@ impl SqlStore {
         &self.inner.pool
     }
 
-    /// A connection of the pool that runs find and save on PostgreSQL and MySQL, for
-    /// benchmarks that compare a plain loop with the store on the same connections; `None` on
-    /// SQLite, which has none (see [`LaneConnection`]).
-    pub async fn lane_connection(&self) -> Result<Option<LaneConnection>> {
-        match &self.inner.lane {
-            Some(lane) => Ok(Some(lane.get().await?)),
-            None => Ok(None),
-        }
+    /// A connection of the kind find and save run their statements on: of the store's own
+    /// pool on PostgreSQL and MySQL, of sqlx's on SQLite (see [`StatementConnection`]). For
+    /// benchmarks that compare a plain loop with the store on the same connections.
+    pub async fn statement_connection(&self) -> Result<StatementConnection> {
+        statement_connection(self.inner.lane.as_ref(), &self.inner.pool).await
     }
 
     /// The database dialect.
@@ -425,7 +422,9 @@ impl SessionRepository for SqlStore {
                 let query = sqlx::query(&self.inner.sql.find)
                     .bind(key.as_bytes().to_vec())
                     .bind(ms(now));
-                on_lane!(self.inner, executor => query.fetch_optional(executor).await.map_err(map))
+                let mut connection = self.statement_connection().await?;
+                let row = query.fetch_optional(&mut *connection).await.map_err(map);
+                connection.settle(row)
             })
             .await?;
         let Some(row) = row else {

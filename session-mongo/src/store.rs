@@ -32,7 +32,7 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
 use session_core::raw::time::now_millis;
 use session_core::raw::{
-    backoff, check_principal_query, report_undecodable, rotate_id, Creation, Lookup, Runner,
+    backoff, check_principal_query, report_undecodable, rotate_id, Creation, Lookup, Run, Runner,
     SessionDelta, SessionInternals, SessionRecord, WriterTurns,
 };
 use session_core::{
@@ -221,12 +221,13 @@ impl MongoStore {
         self.inner.max_document_size
     }
 
-    pub(crate) async fn run<T>(
-        &self,
-        operation: Operation,
-        future: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.inner.runner.run(operation, future).await
+    /// `future` under the store's timeout (see [`Runner::run`]; a plain function, so that the
+    /// operation's future is not kept twice in an `async fn`'s state).
+    pub(crate) fn run<F, T>(&self, operation: Operation, future: F) -> Run<F>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        self.inner.runner.run(operation, future)
     }
 
     /// The live document of `key` at `now`, decoded.

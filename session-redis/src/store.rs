@@ -27,7 +27,7 @@ use redis::{Cmd, Value};
 use session_core::raw::time::now_millis;
 use session_core::raw::{
     delete_principal, list_principal, random_u64, report_undecodable, rotate_id, Creation,
-    EventBus, Lookup, Rotated, Rotation, Runner, SessionInternals, SessionRecord, WriterTurns,
+    EventBus, Lookup, Rotated, Rotation, Run, Runner, SessionInternals, SessionRecord, WriterTurns,
 };
 use session_core::{
     async_trait, Capabilities, Error, EventSubscription, Operation, Result, Session, SessionEvent,
@@ -150,12 +150,13 @@ impl RedisStore {
         self.inner.connection.clone()
     }
 
-    async fn run<T>(
-        &self,
-        operation: Operation,
-        future: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.inner.runner.run(operation, future).await
+    /// `future` under the store's timeout (see [`Runner::run`]; a plain function, so that the
+    /// operation's future is not kept twice in an `async fn`'s state).
+    fn run<F, T>(&self, operation: Operation, future: F) -> Run<F>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        self.inner.runner.run(operation, future)
     }
 
     /// Loads the live record of `key`.

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use session_core::raw::time::{now_millis, system_time};
 use session_core::raw::{
     check_principal_query, decode_attributes, encode_attributes, redact_url, report_undecodable,
-    rotate_id, Creation, EventBus, Rotation, Runner, SessionInternals, SessionRecord,
+    rotate_id, Creation, EventBus, Rotation, Run, Runner, SessionInternals, SessionRecord,
 };
 use session_core::{
     async_trait, Capabilities, Error, EventSubscription, Operation, Result, Session, SessionId,
@@ -238,12 +238,13 @@ impl SqlStore {
         purge(&self.inner).await
     }
 
-    pub(crate) async fn run<T>(
-        &self,
-        operation: Operation,
-        future: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.inner.runner.run(operation, future).await
+    /// `future` under the store's timeout (see [`Runner::run`]; a plain function, so that the
+    /// operation's future is not kept twice in an `async fn`'s state).
+    pub(crate) fn run<F, T>(&self, operation: Operation, future: F) -> Run<F>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        self.inner.runner.run(operation, future)
     }
 
     /// Inserts a new row; `Ok(false)` if the key is taken.

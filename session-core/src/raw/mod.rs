@@ -114,7 +114,7 @@ pub use principal::{
     check_principal_query, delete_principal, list_principal, Lookup, PrincipalIndexIo,
 };
 pub use rotate::{rotate_id, Rotated, Rotation, ROTATE_ATTEMPTS};
-pub use runner::{backoff, Runner};
+pub use runner::{backoff, Run, Runner};
 pub use turns::WriterTurns;
 pub use url::{parse_flag, redact_url, scheme_of, Scheme, StoreUrl, SCHEMES};
 

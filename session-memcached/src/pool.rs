@@ -1,10 +1,11 @@
 //! A small pool of connections per server (deadpool over async-memcached's single-connection
 //! client): a connection that an interrupted operation left closed is dropped, not reused.
 
-use std::time::Duration;
+use std::future::Future;
 
 use async_memcached::{Client, Error as ClientError};
 use deadpool::managed::{Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
+use futures_util::TryFutureExt;
 use session_core::{Error, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -22,7 +23,9 @@ impl deadpool::managed::Manager for Connector {
     type Error = ClientError;
 
     async fn create(&self) -> Result<Client, ClientError> {
-        Client::new(format!("tcp://{}", self.address)).await
+        // Boxed: the pool's checkout future embeds this one (twice, under deadpool's timeout),
+        // and every checkout allocates and moves that future whole, though connecting is rare.
+        Box::pin(Client::new(format!("tcp://{}", self.address))).await
     }
 
     async fn recycle(&self, client: &mut Client, _: &Metrics) -> RecycleResult<ClientError> {
@@ -49,15 +52,16 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    pub(crate) fn new(address: &str, size: usize, timeout: Duration) -> Result<Self> {
+    /// No timeouts of the pool's own: every checkout happens inside a store operation, which
+    /// the store's `Runner` bounds as a whole (waiting for a connection, connecting, the
+    /// command). A second timer per checkout — armed whenever the tasks outnumber the
+    /// connections — cost as much client time as decoding a small session.
+    pub(crate) fn new(address: &str, size: usize) -> Result<Self> {
         let pool = Pool::builder(Connector {
             address: address.to_owned(),
         })
         .max_size(size)
         .runtime(deadpool::Runtime::Tokio1)
-        .wait_timeout(Some(timeout))
-        .create_timeout(Some(timeout))
-        .recycle_timeout(Some(timeout))
         .build()
         .map_err(|error| Error::Config(format!("memcached pool for {address}: {error}")))?;
         Ok(Server {
@@ -66,9 +70,11 @@ impl Server {
         })
     }
 
-    /// A connection; a server that cannot be reached is `Unavailable` naming it.
-    pub(crate) async fn connection(&self) -> Result<Object<Connector>> {
-        self.pool.get().await.map_err(|error| match error {
+    /// A connection; a server that cannot be reached is `Unavailable` naming it. Not an
+    /// `async fn`: one would hold the pool's checkout future (a kilobyte) in its own state
+    /// and copy it there on every call.
+    pub(crate) fn connection(&self) -> impl Future<Output = Result<Object<Connector>>> + '_ {
+        self.pool.get().map_err(|error| match error {
             PoolError::Backend(error) => map(error),
             other => Error::unavailable(format!("memcached {}: {other}", self.address)),
         })

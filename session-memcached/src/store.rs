@@ -34,7 +34,7 @@ use std::sync::Arc;
 use async_memcached::{MetaProtocol, Status};
 use session_core::raw::time::now_millis;
 use session_core::raw::{
-    backoff, random_u64, report_undecodable, rotate_id, Creation, Rotation, Runner,
+    backoff, random_u64, report_undecodable, rotate_id, Creation, Rotation, Run, Runner,
     SessionInternals, SessionRecord, WriterTurns,
 };
 use session_core::{
@@ -122,7 +122,7 @@ impl MemcachedStore {
         let mut servers = Vec::with_capacity(config.servers.len());
         let mut item_size_max = usize::MAX;
         for address in &config.servers {
-            let server = Server::new(address, config.pool_size, config.timeout)?;
+            let server = Server::new(address, config.pool_size)?;
             let limit = runner
                 .run(Operation::Open, server.item_size_max())
                 .await?
@@ -179,12 +179,13 @@ impl MemcachedStore {
         &self.inner.servers[pick(&self.inner.addresses, key.as_bytes())]
     }
 
-    pub(crate) async fn run<T>(
-        &self,
-        operation: Operation,
-        future: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        self.inner.runner.run(operation, future).await
+    /// `future` under the store's timeout (see [`Runner::run`]; a plain function, so that the
+    /// operation's future is not kept twice in an `async fn`'s state).
+    pub(crate) fn run<F, T>(&self, operation: Operation, future: F) -> Run<F>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        self.inner.runner.run(operation, future)
     }
 
     async fn fetch(&self, key: &SessionKey) -> Result<Stored> {

@@ -70,10 +70,12 @@ impl NearCache {
         self.entries.remove(key);
     }
 
-    /// Keeps `cached` for `key` if the key is cached already or was sighted recently (and
-    /// notes this sighting).
+    /// Keeps `cached` for `key` if the key was sighted recently (and notes this sighting).
+    /// Offered are keys just found absent from the cache (a read that missed, a create), so
+    /// the cache is not asked again: where sessions outnumber its room, that second lookup
+    /// was a third of what the cache cost a read it could not help.
     fn offer(&self, key: &SessionKey, cached: impl FnOnce() -> Cached) {
-        if self.entries.contains_key(key) || self.sighted_before(key) {
+        if self.sighted_before(key) {
             self.entries.insert(*key, Arc::new(cached()));
             // Summing the shards' counts takes each shard's lock: not on every insert.
             if self

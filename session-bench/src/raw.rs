@@ -209,7 +209,8 @@ impl deadpool::managed::Manager for MemcachedConnector {
     type Error = async_memcached::Error;
 
     async fn create(&self) -> std::result::Result<Self::Type, Self::Error> {
-        async_memcached::Client::new(format!("tcp://{}", self.0)).await
+        // Boxed like the store's (session-memcached's pool.rs): a smaller checkout future.
+        Box::pin(async_memcached::Client::new(format!("tcp://{}", self.0))).await
     }
 
     async fn recycle(

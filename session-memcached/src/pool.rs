@@ -54,8 +54,8 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// No timeouts of the pool's own: every checkout happens inside a store operation, which
     /// the store's `Runner` bounds as a whole (waiting for a connection, connecting, the
-    /// command). A second timer per checkout — armed whenever the tasks outnumber the
-    /// connections — cost as much client time as decoding a small session.
+    /// command). Pool timeouts would arm a second timer for every checkout that waits, which
+    /// is most of them whenever the tasks outnumber the connections.
     pub(crate) fn new(address: &str, size: usize) -> Result<Self> {
         let pool = Pool::builder(Connector {
             address: address.to_owned(),

@@ -225,36 +225,12 @@ mod tests {
         assert_eq!(decode_value::<String>(&MessagePack, &bytes).unwrap(), long);
 
         let nested = encode_value(&MessagePack, &Nested).unwrap();
-        let inner: serde_bytes_like::Bytes = decode_value(&MessagePack, &nested).unwrap();
-        assert_eq!(
-            decode_value::<Cart>(&MessagePack, &inner.0).unwrap(),
-            cart()
-        );
+        let inner: bytes::Bytes = decode_value(&MessagePack, &nested).unwrap();
+        assert_eq!(decode_value::<Cart>(&MessagePack, &inner).unwrap(), cart());
 
         let huge = vec![7u8; SCRATCH_KEPT * 2];
         assert_eq!(encode_value(&Json, &huge).unwrap()[0], FORMAT_JSON);
         SCRATCH.with(|scratch| assert!(scratch.borrow().capacity() <= SCRATCH_KEPT));
-    }
-
-    mod serde_bytes_like {
-        /// A byte string as MessagePack's `bin`.
-        pub(super) struct Bytes(pub(super) Vec<u8>);
-
-        impl<'de> serde::Deserialize<'de> for Bytes {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct Visit;
-                impl serde::de::Visitor<'_> for Visit {
-                    type Value = Bytes;
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                        f.write_str("bytes")
-                    }
-                    fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes, E> {
-                        Ok(Bytes(v.to_vec()))
-                    }
-                }
-                d.deserialize_bytes(Visit)
-            }
-        }
     }
 
     #[test]

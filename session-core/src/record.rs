@@ -41,9 +41,8 @@ pub struct SessionRecord {
     pub principal: Option<String>,
     /// Incremented by every save; compared by optimistic saves.
     pub version: u64,
-    /// Attribute name → encoded value (format byte first). A copy-on-write list of
-    /// reference-counted names and values, so cloning a record (an in-process store handing
-    /// out a copy) copies no attribute bytes.
+    /// Attribute name → encoded value (format byte first). Cloning a record (an in-process
+    /// store handing out a copy) copies no attribute bytes (see [`Attributes`]).
     pub attributes: Attributes,
 }
 
@@ -53,7 +52,7 @@ pub struct SessionRecord {
 #[non_exhaustive]
 pub struct SessionDelta<'a> {
     /// Attributes to write (name, encoded value).
-    pub upserts: Vec<(&'a str, &'a Bytes)>,
+    pub upserts: Vec<(&'a str, Bytes)>,
     /// Attributes to delete. Disjoint from `upserts`.
     pub removals: Vec<&'a str>,
     /// `Some` when the principal changed (to `Some(name)` or to `None`).
@@ -193,7 +192,7 @@ impl SessionRecord {
 
     /// Parses bytes written by [`SessionRecord::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, UndecodableRecord> {
-        wire::record(bytes, &|range| Bytes::copy_from_slice(&bytes[range]))
+        wire::record(bytes, &|| Bytes::copy_from_slice(bytes))
             .map_or_else(|| decode_versioned(RECORD_FORMAT_V1, bytes, "record"), Ok)
     }
 
@@ -201,7 +200,7 @@ impl SessionRecord {
     /// slices of `bytes` instead of copies, which saves a store that owns what it read an
     /// allocation and a copy per attribute.
     pub fn decode_shared(bytes: &Bytes) -> Result<Self, UndecodableRecord> {
-        wire::record(bytes, &|range| bytes.slice(range)).map_or_else(
+        wire::record(bytes, &|| bytes.clone()).map_or_else(
             // Serde's path alone: the reader has declined these bytes already.
             || {
                 decode_sharing(bytes, |bytes| {
@@ -222,7 +221,7 @@ pub fn encode_attributes(attributes: &Attributes) -> Result<Vec<u8>> {
 
 /// Parses bytes written by [`encode_attributes`].
 pub fn decode_attributes(bytes: &[u8]) -> Result<Attributes, UndecodableRecord> {
-    wire::attributes(bytes, &|range| Bytes::copy_from_slice(&bytes[range])).map_or_else(
+    wire::attributes(bytes, &|| Bytes::copy_from_slice(bytes)).map_or_else(
         || decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes"),
         Ok,
     )
@@ -231,7 +230,7 @@ pub fn decode_attributes(bytes: &[u8]) -> Result<Attributes, UndecodableRecord> 
 /// [`decode_attributes`] whose values are slices of `bytes` (see
 /// [`SessionRecord::decode_shared`]).
 pub fn decode_attributes_shared(bytes: &Bytes) -> Result<Attributes, UndecodableRecord> {
-    wire::attributes(bytes, &|range| bytes.slice(range)).map_or_else(
+    wire::attributes(bytes, &|| bytes.clone()).map_or_else(
         || {
             decode_sharing(bytes, |bytes| {
                 decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes")

@@ -3,31 +3,29 @@
 //!
 //! Every store's read decodes one of them. Through serde each value asked a thread-local for
 //! the buffer it may slice, and each name was UTF-8 checked and hashed to find its shared
-//! copy. This reader walks the bytes once with the buffer in hand, and shares each name with
-//! the one this thread read at the same position of the map before (sessions of one
-//! application carry the same names in the same order), so a name that matches costs one
-//! comparison. Measured with callgrind, decoding a record and an attribute map of 50 × 400 B
-//! took 74,000 instructions through serde and 25,000 here; of 10 × 100 B, 16,000 and 5,900.
+//! copy. This reader walks the bytes once and leaves the attributes where they are: it checks
+//! the map and notes where each value lies (see [`Attributes`]), copying only the names, into
+//! one string. Measured with callgrind, decoding a record and an attribute map of 50 × 400 B
+//! took 74,000 instructions through serde and 25,000 with a reader that still built a handle
+//! per attribute.
 //!
 //! It accepts only what the encoder writes (unsigned integers, `nil` for `None`, `str` names
-//! in strictly increasing order, `bin` values) and answers `None` for anything else, which
+//! in strictly increasing order, `bin` values, each attribute's headers in their shortest
+//! form) and answers `None` for anything else, which
 //! the caller then hands to serde: serde stays the authority on every other input, so the two
 //! paths cannot disagree on what a stored value means (a test feeds both mutated records).
 
 use std::ops::Range;
-use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::attributes::{attribute_size, intern, Attributes, INTERNED_NAME_BYTES};
+use crate::attributes::{attribute_size_of, Attributes, Entry, Packed, Slot};
 use crate::record::{SessionRecord, ATTRIBUTES_FORMAT_V1, RECORD_FORMAT_V1};
 
 /// Reads `source` as [`SessionRecord::encode`] wrote it (its format byte, then the record);
-/// values come from `value(range of source)`.
-pub(crate) fn record(
-    source: &[u8],
-    value: &dyn Fn(Range<usize>) -> Bytes,
-) -> Option<SessionRecord> {
+/// the attributes keep `buffer()`, which holds `source`'s bytes at the same offsets (`source`
+/// itself, shared, or a copy).
+pub(crate) fn record(source: &[u8], buffer: &dyn Fn() -> Bytes) -> Option<SessionRecord> {
     let mut reader = Reader::after_format(source, RECORD_FORMAT_V1)?;
     if reader.array_len()? != 7 {
         return None;
@@ -45,17 +43,14 @@ pub(crate) fn record(
             false => Some(reader.str()?.to_owned()),
         },
         version: reader.uint()?,
-        attributes: reader.attributes(value)?,
+        attributes: reader.attributes(buffer)?,
     })
 }
 
 /// Reads `source` as [`encode_attributes`](crate::raw::encode_attributes) wrote it (see
 /// [`record`]).
-pub(crate) fn attributes(
-    source: &[u8],
-    value: &dyn Fn(Range<usize>) -> Bytes,
-) -> Option<Attributes> {
-    Reader::after_format(source, ATTRIBUTES_FORMAT_V1)?.attributes(value)
+pub(crate) fn attributes(source: &[u8], buffer: &dyn Fn() -> Bytes) -> Option<Attributes> {
+    Reader::after_format(source, ATTRIBUTES_FORMAT_V1)?.attributes(buffer)
 }
 
 struct Reader<'a> {
@@ -156,74 +151,116 @@ impl<'a> Reader<'a> {
         self.span(len)
     }
 
-    fn attributes(&mut self, value: &dyn Fn(Range<usize>) -> Bytes) -> Option<Attributes> {
-        BY_POSITION.with(|cell| self.attributes_naming(&mut cell.borrow_mut(), value))
-    }
-
-    /// [`Reader::attributes`] with the names this thread last read by position.
-    fn attributes_naming(
-        &mut self,
-        known: &mut Vec<Arc<str>>,
-        value: &dyn Fn(Range<usize>) -> Bytes,
-    ) -> Option<Attributes> {
+    /// The attribute map at the reader, its values left in `buffer()` (the source, or a copy
+    /// of it), its names copied into one string. Only the headers the encoder writes are
+    /// accepted (the shortest form for each length), so that an unchanged run of attributes
+    /// can later be written by copying its bytes.
+    fn attributes(&mut self, buffer: &dyn Fn() -> Bytes) -> Option<Attributes> {
         let count = match self.byte()? {
             small @ 0x80..=0x8f => usize::from(small & 0x0f),
             0xde => self.len(2)?,
             0xdf => self.len(4)?,
             _ => return None,
         };
-        // An entry takes at least two bytes, so a hostile count reserves no more than the
-        // input could hold.
-        let mut pairs: Vec<(Arc<str>, Bytes)> =
-            Vec::with_capacity(count.min((self.bytes.len() - self.at) / 2));
+        if count == 0 {
+            return Some(Attributes::new());
+        }
+        // An entry takes at least two bytes and its name is in the input, so a hostile count
+        // reserves no more than the input could hold.
+        let left = self.bytes.len() - self.at;
+        let mut slots = Vec::with_capacity(count.min(left / 2));
+        let mut names = Vec::with_capacity(count.saturating_mul(8).min(left));
+        let mut previous: &[u8] = &[];
         let mut size = 0;
-        for position in 0..count {
-            let name = self.str_bytes()?;
-            if pairs
-                .last()
-                .is_some_and(|(last, _)| last.as_bytes() >= name)
-            {
+        for _ in 0..count {
+            let name = self.canonical_str()?;
+            // Strictly increasing, as the encoder writes them (the first may be empty).
+            if !slots.is_empty() && !precedes(previous, name) {
                 return None;
             }
-            let name = name_at(known, position, name)?;
-            let range = self.bin()?;
-            size += attribute_size(&name, &self.bytes[range.clone()]);
-            pairs.push((name, value(range)));
+            previous = name;
+            names.extend_from_slice(name);
+            let value = self.canonical_bin()?;
+            size += attribute_size_of(name.len(), value.len());
+            slots.push(Slot {
+                name_end: u32::try_from(names.len()).ok()?,
+                value: u32::try_from(value.start).ok()?,
+                value_len: u32::try_from(value.len()).ok()?,
+            });
         }
-        Some(Attributes::from_sorted(pairs, size))
+        // Checked once for all names; each ends on a character boundary, so each is UTF-8 by
+        // itself, not only joined to its neighbours.
+        let names = String::from_utf8(names).ok()?;
+        if !slots
+            .iter()
+            .all(|slot| names.is_char_boundary(slot.name_end as usize))
+        {
+            return None;
+        }
+        Some(Attributes::from_packed(
+            Packed::new(buffer(), names, slots),
+            size,
+        ))
+    }
+
+    /// A `str`'s bytes, if its header is the one the encoder writes for its length.
+    fn canonical_str(&mut self) -> Option<&'a [u8]> {
+        let marker = *self.bytes.get(self.at)?;
+        let bytes = self.str_bytes()?;
+        let header = match marker {
+            0xa0..=0xbf => 1,
+            0xd9 => 2,
+            0xda => 3,
+            _ => 5,
+        };
+        (header == str_header_len(bytes.len())).then_some(bytes)
+    }
+
+    /// A `bin`'s range, if its header is the one the encoder writes for its length.
+    fn canonical_bin(&mut self) -> Option<Range<usize>> {
+        let marker = *self.bytes.get(self.at)?;
+        let range = self.bin()?;
+        let header = match marker {
+            0xc4 => 2,
+            0xc5 => 3,
+            _ => 5,
+        };
+        (header == bin_header_len(range.len())).then_some(range)
     }
 }
 
-/// Positions remembered; a session with more attributes shares the rest through [`intern`].
-const REMEMBERED_POSITIONS: usize = 256;
-
-thread_local! {
-    /// The names this thread last read at each position of an attribute map.
-    static BY_POSITION: std::cell::RefCell<Vec<Arc<str>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+/// Whether `a` sorts before `b`. Attribute names are short and differ late ("cart_1",
+/// "cart_2"): a loop over their bytes costs less than the call to `memcmp` that comparing the
+/// slices makes, once per attribute of every read.
+fn precedes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() > 32 {
+        return a < b;
+    }
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x < y;
+        }
+    }
+    a.len() < b.len()
 }
 
-/// The name whose bytes were read at `position` of a map: shared with the name `known` holds
-/// there (the one last read at that position) when the bytes are equal, which costs one
-/// comparison (no UTF-8 check, since they equal a valid name, and no hashing); else checked
-/// and shared through [`intern`]. `None` if the bytes are not UTF-8.
-fn name_at(known: &mut Vec<Arc<str>>, position: usize, bytes: &[u8]) -> Option<Arc<str>> {
-    if let Some(name) = known.get(position) {
-        if name.as_bytes() == bytes {
-            return Some(Arc::clone(name));
-        }
+/// The length of the header [`write_str`] writes for a string of `len` bytes.
+pub(crate) fn str_header_len(len: usize) -> usize {
+    match len {
+        0..32 => 1,
+        32..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
     }
-    let name = std::str::from_utf8(bytes).ok()?;
-    let shared = intern(name);
-    // Long names are not kept: hostile stored data could pin large strings per thread.
-    if position < REMEMBERED_POSITIONS && name.len() <= INTERNED_NAME_BYTES {
-        if position < known.len() {
-            known[position] = Arc::clone(&shared);
-        } else if position == known.len() {
-            known.push(Arc::clone(&shared));
-        }
+}
+
+/// The length of the header the encoder writes for a byte string of `len` bytes.
+pub(crate) fn bin_header_len(len: usize) -> usize {
+    match len {
+        0..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
     }
-    Some(shared)
 }
 
 /// Appends `record` as serde's MessagePack of it (an array of its fields), byte for byte.
@@ -244,13 +281,34 @@ pub(crate) fn write_record(record: &SessionRecord, out: &mut Vec<u8>) -> Option<
     write_attributes(&record.attributes, out)
 }
 
-/// Appends `attributes` as serde's MessagePack of a map of names to byte strings.
+/// Appends `attributes` as serde's MessagePack of a map of names to byte strings. A run of
+/// attributes unchanged since they were read is copied as the bytes they were read as (which
+/// are what this function writes: the reader takes no other form).
 pub(crate) fn write_attributes(attributes: &Attributes, out: &mut Vec<u8>) -> Option<()> {
     write_len(out, attributes.len(), [0x80, 0, 0xde, 0xdf], 16)?;
-    for (name, value) in attributes.iter() {
-        write_str(out, name)?;
-        write_len(out, value.len(), [0, 0xc4, 0xc5, 0xc6], 0)?;
-        out.extend_from_slice(value);
+    let mut run: Option<(&[u8], Range<usize>)> = None;
+    for entry in attributes.entries() {
+        match entry {
+            Entry::Encoded(buffer, range) => match &mut run {
+                Some((_, pending)) if pending.end == range.start => pending.end = range.end,
+                _ => {
+                    if let Some((buffer, pending)) = run.replace((buffer, range)) {
+                        out.extend_from_slice(&buffer[pending]);
+                    }
+                }
+            },
+            Entry::Own(name, value) => {
+                if let Some((buffer, pending)) = run.take() {
+                    out.extend_from_slice(&buffer[pending]);
+                }
+                write_str(out, name)?;
+                write_len(out, value.len(), [0, 0xc4, 0xc5, 0xc6], 0)?;
+                out.extend_from_slice(value);
+            }
+        }
+    }
+    if let Some((buffer, pending)) = run {
+        out.extend_from_slice(&buffer[pending]);
     }
     Some(())
 }
@@ -301,7 +359,10 @@ fn write_len(out: &mut Vec<u8>, len: usize, markers: [u8; 4], fix: usize) -> Opt
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::attributes::INTERNED_NAME_BYTES;
 
     /// xorshift64*: a repeatable stream of mutations without a dependency.
     struct Random(u64);
@@ -366,15 +427,15 @@ mod tests {
     fn reads_every_record_the_encoder_writes_as_serde_does() {
         for record in records() {
             let bytes = record.encode().unwrap();
-            let copied = super::record(&bytes, &|r| Bytes::copy_from_slice(&bytes[r]));
+            let copied = super::record(&bytes, &|| Bytes::copy_from_slice(&bytes));
             assert_eq!(copied.as_ref(), Some(&record));
             let shared = Bytes::from(bytes.clone());
             assert_eq!(
-                super::record(&shared, &|r| shared.slice(r)),
+                super::record(&shared, &|| shared.clone()),
                 Some(record.clone())
             );
             let map = crate::record::encode_attributes(&record.attributes).unwrap();
-            let read = super::attributes(&map, &|r| Bytes::copy_from_slice(&map[r]));
+            let read = super::attributes(&map, &|| Bytes::copy_from_slice(&map));
             assert_eq!(read.as_ref(), Some(&record.attributes));
             assert_eq!(read.unwrap().size(), record.attributes.size());
         }
@@ -425,37 +486,66 @@ mod tests {
     }
 
     #[test]
-    fn names_are_shared_by_position_and_a_different_name_there_is_read_as_itself() {
-        let map = |names: &[&str]| -> Vec<u8> {
-            let attributes: Attributes = names
-                .iter()
-                .map(|name| (Arc::from(*name), Bytes::from(name.to_string())))
-                .collect();
-            crate::record::encode_attributes(&attributes).unwrap()
-        };
-        let read = |bytes: &[u8]| {
-            super::attributes(bytes, &|r| Bytes::copy_from_slice(&bytes[r])).unwrap()
-        };
-        let (first, other) = (map(&["a", "b", "c"]), map(&["a", "bb", "c"]));
-        let one = read(&first);
-        let two = read(&other);
-        let three = read(&first);
-        assert_eq!(two.keys().collect::<Vec<_>>(), ["a", "bb", "c"]);
-        assert_eq!(two.get("bb").map(|v| &v[..]), Some(&b"bb"[..]));
-        assert_eq!(three, one);
-        let shared = |x: &Attributes, y: &Attributes, name| {
-            Arc::ptr_eq(
-                x.get_key_value(name).unwrap().0,
-                y.get_key_value(name).unwrap().0,
-            )
-        };
-        assert!(shared(&one, &two, "a") && shared(&one, &three, "b"));
-        // Not UTF-8 where a known name stood: declined, and serde rejects it too.
-        let mut broken = first.clone();
-        let at = 1 + broken.windows(2).position(|w| w == [0xa1, b'b']).unwrap();
-        broken[at] = 0xff;
-        assert!(super::attributes(&broken, &|r| Bytes::copy_from_slice(&broken[r])).is_none());
-        assert!(crate::record::decode_attributes(&broken).is_err());
+    fn values_stay_in_the_buffer_and_names_are_checked_one_by_one() {
+        let attributes: Attributes = [("a", 3), ("bb", 300), ("c", 0)]
+            .iter()
+            .map(|(name, len)| (Arc::from(*name), Bytes::from(vec![7; *len])))
+            .collect();
+        let map = Bytes::from(crate::record::encode_attributes(&attributes).unwrap());
+        let read = super::attributes(&map, &|| map.clone()).unwrap();
+        assert_eq!(read, attributes);
+        let value = read.get("bb").unwrap();
+        let (base, start) = (map.as_ptr() as usize, value.as_ptr() as usize);
+        assert!(start >= base && start + value.len() <= base + map.len());
+        assert_eq!(read.get_shared("bb").unwrap().1.as_ptr(), value.as_ptr());
+
+        // Two names that are not UTF-8 alone but are when joined ("a\xc3" and "\xa9b", in
+        // order): declined here, and serde rejects them too.
+        let mut joined = vec![ATTRIBUTES_FORMAT_V1, 0x82];
+        for name in [&b"a\xc3"[..], &b"\xa9b"[..]] {
+            joined.push(0xa0 | name.len() as u8);
+            joined.extend_from_slice(name);
+            joined.extend_from_slice(&[0xc4, 1, 9]);
+        }
+        assert!(super::attributes(&joined, &|| Bytes::copy_from_slice(&joined)).is_none());
+        assert!(crate::record::decode_attributes(&joined).is_err());
+
+        // A count far beyond the input reserves only what the input could hold.
+        let hostile = [
+            ATTRIBUTES_FORMAT_V1,
+            0xdf,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xa1,
+            b'a',
+            0xc4,
+            0,
+        ];
+        assert!(super::attributes(&hostile, &|| Bytes::copy_from_slice(&hostile)).is_none());
+    }
+
+    #[test]
+    fn longer_headers_than_the_encoders_are_left_to_serde() {
+        // {"a": [1]} with the name in a str8 and the value in a bin16: valid MessagePack, but
+        // a run of such attributes could not be copied as the encoder writes it.
+        for body in [
+            &[0x81, 0xd9, 1, b'a', 0xc4, 1, 1][..],
+            &[0x81, 0xa1, b'a', 0xc5, 0, 1, 1][..],
+            &[0x81, 0xa1, b'a', 0xc6, 0, 0, 0, 1, 1][..],
+        ] {
+            let bytes = [&[ATTRIBUTES_FORMAT_V1][..], body].concat();
+            assert!(super::attributes(&bytes, &|| Bytes::copy_from_slice(&bytes)).is_none());
+            let read = crate::record::decode_attributes(&bytes).unwrap();
+            assert_eq!(read.get("a"), Some(&[1][..]));
+            // Written back in the encoder's form.
+            let written = crate::record::encode_attributes(&read).unwrap();
+            assert_eq!(
+                written,
+                [ATTRIBUTES_FORMAT_V1, 0x81, 0xa1, b'a', 0xc4, 1, 1]
+            );
+        }
     }
 
     #[test]
@@ -481,7 +571,7 @@ mod tests {
                         bytes[at] ^= 1 << random.below(8);
                     }
                 }
-                let fast = super::record(&bytes, &|r| Bytes::copy_from_slice(&bytes[r]));
+                let fast = super::record(&bytes, &|| Bytes::copy_from_slice(&bytes));
                 if let Some(fast) = fast {
                     accepted += 1;
                     let serde = bytes

@@ -79,7 +79,7 @@ async fn a_session_of_the_earlier_layout_is_read_and_rewritten_packed() {
         .unwrap();
     for (name, value) in attributes.iter() {
         let _: () = connection
-            .hset(&redis_key, name.as_ref(), value.to_vec())
+            .hset(&redis_key, name, value.to_vec())
             .await
             .unwrap();
     }

@@ -118,22 +118,21 @@ impl SessionInternals for Session {
         if !self.persisted {
             return Err(Error::NotFound);
         }
-        let pick = |name: &String| {
-            self.attributes
-                .get_key_value(name.as_str())
-                .map(|(name, value)| (&**name, value))
-        };
-        let upserts: Vec<(&str, &Bytes)> = match self.settings.save_mode {
-            SaveMode::Always => self
-                .attributes
-                .iter()
-                .map(|(name, value)| (&**name, value))
-                .collect(),
+        let attributes = &self.attributes;
+        let pick = |name: &str| attributes.get_shared(name);
+        let upserts: Vec<(&str, Bytes)> = match self.settings.save_mode {
+            SaveMode::Always => self.attributes.keys().filter_map(pick).collect(),
             // Walk the (few) changed names, not every attribute of the session.
-            SaveMode::OnSet => self.changed.iter().filter_map(pick).collect(),
+            SaveMode::OnSet => self
+                .changed
+                .iter()
+                .map(String::as_str)
+                .filter_map(pick)
+                .collect(),
             SaveMode::OnGet => self
                 .changed
                 .union(&self.read_names())
+                .map(String::as_str)
                 .filter_map(pick)
                 .collect(),
         };

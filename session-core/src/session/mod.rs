@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::attributes::{attribute_size, Attributes};
+use crate::attributes::Attributes;
 use crate::codec::{decode_value, encode_value};
 use crate::error::{Error, Result};
 use crate::id::{SessionId, SessionKey};
@@ -261,16 +261,10 @@ impl Session {
             )));
         }
         reject_control_characters("attribute name", name)?;
-        let mut size = self.attributes.size();
-        let mut count = self.attributes.len();
-        if let Some(old) = self.attributes.get(name) {
-            size -= attribute_size(name, old);
-            count -= 1;
-        }
-        size += attribute_size(name, &bytes);
-        check_size(size, count + 1, limits)?;
-
-        self.attributes.insert(Arc::from(name), Bytes::from(bytes));
+        self.attributes
+            .insert_checked(name, Bytes::from(bytes), |size, count| {
+                check_size(size, count, limits)
+            })?;
         self.removed.remove(name);
         self.changed.insert(name.to_owned());
         Ok(())
@@ -301,7 +295,7 @@ impl Session {
 
     /// Encoded bytes of attribute `name` (format byte first).
     pub fn raw_attribute(&self, name: &str) -> Option<&[u8]> {
-        self.attributes.get(name).map(|value| &value[..])
+        self.attributes.get(name)
     }
 
     /// Number of attributes.

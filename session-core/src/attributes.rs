@@ -1,8 +1,8 @@
 //! A session's attributes: encoded values by name, in name order.
 //!
-//! Two parts. The *base* is an attribute map as a store read it: the buffer it arrived in,
-//! where each value lies in it, and the names copied into one string. Reading a map allocates
-//! the same few times whatever its number of attributes and creates no handle per attribute.
+//! Two parts. The *base* is an attribute map as a store read it: the buffer it arrived in, and
+//! where each name and value lies in it. Reading a map allocates twice whatever its number of
+//! attributes and creates no handle per attribute.
 //! The *changes* are what was set or removed since (every attribute,
 //! for attributes built in memory): a copy-on-write sorted list of shared names and values, so
 //! that a clone costs two reference counts and changing one attribute of a loaded session
@@ -52,51 +52,49 @@ type Change = (Arc<str>, Option<Bytes>);
 #[derive(Clone, Default)]
 pub struct Attributes {
     base: Option<Arc<Packed>>,
-    /// In strictly increasing name order; a `None` only for a name the base holds.
-    changes: Arc<Vec<Change>>,
+    /// In strictly increasing name order; a `None` only for a name the base holds. `None`
+    /// until the first change: a map read and not changed allocates nothing for it.
+    changes: Option<Arc<Vec<Change>>>,
     size: usize,
     len: usize,
 }
 
-/// An attribute map as it was read: values stay in the buffer, names in one string.
+/// An attribute map as it was read: names and values stay in the buffer.
 pub(crate) struct Packed {
     buffer: Bytes,
-    // Not boxed: shrinking them to fit was a reallocation per read, to save a few bytes.
-    names: String,
     slots: Vec<Slot>,
 }
 
-/// Where one attribute of a [`Packed`] map lies; its name starts where the previous ends.
+/// Where one attribute of a [`Packed`] map lies in its buffer.
 #[derive(Clone, Copy)]
 pub(crate) struct Slot {
-    pub(crate) name_end: u32,
+    pub(crate) name: u32,
+    pub(crate) name_len: u32,
     pub(crate) value: u32,
     pub(crate) value_len: u32,
 }
 
 impl Packed {
-    /// A map read from `buffer`: `names` concatenated, each a whole UTF-8 string ending at its
-    /// slot's `name_end`, in strictly increasing order, each value within the buffer, written
-    /// with the headers the encoder writes (so that unchanged runs can be copied as they are;
-    /// see [`Attributes::entries`]). The reader checked all of it.
-    pub(crate) fn new(buffer: Bytes, names: String, slots: Vec<Slot>) -> Self {
+    /// A map read from `buffer`: its names UTF-8, in strictly increasing order, names and
+    /// values within the buffer, written with the headers the encoder writes (so that
+    /// unchanged runs can be copied as they are; see [`Attributes::entries`]). The reader
+    /// checked all of it.
+    pub(crate) fn new(buffer: Bytes, slots: Vec<Slot>) -> Self {
         debug_assert!(slots.iter().all(|slot| {
-            names.is_char_boundary(slot.name_end as usize)
+            (slot.name as usize + slot.name_len as usize) <= buffer.len()
                 && (slot.value as usize + slot.value_len as usize) <= buffer.len()
         }));
-        Packed {
-            buffer,
-            names,
-            slots,
-        }
+        Packed { buffer, slots }
+    }
+
+    fn name_bytes(&self, at: usize) -> &[u8] {
+        let slot = self.slots[at];
+        &self.buffer[slot.name as usize..slot.name as usize + slot.name_len as usize]
     }
 
     fn name(&self, at: usize) -> &str {
-        let start = match at {
-            0 => 0,
-            _ => self.slots[at - 1].name_end as usize,
-        };
-        &self.names[start..self.slots[at].name_end as usize]
+        // The reader checked every name: this cannot fall back.
+        std::str::from_utf8(self.name_bytes(at)).unwrap_or_default()
     }
 
     fn value_range(&self, at: usize) -> Range<usize> {
@@ -113,7 +111,7 @@ impl Packed {
         let (mut low, mut high) = (0, self.slots.len());
         while low < high {
             let middle = low + (high - low) / 2;
-            match self.name(middle).cmp(name) {
+            match self.name_bytes(middle).cmp(name.as_bytes()) {
                 Ordering::Less => low = middle + 1,
                 Ordering::Greater => high = middle,
                 Ordering::Equal => return Ok(middle),
@@ -125,13 +123,9 @@ impl Packed {
     /// The bytes of attribute `at` as the encoder writes it: name header, name, value header,
     /// value.
     fn encoded_range(&self, at: usize) -> Range<usize> {
-        let name_len = self.name(at).len();
-        let value = self.value_range(at);
-        let start = value.start
-            - crate::wire::bin_header_len(value.len())
-            - name_len
-            - crate::wire::str_header_len(name_len);
-        start..value.end
+        let slot = self.slots[at];
+        let start = slot.name as usize - crate::wire::str_header_len(slot.name_len as usize);
+        start..slot.value as usize + slot.value_len as usize
     }
 }
 
@@ -157,14 +151,22 @@ impl Attributes {
         }
         Attributes {
             base: Some(Arc::new(packed)),
-            changes: Arc::default(),
+            changes: None,
             size,
             len,
         }
     }
 
+    fn changes(&self) -> &[Change] {
+        self.changes.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn changes_mut(&mut self) -> &mut Vec<Change> {
+        Arc::make_mut(self.changes.get_or_insert_with(Arc::default))
+    }
+
     fn changed(&self, name: &str) -> Result<usize, usize> {
-        self.changes
+        self.changes()
             .binary_search_by(|(changed, _)| (**changed).cmp(name))
     }
 
@@ -177,7 +179,7 @@ impl Attributes {
     /// The encoded value of `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         match self.changed(name) {
-            Ok(at) => self.changes[at].1.as_deref(),
+            Ok(at) => self.changes()[at].1.as_deref(),
             Err(_) => {
                 let base = self.base.as_ref()?;
                 Some(base.value(base.find(name).ok()?))
@@ -190,7 +192,7 @@ impl Attributes {
     pub fn get_shared(&self, name: &str) -> Option<(&str, Bytes)> {
         match self.changed(name) {
             Ok(at) => {
-                let (name, value) = &self.changes[at];
+                let (name, value) = &self.changes()[at];
                 Some((name, value.clone()?))
             }
             Err(_) => {
@@ -231,7 +233,7 @@ impl Attributes {
     /// Size and number of attributes once `name` (at `at` of the changes) is set to `value`.
     fn size_after(&self, at: Result<usize, usize>, name: &str, value: &[u8]) -> (usize, usize) {
         let old = match at {
-            Ok(at) => self.changes[at].1.as_ref().map(Bytes::len),
+            Ok(at) => self.changes()[at].1.as_ref().map(Bytes::len),
             Err(_) => self.base.as_deref().and_then(|base| {
                 let at = base.find(name).ok()?;
                 Some(base.slots[at].value_len as usize)
@@ -253,7 +255,7 @@ impl Attributes {
         value: Bytes,
     ) {
         (self.size, self.len) = (size, len);
-        let changes = Arc::make_mut(&mut self.changes);
+        let changes = self.changes_mut();
         match at {
             Ok(at) => changes[at].1 = Some(value),
             Err(at) => changes.insert(at, (name(), Some(value))),
@@ -268,7 +270,7 @@ impl Attributes {
         self.size -= attribute_size(name, old);
         self.len -= 1;
         let (at, in_base) = (self.changed(name), self.in_base(name));
-        let changes = Arc::make_mut(&mut self.changes);
+        let changes = self.changes_mut();
         match (at, in_base) {
             (Ok(at), true) => changes[at].1 = None,
             (Ok(at), false) => {
@@ -322,7 +324,7 @@ impl Attributes {
             packed: self.base.as_deref(),
             slots: self.base.as_ref().map_or(0, |base| base.slots.len()),
             at: 0,
-            changes: &self.changes,
+            changes: self.changes(),
         }
     }
 
@@ -345,12 +347,12 @@ impl Attributes {
         Attributes {
             base: None,
             len: pairs.len(),
-            changes: Arc::new(
+            changes: Some(Arc::new(
                 pairs
                     .into_iter()
                     .map(|(name, value)| (name, Some(value)))
                     .collect(),
-            ),
+            )),
             size,
         }
     }
@@ -377,7 +379,7 @@ impl<'a> Iterator for Walk<'a> {
     fn next(&mut self) -> Option<Walked<'a>> {
         loop {
             let base = match self.packed {
-                Some(packed) if self.at < self.slots => Some((packed, packed.name(self.at))),
+                Some(packed) if self.at < self.slots => Some((packed, packed.name_bytes(self.at))),
                 _ => None,
             };
             let Some(((name, value), rest)) = self.changes.split_first() else {
@@ -385,7 +387,7 @@ impl<'a> Iterator for Walk<'a> {
                 self.at += 1;
                 return Some(Walked::Base(packed, self.at - 1));
             };
-            match base.map(|(packed, base)| (packed, base.cmp(name))) {
+            match base.map(|(packed, base)| (packed, base.cmp(name.as_bytes()))) {
                 Some((packed, Ordering::Less)) => {
                     self.at += 1;
                     return Some(Walked::Base(packed, self.at - 1));
@@ -634,7 +636,7 @@ mod tests {
             bytes.extend_from_slice(value);
             crate::record::decode_attributes(&bytes).unwrap()
         };
-        let name_of = |attributes: &Attributes| Arc::clone(&attributes.changes[0].0);
+        let name_of = |attributes: &Attributes| Arc::clone(&attributes.changes()[0].0);
         let (first, second) = (through_serde("user", b"1"), through_serde("user", b"1"));
         assert_eq!(first, attributes(&[("user", "1")]));
         assert!(Arc::ptr_eq(&name_of(&first), &name_of(&second)), "interned");

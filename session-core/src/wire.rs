@@ -182,7 +182,10 @@ impl<'a> Reader<'a> {
             if !slots.is_empty() && !precedes(previous, name_bytes) {
                 return None;
             }
-            std::str::from_utf8(name_bytes).ok()?;
+            // Names are almost always ASCII, which is checked inline; `from_utf8` is a call.
+            if !name_bytes.is_ascii() {
+                std::str::from_utf8(name_bytes).ok()?;
+            }
             previous = name_bytes;
             let value = self.canonical_bin()?;
             size += attribute_size_of(name.len(), value.len());

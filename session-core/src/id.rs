@@ -30,7 +30,10 @@ const REDACTED_PREFIX: usize = 6;
 /// be replayed. Use [`SessionId::expose_secret`] where the full token is really needed (the cookie).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SessionId {
-    token: String,
+    /// ASCII (URL-safe base64), held inline: every store's `find` clones the id into the
+    /// session it returns, and a `String` made that an allocation, freed on whichever thread
+    /// dropped the session.
+    token: [u8; SESSION_ID_LEN],
     /// Computed once: every lookup needs it.
     key: SessionKey,
 }
@@ -45,17 +48,23 @@ impl SessionId {
     pub fn generate() -> Self {
         let mut bytes = [0u8; ID_BYTES];
         getrandom::fill(&mut bytes).expect("the OS random number generator is unavailable");
-        Self::from_token(URL_SAFE_NO_PAD.encode(bytes))
+        let mut token = [0u8; SESSION_ID_LEN];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(bytes, &mut token)
+            .expect("32 bytes encode to 43 characters");
+        debug_assert_eq!(written, SESSION_ID_LEN);
+        Self::from_token(token)
     }
 
-    fn from_token(token: String) -> Self {
-        let key = SessionKey(Sha256::digest(token.as_bytes()).into());
+    fn from_token(token: [u8; SESSION_ID_LEN]) -> Self {
+        let key = SessionKey(Sha256::digest(token).into());
         SessionId { token, key }
     }
 
     /// The full token, for the cookie or header that carries it. Never log it.
     pub fn expose_secret(&self) -> &str {
-        &self.token
+        // Base64 characters only (checked or generated): this cannot fall back.
+        std::str::from_utf8(&self.token).unwrap_or_default()
     }
 
     /// The key a store keeps for this id: SHA-256 of the token.
@@ -79,7 +88,11 @@ impl FromStr for SessionId {
         }
         // Strict decode also rejects non-canonical trailing bits, so each id has one spelling.
         match URL_SAFE_NO_PAD.decode(text) {
-            Ok(bytes) if bytes.len() == ID_BYTES => Ok(Self::from_token(text.to_owned())),
+            Ok(bytes) if bytes.len() == ID_BYTES => {
+                let mut token = [0u8; SESSION_ID_LEN];
+                token.copy_from_slice(text.as_bytes());
+                Ok(Self::from_token(token))
+            }
             _ => Err(InvalidSessionId::Encoding),
         }
     }
@@ -87,13 +100,17 @@ impl FromStr for SessionId {
 
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionId({}…)", &self.token[..REDACTED_PREFIX])
+        write!(
+            f,
+            "SessionId({}…)",
+            &self.expose_secret()[..REDACTED_PREFIX]
+        )
     }
 }
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}…", &self.token[..REDACTED_PREFIX])
+        write!(f, "{}…", &self.expose_secret()[..REDACTED_PREFIX])
     }
 }
 

@@ -124,7 +124,7 @@ impl Packed {
     /// value.
     fn encoded_range(&self, at: usize) -> Range<usize> {
         let slot = self.slots[at];
-        let start = slot.name as usize - crate::wire::str_header_len(slot.name_len as usize);
+        let start = slot.name as usize - crate::wire::STR.header_len(slot.name_len as usize);
         start..slot.value as usize + slot.value_len as usize
     }
 }

@@ -4,14 +4,14 @@
 //! Every store's read decodes one of them. Through serde each value asked a thread-local for
 //! the buffer it may slice, and each name was UTF-8 checked and hashed to find its shared
 //! copy. This reader walks the bytes once and leaves the attributes where they are: it checks
-//! the map and notes where each name and value lies (see [`Attributes`]), copying nothing. Measured with callgrind, decoding a record and an attribute map of 50 × 400 B
-//! took 74,000 instructions through serde and 25,000 with a reader that still built a handle
-//! per attribute.
+//! the map and notes where each name and value lies (see [`Attributes`]), copying nothing.
+//! Measured with callgrind, decoding a record and an attribute map of 50 × 400 B took 74,000
+//! instructions through serde and 25,000 with a reader that still built a handle per
+//! attribute.
 //!
 //! It accepts only what the encoder writes (unsigned integers, `nil` for `None`, `str` names
 //! in strictly increasing order, `bin` values, each attribute's headers in their shortest
-//! form) and answers `None` for anything else, which
-//! the caller then hands to serde: serde stays the authority on every other input, so the two
+//! form) and answers `None` for anything else, which the caller then hands to serde: serde stays the authority on every other input, so the two
 //! paths cannot disagree on what a stored value means (a test feeds both mutated records).
 
 use std::ops::Range;
@@ -156,9 +156,9 @@ impl<'a> Reader<'a> {
     }
 
     /// The attribute map at the reader, its names and values left in `buffer()` (the source,
-    /// or a copy of it). Only the headers the encoder writes are
-    /// accepted (the shortest form for each length), so that an unchanged run of attributes
-    /// can later be written by copying its bytes.
+    /// or a copy of it). Only the headers the encoder writes are accepted (the shortest form
+    /// for each length), so that an unchanged run of attributes can later be written by
+    /// copying its bytes.
     fn attributes(&mut self, buffer: &dyn Fn() -> Bytes) -> Option<Attributes> {
         let count = match self.byte()? {
             small @ 0x80..=0x8f => usize::from(small & 0x0f),
@@ -203,14 +203,14 @@ impl<'a> Reader<'a> {
     fn canonical_str(&mut self) -> Option<Range<usize>> {
         let start = self.at;
         let range = self.str_range()?;
-        (range.start - start == str_header_len(range.len())).then_some(range)
+        (range.start - start == STR.header_len(range.len())).then_some(range)
     }
 
     /// A `bin`'s range, if its header is the one the encoder writes for its length.
     fn canonical_bin(&mut self) -> Option<Range<usize>> {
         let start = self.at;
         let range = self.bin()?;
-        (range.start - start == bin_header_len(range.len())).then_some(range)
+        (range.start - start == BIN.header_len(range.len())).then_some(range)
     }
 }
 
@@ -227,25 +227,6 @@ fn precedes(a: &[u8], b: &[u8]) -> bool {
         }
     }
     a.len() < b.len()
-}
-
-/// The length of the header [`write_str`] writes for a string of `len` bytes.
-pub(crate) fn str_header_len(len: usize) -> usize {
-    match len {
-        0..32 => 1,
-        32..=0xff => 2,
-        0x100..=0xffff => 3,
-        _ => 5,
-    }
-}
-
-/// The length of the header the encoder writes for a byte string of `len` bytes.
-pub(crate) fn bin_header_len(len: usize) -> usize {
-    match len {
-        0..=0xff => 2,
-        0x100..=0xffff => 3,
-        _ => 5,
-    }
 }
 
 /// Appends `record` as serde's MessagePack of it (an array of its fields), byte for byte.
@@ -270,7 +251,7 @@ pub(crate) fn write_record(record: &SessionRecord, out: &mut Vec<u8>) -> Option<
 /// attributes unchanged since they were read is copied as the bytes they were read as (which
 /// are what this function writes: the reader takes no other form).
 pub(crate) fn write_attributes(attributes: &Attributes, out: &mut Vec<u8>) -> Option<()> {
-    write_len(out, attributes.len(), [0x80, 0, 0xde, 0xdf], 16)?;
+    MAP.write(out, attributes.len())?;
     let mut run: Option<(&[u8], Range<usize>)> = None;
     for entry in attributes.entries() {
         match entry {
@@ -287,7 +268,7 @@ pub(crate) fn write_attributes(attributes: &Attributes, out: &mut Vec<u8>) -> Op
                     out.extend_from_slice(&buffer[pending]);
                 }
                 write_str(out, name)?;
-                write_len(out, value.len(), [0, 0xc4, 0xc5, 0xc6], 0)?;
+                BIN.write(out, value.len())?;
                 out.extend_from_slice(value);
             }
         }
@@ -299,7 +280,7 @@ pub(crate) fn write_attributes(attributes: &Attributes, out: &mut Vec<u8>) -> Op
 }
 
 fn write_str(out: &mut Vec<u8>, text: &str) -> Option<()> {
-    write_len(out, text.len(), [0xa0, 0xd9, 0xda, 0xdb], 32)?;
+    STR.write(out, text.len())?;
     out.extend_from_slice(text.as_bytes());
     Some(())
 }
@@ -324,22 +305,61 @@ fn write_uint(out: &mut Vec<u8>, n: u64) {
     }
 }
 
-/// A length header: `markers` are the fix form (whose limit is `fix`, 0 for none), then the
-/// 8-, 16- and 32-bit forms (0 for a form the type lacks); `None` past 32 bits.
-fn write_len(out: &mut Vec<u8>, len: usize, markers: [u8; 4], fix: usize) -> Option<()> {
-    let [fixed, one, two, four] = markers;
-    if len < fix {
-        out.push(fixed | len as u8);
-    } else if one != 0 && len <= 0xff {
-        out.extend_from_slice(&[one, len as u8]);
-    } else if len <= 0xffff {
-        out.push(two);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(four);
-        out.extend_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
+/// How MessagePack writes the length of one kind of value: `markers` are the fix form
+/// (whose limit is `fix`, 0 for none), then the 8-, 16- and 32-bit forms (0 for a form the
+/// kind lacks). The shortest form that holds the length is the one written.
+pub(crate) struct LengthForms {
+    markers: [u8; 4],
+    fix: usize,
+}
+
+const MAP: LengthForms = LengthForms {
+    markers: [0x80, 0, 0xde, 0xdf],
+    fix: 16,
+};
+/// Strings (attribute names, the principal).
+pub(crate) const STR: LengthForms = LengthForms {
+    markers: [0xa0, 0xd9, 0xda, 0xdb],
+    fix: 32,
+};
+/// Byte strings (attribute values).
+pub(crate) const BIN: LengthForms = LengthForms {
+    markers: [0, 0xc4, 0xc5, 0xc6],
+    fix: 0,
+};
+
+impl LengthForms {
+    /// The bytes of the header (marker and length) written for `len`: what the reader checks
+    /// a stored header against, and what the writer writes.
+    pub(crate) fn header_len(&self, len: usize) -> usize {
+        if len < self.fix {
+            1
+        } else if self.markers[1] != 0 && len <= 0xff {
+            2
+        } else if len <= 0xffff {
+            3
+        } else {
+            5
+        }
     }
-    Some(())
+
+    /// Appends the header for `len`; `None` past 32 bits.
+    fn write(&self, out: &mut Vec<u8>, len: usize) -> Option<()> {
+        let [fixed, one, two, four] = self.markers;
+        match self.header_len(len) {
+            1 => out.push(fixed | len as u8),
+            2 => out.extend_from_slice(&[one, len as u8]),
+            3 => {
+                out.push(two);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(four);
+                out.extend_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
+            }
+        }
+        Some(())
+    }
 }
 
 #[cfg(test)]

@@ -230,16 +230,20 @@ impl Attributes {
         Ok(())
     }
 
-    /// Size and number of attributes once `name` (at `at` of the changes) is set to `value`.
-    fn size_after(&self, at: Result<usize, usize>, name: &str, value: &[u8]) -> (usize, usize) {
-        let old = match at {
+    /// The length of `name`'s value, if it is set; `at` is its place among the changes.
+    fn value_len(&self, at: Result<usize, usize>, name: &str) -> Option<usize> {
+        match at {
             Ok(at) => self.changes()[at].1.as_ref().map(Bytes::len),
             Err(_) => self.base.as_deref().and_then(|base| {
                 let at = base.find(name).ok()?;
                 Some(base.slots[at].value_len as usize)
             }),
-        };
-        let (size, len) = match old {
+        }
+    }
+
+    /// Size and number of attributes once `name` (at `at` of the changes) is set to `value`.
+    fn size_after(&self, at: Result<usize, usize>, name: &str, value: &[u8]) -> (usize, usize) {
+        let (size, len) = match self.value_len(at, name) {
             Some(old) => (self.size - attribute_size_of(name.len(), old), self.len - 1),
             None => (self.size, self.len),
         };
@@ -264,12 +268,14 @@ impl Attributes {
 
     /// Removes `name`; `true` if it was set.
     pub fn remove(&mut self, name: &str) -> bool {
-        let Some(old) = self.get(name) else {
+        let at = self.changed(name);
+        let Some(old) = self.value_len(at, name) else {
             return false;
         };
-        self.size -= attribute_size(name, old);
+        self.size -= attribute_size_of(name.len(), old);
         self.len -= 1;
-        let (at, in_base) = (self.changed(name), self.in_base(name));
+        // A set name that is not among the changes is the base's.
+        let in_base = at.is_err() || self.in_base(name);
         let changes = self.changes_mut();
         match (at, in_base) {
             (Ok(at), true) => changes[at].1 = None,
@@ -301,7 +307,16 @@ impl Attributes {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         self.walk().map(|item| match item {
             Walked::Base(base, at) => (base.name(at), base.value(at)),
-            Walked::Changed(name, value) => (name, value),
+            Walked::Changed(name, value) => (name, &value[..]),
+        })
+    }
+
+    /// [`Attributes::iter`] with each value as a handle of its own (see
+    /// [`Attributes::get_shared`]).
+    pub(crate) fn iter_shared(&self) -> impl Iterator<Item = (&str, Bytes)> + '_ {
+        self.walk().map(|item| match item {
+            Walked::Base(base, at) => (base.name(at), base.buffer.slice(base.value_range(at))),
+            Walked::Changed(name, value) => (name, value.clone()),
         })
     }
 
@@ -322,7 +337,6 @@ impl Attributes {
     fn walk(&self) -> Walk<'_> {
         Walk {
             packed: self.base.as_deref(),
-            slots: self.base.as_ref().map_or(0, |base| base.slots.len()),
             at: 0,
             changes: self.changes(),
         }
@@ -362,7 +376,6 @@ impl Attributes {
 /// the base's attribute of its name.
 struct Walk<'a> {
     packed: Option<&'a Packed>,
-    slots: usize,
     /// The next slot of the base.
     at: usize,
     changes: &'a [Change],
@@ -370,7 +383,7 @@ struct Walk<'a> {
 
 enum Walked<'a> {
     Base(&'a Packed, usize),
-    Changed(&'a str, &'a [u8]),
+    Changed(&'a str, &'a Bytes),
 }
 
 impl<'a> Iterator for Walk<'a> {
@@ -379,7 +392,9 @@ impl<'a> Iterator for Walk<'a> {
     fn next(&mut self) -> Option<Walked<'a>> {
         loop {
             let base = match self.packed {
-                Some(packed) if self.at < self.slots => Some((packed, packed.name_bytes(self.at))),
+                Some(packed) if self.at < packed.slots.len() => {
+                    Some((packed, packed.name_bytes(self.at)))
+                }
                 _ => None,
             };
             let Some(((name, value), rest)) = self.changes.split_first() else {
@@ -708,6 +723,11 @@ mod tests {
                     .map(|(n, v)| (n.as_str(), v.as_slice()))
                     .collect();
                 assert_eq!(read.iter().collect::<Vec<_>>(), expected);
+                let shared: Vec<(&str, Bytes)> = read.iter_shared().collect();
+                assert!(shared
+                    .iter()
+                    .map(|(n, v)| (*n, &v[..]))
+                    .eq(expected.iter().copied()));
                 // Written (unchanged runs copied) exactly as serde writes the same map.
                 let map: BTreeMap<&str, Bytes> = model
                     .iter()

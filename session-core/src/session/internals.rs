@@ -121,7 +121,7 @@ impl SessionInternals for Session {
         let attributes = &self.attributes;
         let pick = |name: &str| attributes.get_shared(name);
         let upserts: Vec<(&str, Bytes)> = match self.settings.save_mode {
-            SaveMode::Always => self.attributes.keys().filter_map(pick).collect(),
+            SaveMode::Always => self.attributes.iter_shared().collect(),
             // Walk the (few) changed names, not every attribute of the session.
             SaveMode::OnSet => self
                 .changed

@@ -115,22 +115,15 @@ pub(crate) fn exptime(deadline_ms: u64, now_ms: u64) -> u64 {
 /// Room for a meta command flag with a number: its letter and the 20 digits of a `u64`.
 const FLAG_BYTES: usize = 21;
 
-/// `letter` followed by `n` in decimal, written at the end of `out`: the flags a save sends
-/// (exptime, CAS token) without allocating, as `format!` did twice per save.
-fn flag(out: &mut [u8; FLAG_BYTES], letter: u8, mut n: u64) -> &str {
-    let mut at = FLAG_BYTES;
-    loop {
-        at -= 1;
-        out[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    at -= 1;
-    out[at] = letter;
+/// `letter` followed by `n` in decimal, in `out`: the flags a write sends (exptime, CAS
+/// token) without allocating, as `format!` did twice per save.
+fn flag(out: &mut [u8; FLAG_BYTES], letter: u8, n: u64) -> &str {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n).as_bytes();
+    out[0] = letter;
+    out[1..=digits.len()].copy_from_slice(digits);
     // ASCII digits and an ASCII letter: always UTF-8.
-    std::str::from_utf8(&out[at..]).unwrap_or_default()
+    std::str::from_utf8(&out[..=digits.len()]).unwrap_or_default()
 }
 
 impl MemcachedStore {
@@ -278,11 +271,11 @@ impl MemcachedStore {
 
     /// Deletes the item of `key` (only if still at `cas`, when given); whether it did.
     async fn remove(&self, key: &SessionKey, cas: Option<u64>) -> Result<bool> {
-        let compare = cas.map(|cas| format!("C{cas}"));
-        let flags: Vec<&str> = compare.iter().map(String::as_str).collect();
+        let mut compare = [0; FLAG_BYTES];
+        let compare = cas.map(|cas| flag(&mut compare, b'C', cas));
         let mut connection = self.server(key).connection().await?;
         let removed = connection
-            .meta_delete(self.item_key(key), false, None, Some(&flags))
+            .meta_delete(self.item_key(key), false, None, Some(compare.as_slice()))
             .await;
         match removed {
             Ok(_) => Ok(true),

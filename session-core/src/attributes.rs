@@ -697,7 +697,7 @@ mod tests {
                 .map(|(name, value)| (Arc::from(name.as_str()), Bytes::from(value.clone())))
                 .collect();
             let stored = Bytes::from(crate::record::encode_attributes(&built).unwrap());
-            let mut read = crate::record::decode_attributes_shared(&stored).unwrap();
+            let mut read = crate::record::decode_attributes_shared(stored.clone()).unwrap();
             assert_eq!(read, built);
             let clone = read.clone();
             for step in 0..(next(&mut state) % 8) {

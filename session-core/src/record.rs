@@ -192,23 +192,30 @@ impl SessionRecord {
 
     /// Parses bytes written by [`SessionRecord::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, UndecodableRecord> {
-        wire::record(bytes, &|| Bytes::copy_from_slice(bytes))
-            .map_or_else(|| decode_versioned(RECORD_FORMAT_V1, bytes, "record"), Ok)
+        match wire::record(bytes) {
+            Some((mut record, layout)) => {
+                record.attributes = layout.attach(|| Bytes::copy_from_slice(bytes));
+                Ok(record)
+            }
+            None => decode_versioned(RECORD_FORMAT_V1, bytes, "record"),
+        }
     }
 
-    /// [`SessionRecord::decode`] of a buffer the record may keep: attribute values become
-    /// slices of `bytes` instead of copies, which saves a store that owns what it read an
-    /// allocation and a copy per attribute.
-    pub fn decode_shared(bytes: &Bytes) -> Result<Self, UndecodableRecord> {
-        wire::record(bytes, &|| bytes.clone()).map_or_else(
+    /// [`SessionRecord::decode`] of a buffer the record keeps: attribute values stay slices
+    /// of `bytes` instead of copies, which saves a store that owns what it read an
+    /// allocation and a copy per attribute. Pass the buffer itself, not a clone of one the
+    /// store keeps: the first clone of a `Bytes` made from a `Vec` allocates.
+    pub fn decode_shared(bytes: Bytes) -> Result<Self, UndecodableRecord> {
+        match wire::record(&bytes) {
+            Some((mut record, layout)) => {
+                record.attributes = layout.attach(|| bytes);
+                Ok(record)
+            }
             // Serde's path alone: the reader has declined these bytes already.
-            || {
-                decode_sharing(bytes, |bytes| {
-                    decode_versioned(RECORD_FORMAT_V1, bytes, "record")
-                })
-            },
-            Ok,
-        )
+            None => decode_sharing(&bytes, |bytes| {
+                decode_versioned(RECORD_FORMAT_V1, bytes, "record")
+            }),
+        }
     }
 }
 
@@ -221,23 +228,21 @@ pub fn encode_attributes(attributes: &Attributes) -> Result<Vec<u8>> {
 
 /// Parses bytes written by [`encode_attributes`].
 pub fn decode_attributes(bytes: &[u8]) -> Result<Attributes, UndecodableRecord> {
-    wire::attributes(bytes, &|| Bytes::copy_from_slice(bytes)).map_or_else(
-        || decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes"),
-        Ok,
-    )
+    match wire::attributes(bytes) {
+        Some(layout) => Ok(layout.attach(|| Bytes::copy_from_slice(bytes))),
+        None => decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes"),
+    }
 }
 
-/// [`decode_attributes`] whose values are slices of `bytes` (see
+/// [`decode_attributes`] whose values are slices of `bytes`, which the map keeps (see
 /// [`SessionRecord::decode_shared`]).
-pub fn decode_attributes_shared(bytes: &Bytes) -> Result<Attributes, UndecodableRecord> {
-    wire::attributes(bytes, &|| bytes.clone()).map_or_else(
-        || {
-            decode_sharing(bytes, |bytes| {
-                decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes")
-            })
-        },
-        Ok,
-    )
+pub fn decode_attributes_shared(bytes: Bytes) -> Result<Attributes, UndecodableRecord> {
+    match wire::attributes(&bytes) {
+        Some(layout) => Ok(layout.attach(|| bytes)),
+        None => decode_sharing(&bytes, |bytes| {
+            decode_versioned(ATTRIBUTES_FORMAT_V1, bytes, "attributes")
+        }),
+    }
 }
 
 /// `format` byte, then the MessagePack `write` appends (the `wire` module's writers, which
@@ -375,7 +380,7 @@ mod tests {
             attributes,
         };
         let buffer = Bytes::from(record.encode().unwrap());
-        let shared = SessionRecord::decode_shared(&buffer).unwrap();
+        let shared = SessionRecord::decode_shared(buffer.clone()).unwrap();
         assert_eq!(shared, SessionRecord::decode(&buffer).unwrap());
         assert_eq!(shared, record);
         let value = shared.attributes.get("b").unwrap();
@@ -390,6 +395,6 @@ mod tests {
         let start = value.as_ptr() as usize;
         assert!(start < base || start >= base + buffer.len());
         // Garbage still fails cleanly.
-        assert!(SessionRecord::decode_shared(&Bytes::from_static(b"\x01\xc1")).is_err());
+        assert!(SessionRecord::decode_shared(Bytes::from_static(b"\x01\xc1")).is_err());
     }
 }

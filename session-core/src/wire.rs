@@ -21,15 +21,15 @@ use bytes::Bytes;
 use crate::attributes::{attribute_size_of, Attributes, Entry, Packed, Slot};
 use crate::record::{SessionRecord, ATTRIBUTES_FORMAT_V1, RECORD_FORMAT_V1};
 
-/// Reads `source` as [`SessionRecord::encode`] wrote it (its format byte, then the record);
-/// the attributes keep `buffer()`, which holds `source`'s bytes at the same offsets (`source`
-/// itself, shared, or a copy).
-pub(crate) fn record(source: &[u8], buffer: &dyn Fn() -> Bytes) -> Option<SessionRecord> {
+/// Reads `source` as [`SessionRecord::encode`] wrote it (its format byte, then the record).
+/// The record comes back with no attributes and the map's [`Layout`] beside it: the caller
+/// attaches the buffer that holds `source`'s bytes once reading is done.
+pub(crate) fn record(source: &[u8]) -> Option<(SessionRecord, Layout)> {
     let mut reader = Reader::after_format(source, RECORD_FORMAT_V1)?;
     if reader.array_len()? != 7 {
         return None;
     }
-    Some(SessionRecord {
+    let record = SessionRecord {
         created_at_ms: reader.uint()?,
         last_accessed_at_ms: reader.uint()?,
         idle_timeout_ms: reader.uint()?,
@@ -42,14 +42,35 @@ pub(crate) fn record(source: &[u8], buffer: &dyn Fn() -> Bytes) -> Option<Sessio
             false => Some(reader.str()?.to_owned()),
         },
         version: reader.uint()?,
-        attributes: reader.attributes(buffer)?,
-    })
+        attributes: Attributes::new(),
+    };
+    Some((record, reader.attributes()?))
 }
 
 /// Reads `source` as [`encode_attributes`](crate::raw::encode_attributes) wrote it (see
 /// [`record`]).
-pub(crate) fn attributes(source: &[u8], buffer: &dyn Fn() -> Bytes) -> Option<Attributes> {
-    Reader::after_format(source, ATTRIBUTES_FORMAT_V1)?.attributes(buffer)
+pub(crate) fn attributes(source: &[u8]) -> Option<Layout> {
+    Reader::after_format(source, ATTRIBUTES_FORMAT_V1)?.attributes()
+}
+
+/// Where the names and values of a map the reader checked lie in its source. A map keeps the
+/// buffer they lie in (see [`Attributes`]), and attaching it after the read lets a caller
+/// that owns the source move it in: sharing it instead, while the reader still borrowed it,
+/// cost an allocation per read for a `Bytes` made from a `Vec` (its first clone allocates).
+pub(crate) struct Layout {
+    slots: Vec<Slot>,
+    size: usize,
+}
+
+impl Layout {
+    /// The map, its names and values in `buffer()`, which must hold the source's bytes at the
+    /// same offsets (the source itself, or a copy). Not called for an empty map.
+    pub(crate) fn attach(self, buffer: impl FnOnce() -> Bytes) -> Attributes {
+        if self.slots.is_empty() {
+            return Attributes::new();
+        }
+        Attributes::from_packed(Packed::new(buffer(), self.slots), self.size)
+    }
 }
 
 struct Reader<'a> {
@@ -155,11 +176,10 @@ impl<'a> Reader<'a> {
         self.span(len)
     }
 
-    /// The attribute map at the reader, its names and values left in `buffer()` (the source,
-    /// or a copy of it). Only the headers the encoder writes are accepted (the shortest form
+    /// The layout of the attribute map at the reader. Only the headers the encoder writes are accepted (the shortest form
     /// for each length), so that an unchanged run of attributes can later be written by
     /// copying its bytes.
-    fn attributes(&mut self, buffer: &dyn Fn() -> Bytes) -> Option<Attributes> {
+    fn attributes(&mut self) -> Option<Layout> {
         let count = match self.byte()? {
             small @ 0x80..=0x8f => usize::from(small & 0x0f),
             0xde => self.len(2)?,
@@ -167,7 +187,10 @@ impl<'a> Reader<'a> {
             _ => return None,
         };
         if count == 0 {
-            return Some(Attributes::new());
+            return Some(Layout {
+                slots: Vec::new(),
+                size: 0,
+            });
         }
         // An entry takes at least two bytes, so a hostile count reserves no more than the
         // input could hold.
@@ -196,7 +219,7 @@ impl<'a> Reader<'a> {
                 value_len: u32::try_from(value.len()).ok()?,
             });
         }
-        Some(Attributes::from_packed(Packed::new(buffer(), slots), size))
+        Some(Layout { slots, size })
     }
 
     /// A `str`'s range, if its header is the one the encoder writes for its length.
@@ -369,6 +392,18 @@ mod tests {
     use super::*;
     use crate::attributes::INTERNED_NAME_BYTES;
 
+    /// [`record`] with `buffer()` attached.
+    fn read_record(source: &[u8], buffer: impl FnOnce() -> Bytes) -> Option<SessionRecord> {
+        let (mut record, layout) = record(source)?;
+        record.attributes = layout.attach(buffer);
+        Some(record)
+    }
+
+    /// [`attributes`] with `buffer()` attached.
+    fn read_attributes(source: &[u8], buffer: impl FnOnce() -> Bytes) -> Option<Attributes> {
+        Some(attributes(source)?.attach(buffer))
+    }
+
     /// xorshift64*: a repeatable stream of mutations without a dependency.
     struct Random(u64);
 
@@ -432,15 +467,15 @@ mod tests {
     fn reads_every_record_the_encoder_writes_as_serde_does() {
         for record in records() {
             let bytes = record.encode().unwrap();
-            let copied = super::record(&bytes, &|| Bytes::copy_from_slice(&bytes));
+            let copied = read_record(&bytes, || Bytes::copy_from_slice(&bytes));
             assert_eq!(copied.as_ref(), Some(&record));
             let shared = Bytes::from(bytes.clone());
             assert_eq!(
-                super::record(&shared, &|| shared.clone()),
+                read_record(&shared, || shared.clone()),
                 Some(record.clone())
             );
             let map = crate::record::encode_attributes(&record.attributes).unwrap();
-            let read = super::attributes(&map, &|| Bytes::copy_from_slice(&map));
+            let read = read_attributes(&map, || Bytes::copy_from_slice(&map));
             assert_eq!(read.as_ref(), Some(&record.attributes));
             assert_eq!(read.unwrap().size(), record.attributes.size());
         }
@@ -497,7 +532,7 @@ mod tests {
             .map(|(name, len)| (Arc::from(*name), Bytes::from(vec![7; *len])))
             .collect();
         let map = Bytes::from(crate::record::encode_attributes(&attributes).unwrap());
-        let read = super::attributes(&map, &|| map.clone()).unwrap();
+        let read = read_attributes(&map, || map.clone()).unwrap();
         assert_eq!(read, attributes);
         let value = read.get("bb").unwrap();
         let (base, start) = (map.as_ptr() as usize, value.as_ptr() as usize);
@@ -512,7 +547,7 @@ mod tests {
             joined.extend_from_slice(name);
             joined.extend_from_slice(&[0xc4, 1, 9]);
         }
-        assert!(super::attributes(&joined, &|| Bytes::copy_from_slice(&joined)).is_none());
+        assert!(read_attributes(&joined, || Bytes::copy_from_slice(&joined)).is_none());
         assert!(crate::record::decode_attributes(&joined).is_err());
 
         // A count far beyond the input reserves only what the input could hold.
@@ -528,7 +563,7 @@ mod tests {
             0xc4,
             0,
         ];
-        assert!(super::attributes(&hostile, &|| Bytes::copy_from_slice(&hostile)).is_none());
+        assert!(read_attributes(&hostile, || Bytes::copy_from_slice(&hostile)).is_none());
     }
 
     #[test]
@@ -541,7 +576,7 @@ mod tests {
             &[0x81, 0xa1, b'a', 0xc6, 0, 0, 0, 1, 1][..],
         ] {
             let bytes = [&[ATTRIBUTES_FORMAT_V1][..], body].concat();
-            assert!(super::attributes(&bytes, &|| Bytes::copy_from_slice(&bytes)).is_none());
+            assert!(read_attributes(&bytes, || Bytes::copy_from_slice(&bytes)).is_none());
             let read = crate::record::decode_attributes(&bytes).unwrap();
             assert_eq!(read.get("a"), Some(&[1][..]));
             // Written back in the encoder's form.
@@ -576,7 +611,7 @@ mod tests {
                         bytes[at] ^= 1 << random.below(8);
                     }
                 }
-                let fast = super::record(&bytes, &|| Bytes::copy_from_slice(&bytes));
+                let fast = read_record(&bytes, || Bytes::copy_from_slice(&bytes));
                 if let Some(fast) = fast {
                     accepted += 1;
                     let serde = bytes

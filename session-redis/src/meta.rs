@@ -163,7 +163,7 @@ pub(crate) fn parse_hash(mut fields: Fields) -> Result<StoredHash, UndecodableRe
         Some(_) => {
             let value = packed
                 .ok_or_else(|| UndecodableRecord::new("the packed attributes are missing"))?;
-            decode_attributes_shared(&Bytes::from(value))?
+            decode_attributes_shared(Bytes::from(value))?
         }
         None => Attributes::new(),
     };

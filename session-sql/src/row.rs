@@ -37,7 +37,7 @@ pub(crate) fn record_from_row(key: &SessionKey, row: &AnyRow) -> Result<Option<S
     };
     let attributes: Vec<u8> = row.try_get(6).map_err(map)?;
     // The attributes keep the column's buffer: their values are slices of it, not copies.
-    let attributes = match decode_attributes_shared(&Bytes::from(attributes)) {
+    let attributes = match decode_attributes_shared(Bytes::from(attributes)) {
         Ok(attributes) => attributes,
         Err(error) => {
             report_undecodable(key, &error);

@@ -159,13 +159,19 @@ impl SessionKey {
     /// operation (no allocation of its own; `hex::encode` collects char by char, which showed
     /// in store profiles).
     pub fn push_hex(&self, out: &mut String) {
-        let mut digits = [0u8; 64];
-        // 32 bytes always fit 64 digits, and hex digits are ASCII: neither branch can fail.
-        if hex::encode_to_slice(self.0, &mut digits).is_ok() {
-            if let Ok(text) = std::str::from_utf8(&digits) {
-                out.push_str(text);
-            }
+        let digits = self.hex_digits();
+        // Hex digits are ASCII: this cannot fail.
+        if let Ok(text) = std::str::from_utf8(&digits) {
+            out.push_str(text);
         }
+    }
+
+    /// [`SessionKey::to_hex`] as 64 ASCII bytes, for stores that build key names on the stack.
+    pub fn hex_digits(&self) -> [u8; 64] {
+        let mut digits = [0u8; 64];
+        // 32 bytes always fit 64 digits.
+        let _ = hex::encode_to_slice(self.0, &mut digits);
+        digits
     }
 
     /// Parses the 64-character lower- or upper-case hex form.

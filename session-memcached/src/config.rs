@@ -6,7 +6,9 @@ use session_core::raw::StoreUrl;
 use session_core::{Error, Result};
 
 /// memcached refuses keys over 250 bytes; the store's keys are the prefix and 64 hex digits.
-const MAX_PREFIX_LEN: usize = 250 - 64;
+pub(crate) const MAX_PREFIX_LEN: usize = MAX_KEY_LEN - 64;
+/// memcached's longest key.
+pub(crate) const MAX_KEY_LEN: usize = 250;
 
 /// Settings of a [`MemcachedStore`](crate::MemcachedStore).
 #[derive(Debug, Clone, PartialEq, Eq)]

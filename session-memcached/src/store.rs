@@ -42,7 +42,7 @@ use session_core::{
     SessionRepository, SessionSettings,
 };
 
-use crate::config::Config;
+use crate::config::{Config, MAX_KEY_LEN};
 use crate::error::{map, status};
 use crate::pool::Server;
 use crate::ring::pick;
@@ -126,6 +126,32 @@ fn flag(out: &mut [u8; FLAG_BYTES], letter: u8, n: u64) -> &str {
     std::str::from_utf8(&out[..=digits.len()]).unwrap_or_default()
 }
 
+/// A session's memcached key, on the stack: the prefix (checked at config time to leave room)
+/// and the session key's 64 hex digits.
+struct ItemKey {
+    bytes: [u8; MAX_KEY_LEN],
+    len: usize,
+}
+
+impl ItemKey {
+    fn new(prefix: &str, key: &SessionKey) -> Self {
+        let mut bytes = [0; MAX_KEY_LEN];
+        let prefix = &prefix.as_bytes()[..prefix.len().min(MAX_KEY_LEN - 64)];
+        bytes[..prefix.len()].copy_from_slice(prefix);
+        bytes[prefix.len()..prefix.len() + 64].copy_from_slice(&key.hex_digits());
+        ItemKey {
+            bytes,
+            len: prefix.len() + 64,
+        }
+    }
+}
+
+impl AsRef<[u8]> for ItemKey {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 impl MemcachedStore {
     /// Sets up the connection pools and reads the servers' item size limit (`stats settings`;
     /// the smallest over all servers, [`Config::item_size_max`] for a server that does not
@@ -183,10 +209,12 @@ impl MemcachedStore {
 
     /// The memcached key of a session.
     pub fn item_key(&self, key: &SessionKey) -> String {
-        let mut item = String::with_capacity(self.inner.config.prefix.len() + 64);
-        item.push_str(&self.inner.config.prefix);
-        key.push_hex(&mut item);
-        item
+        String::from_utf8_lossy(self.key_of(key).as_ref()).into_owned()
+    }
+
+    /// [`MemcachedStore::item_key`] without allocating: every operation builds one.
+    fn key_of(&self, key: &SessionKey) -> ItemKey {
+        ItemKey::new(&self.inner.config.prefix, key)
     }
 
     pub(crate) fn server(&self, key: &SessionKey) -> &Server {
@@ -203,13 +231,13 @@ impl MemcachedStore {
     }
 
     async fn fetch(&self, key: &SessionKey) -> Result<Stored> {
-        let item_key = self.item_key(key);
+        let item_key = self.key_of(key);
         // The connection goes back to the pool as soon as the reply is in: with more tasks
         // than connections, one held through the decode makes the others wait for it.
         let item = {
             let mut connection = self.server(key).connection().await?;
             connection
-                .meta_get(item_key, false, None, Some(&["v", "c"]))
+                .meta_get(&item_key, false, None, Some(&["v", "c"]))
                 .await
                 .map_err(map)?
         };
@@ -221,7 +249,7 @@ impl MemcachedStore {
         };
         // The record keeps the buffer: its values are slices of it, not copies.
         let data = Bytes::from(data);
-        Ok(match SessionRecord::decode_shared(&data) {
+        Ok(match SessionRecord::decode_shared(data) {
             Ok(record) => Stored::Record { record, cas },
             Err(error) => {
                 report_undecodable(key, &error);
@@ -239,8 +267,8 @@ impl MemcachedStore {
         now: u64,
     ) -> Result<Written> {
         let bytes = record.encode()?;
-        let item_key = self.item_key(key);
-        let size = bytes.len() + item_key.len() + ITEM_OVERHEAD;
+        let item_key = self.key_of(key);
+        let size = bytes.len() + item_key.len + ITEM_OVERHEAD;
         if size > self.inner.item_size_max {
             return Err(Error::TooLarge {
                 what: "memcached item",
@@ -257,7 +285,7 @@ impl MemcachedStore {
         };
         let mut connection = self.server(key).connection().await?;
         let written = connection
-            .meta_set(item_key, bytes.as_slice(), false, None, Some(&[mode, ttl]))
+            .meta_set(&item_key, bytes.as_slice(), false, None, Some(&[mode, ttl]))
             .await;
         match written {
             Ok(_) => Ok(Written::Stored),
@@ -275,7 +303,7 @@ impl MemcachedStore {
         let compare = cas.map(|cas| flag(&mut compare, b'C', cas));
         let mut connection = self.server(key).connection().await?;
         let removed = connection
-            .meta_delete(self.item_key(key), false, None, Some(compare.as_slice()))
+            .meta_delete(&self.key_of(key), false, None, Some(compare.as_slice()))
             .await;
         match removed {
             Ok(_) => Ok(true),
@@ -325,8 +353,7 @@ impl MemcachedStore {
             return Ok(None);
         }
         // Timeout changes move the deadline the merge checks liveness against: merge those.
-        let delta = session.delta(now)?;
-        if delta.idle_timeout_ms.is_some() || delta.absolute_lifetime_ms.is_some() {
+        if session.timeouts_changed() {
             return Ok(None);
         }
         // Nobody wrote since the load (the token says so), so the stored record is the loaded
@@ -460,7 +487,21 @@ impl SessionRepository for MemcachedStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{exptime, flag, FLAG_BYTES, RELATIVE_EXPTIME_MAX};
+    use super::{exptime, flag, ItemKey, FLAG_BYTES, RELATIVE_EXPTIME_MAX};
+    use crate::config::MAX_PREFIX_LEN;
+    use session_core::SessionId;
+
+    #[test]
+    fn item_keys_are_the_prefix_and_the_hex_of_the_session_key() {
+        let key = SessionId::generate().key();
+        for prefix in ["", "session:", &"p".repeat(MAX_PREFIX_LEN)] {
+            let item = ItemKey::new(prefix, &key);
+            assert_eq!(
+                item.as_ref(),
+                format!("{prefix}{}", key.to_hex()).as_bytes()
+            );
+        }
+    }
 
     #[test]
     fn flags_are_the_letter_and_the_number_in_decimal() {

@@ -43,6 +43,12 @@ pub trait SessionInternals: sealed::Sealed + Sized {
     /// [`Concurrency`] of the settings. [`Error::NotFound`] if the session was never created.
     fn delta(&self, now_ms: u64) -> Result<SessionDelta<'_>>;
 
+    /// For stores: whether this copy changed its idle timeout or absolute lifetime since it was
+    /// loaded or saved, which a [`SessionInternals::delta`] would carry. Such a change moves the
+    /// deadline a merge checks liveness against; a store that writes a
+    /// [`SessionInternals::snapshot`] without merging asks this instead of building the delta.
+    fn timeouts_changed(&self) -> bool;
+
     /// For stores: the session is now stored with `version`, last accessed at `accessed_at_ms`;
     /// pending changes are cleared.
     fn mark_persisted(&mut self, version: u64, accessed_at_ms: u64);
@@ -148,6 +154,10 @@ impl SessionInternals for Session {
             expected_version: (self.settings.concurrency == Concurrency::Optimistic)
                 .then_some(self.version),
         })
+    }
+
+    fn timeouts_changed(&self) -> bool {
+        self.idle_timeout_changed || self.absolute_lifetime_changed
     }
 
     fn mark_persisted(&mut self, version: u64, accessed_at_ms: u64) {

@@ -19,7 +19,7 @@ use session_core::{Error, Result, Session, SessionKey};
 use crate::error::map;
 use crate::meta::{
     attributes_field, index_score, packed_attributes, parse_hash, push_metadata, words, Fields,
-    Meta, StoredHash,
+    Meta, StoredHash, INLINE_TOKEN,
 };
 use crate::scripts;
 use crate::store::RedisStore;
@@ -29,8 +29,9 @@ const SAVE_ATTEMPTS: usize = 16;
 
 /// What a version-checked write answered.
 enum Written {
-    /// Stored; the index needs the session again with this score (0: it does not).
-    Stored { index_score: u64 },
+    /// Stored with this metadata (its attributes token chosen by the write); the index needs
+    /// the session again with this score (0: it does not).
+    Stored { index_score: u64, meta: Meta },
     /// Not written: the stored hash (empty when the session is gone).
     Lost(Fields),
 }
@@ -79,7 +80,7 @@ impl RedisStore {
             }
             drop(delta);
             let (score, index_again) = next_index_score(&stored_hash, &merged);
-            let meta = Meta::of(&merged, self.next_token());
+            let meta = Meta::of(&merged, INLINE_TOKEN);
             match self
                 .write(
                     &key,
@@ -91,7 +92,7 @@ impl RedisStore {
                 )
                 .await?
             {
-                Written::Stored { .. } => {
+                Written::Stored { meta, .. } => {
                     session.mark_persisted(merged.version, now);
                     self.refresh_as(&key, meta, &merged);
                     let old = &stored_hash.record.principal;
@@ -129,11 +130,7 @@ impl RedisStore {
         session: &mut Session,
         now: u64,
     ) -> Result<std::result::Result<(), Option<Fields>>> {
-        let delta = session.delta(now)?;
-        let fast = delta.principal.is_none()
-            && delta.idle_timeout_ms.is_none()
-            && delta.absolute_lifetime_ms.is_none();
-        drop(delta);
+        let fast = !session.principal_changed() && !session.timeouts_changed();
         if !fast || session.deadline_ms() <= now {
             return Ok(Err(None));
         }
@@ -153,13 +150,13 @@ impl RedisStore {
         );
         prefix.push(' ');
         let key = session.key();
-        let meta = Meta::of(&saved, self.next_token());
+        let meta = Meta::of(&saved, INLINE_TOKEN);
         let score = index_score(&saved);
         match self
             .write(&key, prefix.as_bytes(), Mode::Over, &saved, meta, score)
             .await?
         {
-            Written::Stored { index_score } => {
+            Written::Stored { index_score, meta } => {
                 session.mark_persisted(saved.version, now);
                 self.refresh_as(&key, meta, &saved);
                 if let (Some(principal), 1..) = (&saved.principal, index_score) {
@@ -171,9 +168,12 @@ impl RedisStore {
         }
     }
 
-    /// The version-checked write (the save script, after staging the packed attributes under
-    /// the field `meta` names): `record` replaces the stored session if its metadata still
-    /// starts with `prefix`.
+    /// The version-checked write (the save script, after staging the packed attributes when
+    /// they are too large to travel inline): `record`, with the metadata `meta`, replaces the
+    /// stored session if its metadata still starts with `prefix`. The write picks the
+    /// attributes' token: [`INLINE_TOKEN`] when they travel in the script's arguments (a save
+    /// after an inline save then rewrites the field in place, and the script spares an
+    /// `HDEL`), a fresh one when they are staged.
     async fn write(
         &self,
         key: &SessionKey,
@@ -184,9 +184,18 @@ impl RedisStore {
         score: u64,
     ) -> Result<Written> {
         let redis_key = self.session_key(key);
-        let staged = attributes_field(meta.attributes.unwrap_or_default());
         let packed = packed_attributes(record)?;
-        let inline = scripts::inline_bytes(&staged, &packed);
+        let staging = !scripts::travels_inline(&packed);
+        let meta = Meta {
+            attributes: Some(if staging {
+                self.next_token()
+            } else {
+                INLINE_TOKEN
+            }),
+            ..meta
+        };
+        let field = attributes_field(meta.attributes.unwrap_or_default());
+        let inline = scripts::inline_bytes(&field, &packed);
         let mut cmd = scripts::call_sized(&scripts::SAVE, &redis_key, 14, 512 + inline);
         cmd.arg(prefix).arg(match mode {
             Mode::Over => "w",
@@ -201,17 +210,20 @@ impl RedisStore {
                     Some(_) => cmd.arg(score),
                     None => cmd.arg(""),
                 };
-                cmd.arg(&staged).arg(Meta::FIELD).arg(meta.to_field());
+                cmd.arg(&field)
+                    .arg(if staging { "s" } else { "" })
+                    .arg(Meta::FIELD)
+                    .arg(meta.to_field());
             }
             Mode::Rewrite => {
-                cmd.arg("").arg(&staged);
+                cmd.arg("").arg(&field).arg(if staging { "s" } else { "" });
                 push_metadata(&mut cmd, record, meta, score);
             }
         }
         let reply = scripts::run_staged(
             &scripts::SAVE,
             &redis_key,
-            &staged,
+            &field,
             &packed,
             cmd,
             &mut self.connection(),
@@ -221,6 +233,7 @@ impl RedisStore {
         match reply {
             Value::Int(score) => Ok(Written::Stored {
                 index_score: u64::try_from(score).unwrap_or(0),
+                meta,
             }),
             reply @ Value::Array(_) => redis::from_redis_value::<Fields>(reply)
                 .map(Written::Lost)

@@ -151,7 +151,7 @@ pub(crate) async fn run_staged(
 const INLINE_MAX: usize = 2048;
 
 /// Whether [`run_staged`] passes `value` to the script rather than staging it.
-fn travels_inline(value: &[u8]) -> bool {
+pub(crate) fn travels_inline(value: &[u8]) -> bool {
     value.len() <= INLINE_MAX
 }
 
@@ -193,25 +193,27 @@ pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
 
 /// KEYS[1] session. ARGV[1] the prefix the stored metadata must start with (`version created
 /// accessed `, as the saver read it), ARGV[2] the mode, ARGV[3] the new deadline, ARGV[4] the
-/// new index score ('' = none, or the saver decides), ARGV[5] the staged attributes field (see
-/// [`run_staged`]), then the metadata field/value pairs to the end (the attributes field
-/// among them when they travel inline).
+/// new index score ('' = none, or the saver decides), ARGV[5] the field of the new packed
+/// attributes, ARGV[6] `s` when that field was staged (see [`run_staged`]) and '' when the
+/// attributes travel inline, among the pairs, then the metadata field/value pairs to the end.
 ///
-/// The staged attributes are committed only while the stored metadata still starts with the
+/// The new attributes are committed only while the stored metadata still starts with the
 /// prefix: every write of attributes, principal or timeouts increments the version and every
 /// touch moves the access time, so a match means the stored session is the one the saver
 /// merged into, and what the saver computed from it (attributes, metadata, limits, deadline)
 /// is exact.
 ///
 /// - Mode `w` (a copy nobody wrote since its load, into a packed hash): drops the previous
-///   attributes field (the one the stored metadata names) and writes the new metadata. Returns
-///   the index score when the session must be (re)added to its principal's index (its deadline
-///   passed the stored `\1x`), else 0.
+///   attributes field (the one the stored metadata names) unless the new attributes go to the
+///   same field (inline saves all use one name, see `meta::INLINE_TOKEN`), and writes the new
+///   metadata. Returns the index score when the session must be (re)added to its principal's
+///   index (its deadline passed the stored `\1x`), else 0.
 /// - Mode `r` (a merge, or a hash of the earlier per-attribute layout): drops every field but
-///   the staged one and writes the pairs (metadata, principal, index score). Returns 0 (the
-///   saver read `\1x` and decided the index itself).
+///   the new attributes' and writes the pairs (metadata, principal, index score). Returns 0
+///   (the saver read `\1x` and decided the index itself).
 ///
-/// When the metadata does not match, the staged field is removed and the reply is the stored
+/// When the metadata does not match, a staged field is removed (an inline one was never
+/// written, and its name may be the stored session's own field) and the reply is the stored
 /// hash (HGETALL's flat array), so the saver merges into it and tries again without another
 /// read; an empty array when the session is gone (or the key holds another type). The server
 /// does nothing per attribute: the merge, the limits and the optimistic version check run in
@@ -221,7 +223,8 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local k = KEYS[1]
-        local staged = ARGV[5]
+        local field = ARGV[5]
+        local staged = ARGV[6] == 's'
         local meta, score
         if ARGV[4] == '' then
             meta = redis.pcall('HGET', k, '\1m')
@@ -231,25 +234,26 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
             meta, score = f[1], f[2]
         end
         if type(meta) ~= 'string' then
-            redis.pcall('HDEL', k, staged)
+            if staged then redis.pcall('HDEL', k, field) end
             return {}
         end
         local w = ARGV[2] == 'w'
         local old = string.match(meta, ' p(%x+)$')
         if string.find(meta, ARGV[1], 1, true) ~= 1 or (w and not old) then
-            redis.call('HDEL', k, staged)
+            if staged then redis.call('HDEL', k, field) end
             return redis.call('HGETALL', k)
         end
         if w then
-            redis.call('HDEL', k, '\1a' .. old)
+            local previous = '\1a' .. old
+            if previous ~= field then redis.call('HDEL', k, previous) end
         else
             local drop = {}
             for _, name in ipairs(redis.call('HKEYS', k)) do
-                if name ~= staged and name ~= '\1m' then drop[#drop + 1] = name end
+                if name ~= field and name ~= '\1m' then drop[#drop + 1] = name end
             end
             if #drop > 0 then redis.call('HDEL', k, unpack(drop)) end
         end
-        redis.call('HSET', k, unpack(ARGV, 6))
+        redis.call('HSET', k, unpack(ARGV, 7))
         redis.call('PEXPIREAT', k, ARGV[3])
         if ARGV[4] ~= '' and (not tonumber(score) or tonumber(ARGV[3]) > tonumber(score)) then
             redis.call('HSET', k, '\1x', ARGV[4])

@@ -41,6 +41,7 @@ use crate::error::{is_wrong_type, map};
 use crate::listener::{event_channel, listen};
 use crate::meta::{
     attributes_field, index_score, packed_attributes, parse_hash, push_metadata, Fields, Meta,
+    INLINE_TOKEN,
 };
 use crate::scripts;
 
@@ -278,9 +279,16 @@ impl RedisStore {
     /// A fresh token for the field of a write's packed attributes: unique within this store
     /// (a counter) and, with a random start, across the instances that share the server.
     pub(crate) fn next_token(&self) -> u64 {
-        self.inner
-            .tokens
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        loop {
+            let token = self
+                .inner
+                .tokens
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Reserved for inline saves, whose field a staged write must never name.
+            if token != INLINE_TOKEN {
+                return token;
+            }
+        }
     }
 
     /// Deletes `key` if its version is `expected` (any version when `None`), publishing

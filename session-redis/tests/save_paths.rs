@@ -205,3 +205,59 @@ async fn lost_write_merges(filler: usize) {
     let exists: bool = connection.exists(&redis_key).await.unwrap();
     assert!(!exists, "a save recreated the deleted session's key");
 }
+
+/// Inline saves write their attributes under one field name and staged saves under a fresh
+/// one: a session that grows past the inline limit and shrinks back keeps exactly one
+/// attributes field, the one its metadata names, with every value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attributes_keep_one_field_between_inline_and_staged_saves() {
+    let Some((store, mut connection, _)) =
+        common::store_and_connection("fields", SessionSettings::default()).await
+    else {
+        return;
+    };
+    let mut session = store.new_session();
+    session.insert("n", &0).unwrap();
+    store.create(&mut session).await.unwrap();
+    let redis_key = store.session_key(&session.key());
+    let mut names = Vec::new();
+    // Inline, inline again (the same field), staged, staged again, inline.
+    for (step, filler) in [0, 0, 8 * 1024, 8 * 1024, 0].into_iter().enumerate() {
+        let mut loaded = store.find(session.id()).await.unwrap().expect("live");
+        loaded.insert("n", &(step + 1)).unwrap();
+        if filler > 0 {
+            loaded.insert("filler", &"f".repeat(filler)).unwrap();
+        } else {
+            loaded.remove("filler");
+        }
+        store.save(&mut loaded).await.unwrap();
+
+        let fields: Vec<String> = connection.hkeys(&redis_key).await.unwrap();
+        let packed: Vec<&String> = fields.iter().filter(|f| f.starts_with("\x01a")).collect();
+        assert_eq!(packed.len(), 1, "step {step}: {fields:?}");
+        let meta: String = connection.hget(&redis_key, "\x01m").await.unwrap();
+        assert!(
+            meta.ends_with(&format!(" p{}", &packed[0][2..])),
+            "step {step}: the metadata {meta:?} names another field than {packed:?}"
+        );
+        names.push(packed[0].clone());
+        let stored = other_reader(&store).await.find(session.id()).await.unwrap();
+        let stored = stored.expect("live");
+        assert_eq!(stored.get::<usize>("n").unwrap(), Some(step + 1));
+        assert_eq!(stored.contains("filler"), filler > 0, "step {step}");
+    }
+    assert_eq!(
+        names[0], names[1],
+        "inline saves rewrite one field in place"
+    );
+    assert_ne!(names[1], names[2], "a staged save writes a fresh field");
+    assert_ne!(names[2], names[3], "every staged save writes a fresh field");
+    assert_eq!(names[4], names[0], "back inline, back to the inline field");
+}
+
+/// A store with no near-cache copy of anything: reads what is stored.
+async fn other_reader(store: &session_redis::RedisStore) -> session_redis::RedisStore {
+    session_redis::RedisStore::open(store.config().clone(), SessionSettings::default())
+        .await
+        .unwrap()
+}

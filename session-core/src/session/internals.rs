@@ -49,6 +49,11 @@ pub trait SessionInternals: sealed::Sealed + Sized {
     /// [`SessionInternals::snapshot`] without merging asks this instead of building the delta.
     fn timeouts_changed(&self) -> bool;
 
+    /// For stores: whether this copy changed its principal since it was loaded or saved, which
+    /// a [`SessionInternals::delta`] would carry (cheaper to ask, like
+    /// [`SessionInternals::timeouts_changed`]).
+    fn principal_changed(&self) -> bool;
+
     /// For stores: the session is now stored with `version`, last accessed at `accessed_at_ms`;
     /// pending changes are cleared.
     fn mark_persisted(&mut self, version: u64, accessed_at_ms: u64);
@@ -158,6 +163,10 @@ impl SessionInternals for Session {
 
     fn timeouts_changed(&self) -> bool {
         self.idle_timeout_changed || self.absolute_lifetime_changed
+    }
+
+    fn principal_changed(&self) -> bool {
+        self.principal_changed
     }
 
     fn mark_persisted(&mut self, version: u64, accessed_at_ms: u64) {

@@ -64,7 +64,7 @@ pub(crate) struct Layout {
 
 impl Layout {
     /// The map, its names and values in `buffer()`, which must hold the source's bytes at the
-    /// same offsets (the source itself, or a copy). Not called for an empty map.
+    /// same offsets (the source itself, or a copy). An empty map does not call `buffer`.
     pub(crate) fn attach(self, buffer: impl FnOnce() -> Bytes) -> Attributes {
         if self.slots.is_empty() {
             return Attributes::new();
@@ -176,9 +176,9 @@ impl<'a> Reader<'a> {
         self.span(len)
     }
 
-    /// The layout of the attribute map at the reader. Only the headers the encoder writes are accepted (the shortest form
-    /// for each length), so that an unchanged run of attributes can later be written by
-    /// copying its bytes.
+    /// The layout of the attribute map at the reader. Only the headers the encoder writes are
+    /// accepted (the shortest form for each length), so that an unchanged run of attributes
+    /// can later be written by copying its bytes.
     fn attributes(&mut self) -> Option<Layout> {
         let count = match self.byte()? {
             small @ 0x80..=0x8f => usize::from(small & 0x0f),

@@ -80,16 +80,8 @@ impl RedisStore {
             }
             drop(delta);
             let (score, index_again) = next_index_score(&stored_hash, &merged);
-            let meta = Meta::of(&merged, INLINE_TOKEN);
             match self
-                .write(
-                    &key,
-                    &stored_hash.prefix,
-                    Mode::Rewrite,
-                    &merged,
-                    meta,
-                    score,
-                )
+                .write(&key, &stored_hash.prefix, Mode::Rewrite, &merged, score)
                 .await?
             {
                 Written::Stored { meta, .. } => {
@@ -150,10 +142,9 @@ impl RedisStore {
         );
         prefix.push(' ');
         let key = session.key();
-        let meta = Meta::of(&saved, INLINE_TOKEN);
         let score = index_score(&saved);
         match self
-            .write(&key, prefix.as_bytes(), Mode::Over, &saved, meta, score)
+            .write(&key, prefix.as_bytes(), Mode::Over, &saved, score)
             .await?
         {
             Written::Stored { index_score, meta } => {
@@ -169,9 +160,9 @@ impl RedisStore {
     }
 
     /// The version-checked write (the save script, after staging the packed attributes when
-    /// they are too large to travel inline): `record`, with the metadata `meta`, replaces the
-    /// stored session if its metadata still starts with `prefix`. The write picks the
-    /// attributes' token: [`INLINE_TOKEN`] when they travel in the script's arguments (a save
+    /// they are too large to travel inline): `record` replaces the stored session if its
+    /// metadata still starts with `prefix`. The write picks the token of the metadata it
+    /// stores (and answers with): [`INLINE_TOKEN`] when they travel in the script's arguments (a save
     /// after an inline save then rewrites the field in place, and the script spares an
     /// `HDEL`), a fresh one when they are staged.
     async fn write(
@@ -180,21 +171,18 @@ impl RedisStore {
         prefix: &[u8],
         mode: Mode,
         record: &SessionRecord,
-        meta: Meta,
         score: u64,
     ) -> Result<Written> {
         let redis_key = self.session_key(key);
         let packed = packed_attributes(record)?;
         let staging = !scripts::travels_inline(&packed);
-        let meta = Meta {
-            attributes: Some(if staging {
-                self.next_token()
-            } else {
-                INLINE_TOKEN
-            }),
-            ..meta
+        let token = if staging {
+            self.next_token()
+        } else {
+            INLINE_TOKEN
         };
-        let field = attributes_field(meta.attributes.unwrap_or_default());
+        let meta = Meta::of(record, token);
+        let field = attributes_field(token);
         let inline = scripts::inline_bytes(&field, &packed);
         let mut cmd = scripts::call_sized(&scripts::SAVE, &redis_key, 14, 512 + inline);
         cmd.arg(prefix).arg(match mode {

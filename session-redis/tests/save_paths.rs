@@ -220,6 +220,7 @@ async fn attributes_keep_one_field_between_inline_and_staged_saves() {
     session.insert("n", &0).unwrap();
     store.create(&mut session).await.unwrap();
     let redis_key = store.session_key(&session.key());
+    let reader = other_reader(&store).await;
     let mut names = Vec::new();
     // Inline, inline again (the same field), staged, staged again, inline.
     for (step, filler) in [0, 0, 8 * 1024, 8 * 1024, 0].into_iter().enumerate() {
@@ -241,8 +242,7 @@ async fn attributes_keep_one_field_between_inline_and_staged_saves() {
             "step {step}: the metadata {meta:?} names another field than {packed:?}"
         );
         names.push(packed[0].clone());
-        let stored = other_reader(&store).await.find(session.id()).await.unwrap();
-        let stored = stored.expect("live");
+        let stored = reader.find(session.id()).await.unwrap().expect("live");
         assert_eq!(stored.get::<usize>("n").unwrap(), Some(step + 1));
         assert_eq!(stored.contains("filler"), filler > 0, "step {step}");
     }
@@ -255,7 +255,8 @@ async fn attributes_keep_one_field_between_inline_and_staged_saves() {
     assert_eq!(names[4], names[0], "back inline, back to the inline field");
 }
 
-/// A store with no near-cache copy of anything: reads what is stored.
+/// Another store on the same server: it never holds `store`'s own copies, and every save
+/// here moves the version its near cache checks, so its reads show what is stored.
 async fn other_reader(store: &session_redis::RedisStore) -> session_redis::RedisStore {
     session_redis::RedisStore::open(store.config().clone(), SessionSettings::default())
         .await

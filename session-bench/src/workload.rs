@@ -35,12 +35,11 @@ pub(crate) fn changed(base: &str) -> String {
     let n = CHANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // One allocation of the final size and no formatter: this is the application's share of a
     // store row, which the raw rows (a bit flipped in place) do not pay.
+    let mut digits = [0u8; 16];
+    // 8 bytes always fit 16 digits, and hex digits are ASCII.
+    let _ = hex::encode_to_slice(n.to_be_bytes(), &mut digits);
     let mut value = String::with_capacity(base.len().max(16));
-    for shift in (0..16).rev() {
-        value.push(char::from(
-            b"0123456789abcdef"[(n >> (shift * 4)) as usize & 0xf],
-        ));
-    }
+    value.push_str(std::str::from_utf8(&digits).unwrap_or_default());
     value.push_str(base.get(16..).unwrap_or(""));
     value
 }

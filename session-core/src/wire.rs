@@ -11,8 +11,9 @@
 //!
 //! It accepts only what the encoder writes (unsigned integers, `nil` for `None`, `str` names
 //! in strictly increasing order, `bin` values, each attribute's headers in their shortest
-//! form) and answers `None` for anything else, which the caller then hands to serde: serde stays the authority on every other input, so the two
-//! paths cannot disagree on what a stored value means (a test feeds both mutated records).
+//! form) and answers `None` for anything else, which the caller then hands to serde: serde
+//! stays the authority on every other input, so the two paths cannot disagree on what a
+//! stored value means (a test feeds both mutated records).
 
 use std::ops::Range;
 

@@ -120,9 +120,34 @@ where
         .await
         .expect("the session stored before the freeze is gone");
     assert_eq!(reloaded.get::<String>("a").unwrap().as_deref(), Some("1"));
+    // A resumed server first works off what queued up while it was frozen (the statements of
+    // the timed-out operations, the connects the kernel accepted); on a loaded machine that
+    // can outlast one operation's timeout, so these too may wait out retryable errors.
     let mut fresh = store.new_session();
-    store.create(&mut fresh).await.unwrap();
-    store.touch(fresh.id()).await.unwrap();
+    retry_when_back("create", "resume", async || store.create(&mut fresh).await).await;
+    retry_when_back("touch", "resume", async || store.touch(fresh.id()).await).await;
+}
+
+/// `operation` once the server is back (after a `restart` or `resume`), as
+/// [`find_when_back`]: retryable errors are waited out for up to ten seconds; any other error,
+/// or one that lasts, fails the case with the operation's name and the error.
+async fn retry_when_back<T>(
+    name: &str,
+    after: &str,
+    mut operation: impl AsyncFnMut() -> Result<T>,
+) -> T {
+    let mut last = None;
+    for _ in 0..40 {
+        match operation().await {
+            Ok(value) => return value,
+            Err(error) if error.is_retryable() => {
+                last = Some(error);
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Err(error) => panic!("{name} after the {after}: not retryable: {error:?}"),
+        }
+    }
+    panic!("{name} did not work again after the {after}; last error: {last:?}");
 }
 
 /// A find of `session` and a save of a changed copy, on a store whose server does not answer:
@@ -175,14 +200,5 @@ async fn find_when_back(
     id: &SessionId,
     after: &str,
 ) -> Option<Session> {
-    for _ in 0..40 {
-        match store.find(id).await {
-            Ok(found) => return found,
-            Err(error) if error.is_retryable() => {
-                tokio::time::sleep(Duration::from_millis(250)).await
-            }
-            Err(error) => panic!("not retryable after the {after}: {error:?}"),
-        }
-    }
-    panic!("the store did not work again after the {after}");
+    retry_when_back("find", after, async || store.find(id).await).await
 }

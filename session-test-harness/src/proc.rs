@@ -3,19 +3,25 @@
 #[allow(unused_imports)]
 use super::*;
 
-/// Whether every thread of process `pid` and of its child processes is stopped (state `T`
-/// in /proc; Linux). A process that is gone counts as stopped.
-pub(super) fn all_stopped(pid: u32) -> bool {
-    let threads_stopped = |process: u32| {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{process}/task")) else {
-            return true;
-        };
-        tasks.flatten().all(|task| {
-            ProcStat::read(&task.path().join("stat"))
-                .is_none_or(|stat| matches!(stat.state, 'T' | 't'))
+/// The threads of process `pid` and of its child processes that are not stopped (state `T`
+/// in /proc; Linux), as (thread id, state). A process that is gone has none.
+pub(super) fn unstopped_threads(pid: u32) -> Vec<(u32, char)> {
+    let mut processes = child_processes(&[pid]);
+    processes.push(pid);
+    processes
+        .into_iter()
+        .flat_map(|process| {
+            std::fs::read_dir(format!("/proc/{process}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
         })
-    };
-    threads_stopped(pid) && child_processes(&[pid]).into_iter().all(threads_stopped)
+        .filter_map(|task| {
+            let stat = ProcStat::read(&task.path().join("stat"))?;
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            (!matches!(stat.state, 'T' | 't')).then_some((tid, stat.state))
+        })
+        .collect()
 }
 
 /// What `/proc/<pid>/stat` (or a thread's `/proc/<pid>/task/<tid>/stat`) says (Linux).

@@ -127,16 +127,21 @@ impl ServerProcess {
         // kill returns once the signal is sent; each thread stops when it next passes through
         // the kernel. A test that goes on before then can still be answered (seen once with
         // MariaDB), so wait until every thread of the server and of its children is stopped.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !all_stopped(pid) {
+        // A thread in uninterruptible sleep (`D`, disk I/O) stops only when that ends, which on
+        // a loaded machine can take seconds.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let running = unstopped_threads(pid);
+            if running.is_empty() {
+                return Ok(());
+            }
             if tokio::time::Instant::now() > deadline {
                 return Err(std::io::Error::other(format!(
-                    "the server (pid {pid}) did not stop"
+                    "the server (pid {pid}) did not stop: threads (id, state) {running:?}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Ok(())
     }
 
     /// Starts the server again on the same port and waits until it answers.

@@ -171,8 +171,8 @@ struct Target {
 const BACKENDS: &str =
     "memory, memory-instrumented, sqlite, postgres, mysql, redis, redis-nocache (near cache off), redis-tls, \
      redis-cluster, memcached, mongodb, \
-     mongodb-nx; beside them, tower-sessions' stores: tower-redis, tower-postgres, tower-mysql, \
-     tower-sqlite, tower-moka";
+     mongodb-nx; beside them, tower-sessions' stores: tower-redis, tower-redis-cluster, tower-postgres, \
+     tower-mysql, tower-sqlite, tower-moka";
 
 /// The in-memory store with room for every session of the run (20,000 large sessions are
 /// ~400 MiB; the default capacity, 256 MiB, would evict some and fail the rows).

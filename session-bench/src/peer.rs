@@ -1,5 +1,5 @@
-//! The leading peer, tower-sessions' stores (`tower-redis`, `tower-postgres`, `tower-mysql`,
-//! `tower-sqlite`, `tower-moka`), measured by the same loop on the same servers as this
+//! The leading peer, tower-sessions' stores (`tower-redis`, `tower-redis-cluster`,
+//! `tower-postgres`, `tower-mysql`, `tower-sqlite`, `tower-moka`), measured by the same loop on the same servers as this
 //! project's stores, so that a row of ours and the peer's row beside it differ only in the
 //! store.
 //!
@@ -15,8 +15,9 @@ use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::SessionStore;
 
 /// The peers, and which of this project's backends each one stands beside.
-pub(crate) const PEERS: [(&str, &str); 5] = [
+pub(crate) const PEERS: [(&str, &str); 6] = [
     ("tower-redis", "redis"),
+    ("tower-redis-cluster", "redis-cluster"),
     ("tower-postgres", "postgres"),
     ("tower-mysql", "mysql"),
     ("tower-sqlite", "sqlite"),
@@ -38,10 +39,15 @@ pub(crate) async fn open_peer(
             Arc::new(tower_sessions_moka_store::MokaStore::new(None)),
             Vec::new(),
         )),
-        "tower-redis" => {
+        "tower-redis" | "tower-redis-cluster" => {
             use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
-            let (url, pids) = server(Backend::Redis, options).await?;
-            let config = Config::from_url(&url).map_err(|e| e.to_string())?;
+            let (config, pids) = if name == "tower-redis" {
+                let (url, pids) = server(Backend::Redis, options).await?;
+                (Config::from_url(&url).map_err(|e| e.to_string())?, pids)
+            } else {
+                let (urls, pids) = server(Backend::RedisCluster, options).await?;
+                (fred_cluster_config(&urls)?, pids)
+            };
             // Six connections, as tower-sessions' own example sets up its pool.
             let pool = Pool::new(config, None, None, None, 6).map_err(|e| e.to_string())?;
             pool.init().await.map_err(|e| e.to_string())?;
@@ -90,6 +96,29 @@ pub(crate) async fn open_peer(
         }
         other => Err(format!("unknown peer {other}")),
     }
+}
+
+/// fred's configuration for the cluster whose seed nodes `urls` lists as this project's
+/// Redis store reads them (`redis://a:7000,redis://b:7001`, or `redis+cluster://a:7000,b:7001`):
+/// fred takes one node in the address and the others as `node` parameters.
+fn fred_cluster_config(
+    urls: &str,
+) -> std::result::Result<tower_sessions_redis_store::fred::prelude::Config, String> {
+    let nodes: Vec<&str> = urls
+        .split(',')
+        .map(|node| {
+            let node = node.trim();
+            node.split_once("://").map_or(node, |(_, rest)| rest)
+        })
+        .collect();
+    let (first, others) = nodes.split_first().ok_or("no cluster node")?;
+    let mut url = format!("redis-cluster://{first}");
+    for (index, node) in others.iter().enumerate() {
+        url.push(if index == 0 { '?' } else { '&' });
+        url.push_str("node=");
+        url.push_str(node);
+    }
+    tower_sessions_redis_store::fred::prelude::Config::from_url(&url).map_err(|e| e.to_string())
 }
 
 /// Creates the sessions of `shape` in the peer store: the same attribute names and values as
@@ -259,6 +288,29 @@ pub(crate) fn print_versus_peer(results: &[Measured]) {
         );
         for line in lines {
             println!("{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fred_cluster_config;
+    use tower_sessions_redis_store::fred::prelude::ServerConfig;
+
+    #[test]
+    fn every_cluster_node_reaches_fred() {
+        for urls in [
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002",
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002",
+        ] {
+            let config = fred_cluster_config(urls).unwrap();
+            let ServerConfig::Clustered { hosts, .. } = config.server else {
+                panic!("not clustered: {:?}", config.server);
+            };
+            let mut ports: Vec<u16> = hosts.iter().map(|host| host.port).collect();
+            ports.sort_unstable();
+            assert_eq!(ports, [7000, 7001, 7002], "{urls}");
+            assert!(hosts.iter().all(|host| &*host.host == "127.0.0.1"));
         }
     }
 }

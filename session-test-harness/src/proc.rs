@@ -4,7 +4,8 @@
 use super::*;
 
 /// The threads of process `pid` and of its child processes that are not stopped (state `T`
-/// in /proc; Linux), as (thread id, state). A process that is gone has none.
+/// in /proc; Linux), as (thread id, state). A process that is gone has none, and a zombie
+/// (`Z`, `X`: a child that exited while its stopped parent cannot reap it) runs nothing.
 pub(super) fn unstopped_threads(pid: u32) -> Vec<(u32, char)> {
     let mut processes = child_processes(&[pid]);
     processes.push(pid);
@@ -19,7 +20,7 @@ pub(super) fn unstopped_threads(pid: u32) -> Vec<(u32, char)> {
         .filter_map(|task| {
             let stat = ProcStat::read(&task.path().join("stat"))?;
             let tid = task.file_name().to_str()?.parse().ok()?;
-            (!matches!(stat.state, 'T' | 't')).then_some((tid, stat.state))
+            (!matches!(stat.state, 'T' | 't' | 'Z' | 'X')).then_some((tid, stat.state))
         })
         .collect()
 }

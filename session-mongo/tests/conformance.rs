@@ -98,6 +98,9 @@ const NX_DIVERGENCES: &[KnownDivergence] = &[
         "imported_session_expires_at_its_own_deadline",
         SECOND_GRANULARITY,
     ),
+    // Lists a session of a one-second idle timeout right after creating it: seen once in CI
+    // to list one of the two sessions.
+    KnownDivergence::intermittent("principal_index_drops_expired_sessions", SECOND_GRANULARITY),
 ];
 
 const NO_PIPELINES: &str = "nx-27017 refuses update pipelines (a touch): error 8, \

@@ -1,7 +1,7 @@
 //! The leading peer, tower-sessions' stores (`tower-redis`, `tower-redis-cluster`,
-//! `tower-postgres`, `tower-mysql`, `tower-sqlite`, `tower-moka`), measured by the same loop on the same servers as this
-//! project's stores, so that a row of ours and the peer's row beside it differ only in the
-//! store.
+//! `tower-postgres`, `tower-mysql`, `tower-sqlite`, `tower-moka`), measured by the same loop
+//! on the same servers as this project's stores, so that a row of ours and the peer's row
+//! beside it differ only in the store.
 //!
 //! A peer cycle is what tower-sessions does for a request that changes its session: load the
 //! record, set one attribute, save the whole record (the peer has no delta and no
@@ -98,27 +98,29 @@ pub(crate) async fn open_peer(
     }
 }
 
-/// fred's configuration for the cluster whose seed nodes `urls` lists as this project's
-/// Redis store reads them (`redis://a:7000,redis://b:7001`, or `redis+cluster://a:7000,b:7001`):
-/// fred takes one node in the address and the others as `node` parameters.
+/// fred's configuration for the cluster whose seed nodes `urls` lists, read as this project's
+/// Redis store reads them (`redis://a:7000,redis://b:7001`, or `redis+cluster://a:7000,b:7001`),
+/// each node's address then read by fred.
 fn fred_cluster_config(
     urls: &str,
 ) -> std::result::Result<tower_sessions_redis_store::fred::prelude::Config, String> {
-    let nodes: Vec<&str> = urls
-        .split(',')
-        .map(|node| {
-            let node = node.trim();
-            node.split_once("://").map_or(node, |(_, rest)| rest)
-        })
-        .collect();
-    let (first, others) = nodes.split_first().ok_or("no cluster node")?;
-    let mut url = format!("redis-cluster://{first}");
-    for (index, node) in others.iter().enumerate() {
-        url.push(if index == 0 { '?' } else { '&' });
-        url.push_str("node=");
-        url.push_str(node);
-    }
-    tower_sessions_redis_store::fred::prelude::Config::from_url(&url).map_err(|e| e.to_string())
+    use tower_sessions_redis_store::fred::prelude::{Config, ServerConfig};
+    let nodes = session_redis::Config::from_url(urls)
+        .map_err(|e| e.to_string())?
+        .nodes;
+    let hosts = nodes
+        .iter()
+        .map(
+            |node| match Config::from_url(node).map_err(|e| e.to_string())?.server {
+                ServerConfig::Centralized { server } => Ok((server.host.to_string(), server.port)),
+                other => Err(format!("{node}: not one node: {other:?}")),
+            },
+        )
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    Ok(Config {
+        server: ServerConfig::new_clustered(hosts),
+        ..Config::default()
+    })
 }
 
 /// Creates the sessions of `shape` in the peer store: the same attribute names and values as

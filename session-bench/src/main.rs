@@ -26,6 +26,7 @@ mod layout;
 mod peer;
 mod plan;
 mod raw;
+mod scratch;
 mod workload;
 
 use workload::*;
@@ -62,6 +63,8 @@ pub(crate) struct Options {
     /// `--skip-layout`: leave out the SQL attribute-table row (its prepare, a row per
     /// attribute, takes most of a SQL run's time, and its tables crowd the buffer pool).
     skip_layout: bool,
+    /// `--order scan|random`: how a row's tasks visit the sessions (see [`workload::Order`]).
+    order: Order,
     /// CPUs this process may use when it starts.
     cpus: usize,
     /// `--footprint N`: instead of the rows, fill the in-memory store with N small sessions
@@ -83,6 +86,7 @@ impl Options {
             pin: false,
             metrics: false,
             skip_layout: false,
+            order: Order::Scan,
             cpus: std::thread::available_parallelism().map_or(1, usize::from),
             footprint: None,
         };
@@ -99,13 +103,14 @@ impl Options {
                 }
                 "--backends" => options.backends = value()?.split(',').map(str::to_owned).collect(),
                 "--only" => options.only = Some(value()?),
+                "--order" => options.order = Order::parse(&value()?)?,
                 "--shapes" => options.shapes = value()?.split(',').map(str::to_owned).collect(),
                 "--pin" => options.pin = true,
                 "--skip-layout" => options.skip_layout = true,
                 "--metrics" => options.metrics = true,
                 "--footprint" => options.footprint = Some(number(&value()?)?),
                 "--help" | "-h" => {
-                    return Err("usage: session-bench [--seconds S] [--rounds N] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-tls,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--pin] [--skip-layout]; http-<backend> runs the HTTP-layer load".into())
+                    return Err("usage: session-bench [--seconds S] [--rounds N] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-tls,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--order scan|random] [--pin] [--skip-layout]; http-<backend> runs the HTTP-layer load".into())
                 }
                 other => return Err(format!("unknown option {other}")),
             }
@@ -219,8 +224,8 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             })
         }
         "sqlite" => {
-            let path = std::env::temp_dir()
-                .join(format!("{}.db", session_test_harness::namespace("bench")));
+            let path = scratch::sqlite_file(&session_test_harness::namespace("bench"))
+                .map_err(|e| format!("sqlite: {e}"))?;
             format!("sqlite://{}", path.display())
         }
         // Servers come from SESSION_TEST_<BACKEND>_URL or are started like the test suite does.
@@ -565,7 +570,7 @@ async fn main() {
         Ok(options) => options,
         Err(message) => {
             eprintln!("{message}");
-            std::process::exit(2);
+            scratch::exit(2);
         }
     };
     if cfg!(debug_assertions) {
@@ -597,16 +602,17 @@ async fn main() {
             }
             Err(error) => {
                 eprintln!("cannot install the Prometheus recorder: {error}");
-                std::process::exit(2);
+                scratch::exit(2);
             }
         }
     } else {
         None
     };
+    scratch::remove_on_interrupt();
     if let Some(sessions) = options.footprint {
         if let Err(error) = footprint(sessions, &options).await {
             eprintln!("footprint: {error}");
-            std::process::exit(1);
+            scratch::exit(1);
         }
         return;
     }
@@ -620,10 +626,13 @@ async fn main() {
             .join(", ")
     };
     println!(
-        "session-bench: {} tasks, {sessions} sessions, {} s per row in {} interleaved rounds; ratio = store ops/s / raw ops/s; \
+        "session-bench: {} tasks, {sessions} sessions visited in {} order, {} s per row in {} interleaved rounds; ratio = store ops/s / raw ops/s; \
          srv µs/op = CPU time of the server processes this run started, per operation; \
          cli µs/op = CPU time of this process, per operation",
-        options.tasks, options.seconds, options.rounds
+        options.tasks,
+        options.order.name(),
+        options.seconds,
+        options.rounds
     );
     println!(
         "{:<10} {:<6} {:<10} {:>12} {:>10} {:>10} {:>8} {:>10} {:>10}",
@@ -647,7 +656,7 @@ async fn main() {
                 Ok(opened) => opened,
                 Err(message) => {
                     eprintln!("{name}: {message}");
-                    std::process::exit(2);
+                    scratch::exit(2);
                 }
             };
             for shape in SHAPES
@@ -658,7 +667,7 @@ async fn main() {
                     peer::plan_peer(name, &store, &pids, shape, &options, &mut rows).await;
                 if let Err(error) = planned {
                     eprintln!("{name} {}: {error}", shape.name);
-                    std::process::exit(1);
+                    scratch::exit(1);
                 }
             }
             continue;
@@ -668,14 +677,14 @@ async fn main() {
                 Ok(target) => target,
                 Err(message) => {
                     eprintln!("{message}");
-                    std::process::exit(2);
+                    scratch::exit(2);
                 }
             };
             if let Err(error) =
                 http::bench(name, target.repository, &options.for_shape(SHAPES[0])).await
             {
                 eprintln!("{name}: {error}");
-                std::process::exit(1);
+                scratch::exit(1);
             }
             continue;
         }
@@ -683,7 +692,7 @@ async fn main() {
             Ok(target) => target,
             Err(message) => {
                 eprintln!("{message}");
-                std::process::exit(2);
+                scratch::exit(2);
             }
         };
         for shape in SHAPES
@@ -692,7 +701,7 @@ async fn main() {
         {
             if let Err(error) = plan_shape(&target, shape, &options, &mut rows).await {
                 eprintln!("{} {}: {error}", target.name, shape.name);
-                std::process::exit(1);
+                scratch::exit(1);
             }
         }
         open.push(target);
@@ -701,10 +710,11 @@ async fn main() {
         Ok(results) => peer::print_versus_peer(&results),
         Err(error) => {
             eprintln!("{error}");
-            std::process::exit(1);
+            scratch::exit(1);
         }
     }
     drop(open);
+    scratch::remove();
 }
 
 /// Prepares `target`'s sessions of `shape` and adds its rows to `plan`: raw cycle, cycle, raw

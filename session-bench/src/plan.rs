@@ -96,6 +96,7 @@ pub(crate) async fn run(plan: &[Planned], options: &Options) -> Result<Vec<peer:
                 options.tasks,
                 planned.sessions,
                 tally.cursor,
+                options.order,
             )
             .await?;
             let server = server_before

@@ -111,8 +111,36 @@ impl Workload for StoreRead {
     }
 }
 
-/// Runs `workload` from `tasks` tasks for `seconds`, each task walking its own stride of the
-/// session set so that tasks rarely contend on one session.
+/// The order in which a row's tasks visit the sessions (`--order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// Each task walks its own stride through every session: a session comes back only after
+    /// all the others, so no cache in the path can serve it (the default, and the worst case
+    /// for any cache).
+    Scan,
+    /// Each task picks a session uniformly at random, so a session can come back while a
+    /// cache still holds it: what a cache of a given size serves of a uniform load.
+    Random,
+}
+
+impl Order {
+    pub(crate) fn parse(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "scan" => Ok(Order::Scan),
+            "random" => Ok(Order::Random),
+            other => Err(format!("--order {other}: expected scan or random")),
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Order::Scan => "scan",
+            Order::Random => "random",
+        }
+    }
+}
+
+/// Runs `workload` from `tasks` tasks for `seconds`, visiting the sessions in `options.order`.
 pub(crate) async fn measure(workload: Arc<dyn Workload>, options: &Options) -> Result<Row> {
     let (latencies, elapsed) = measure_slice(
         workload,
@@ -120,6 +148,7 @@ pub(crate) async fn measure(workload: Arc<dyn Workload>, options: &Options) -> R
         options.tasks,
         options.sessions,
         0,
+        options.order,
     )
     .await?;
     Ok(Row::from_latencies(latencies, elapsed))
@@ -147,15 +176,18 @@ impl Row {
     }
 }
 
-/// One slice of a row: `tasks` tasks run `workload` for `seconds`, task `t` on sessions
-/// `start + t`, `start + t + tasks`, ... (modulo `sessions`). Returns every operation's latency
-/// and the slice's wall time (never less than `seconds`).
+/// One slice of a row: `tasks` tasks run `workload` for `seconds`. In [`Order::Scan`], task `t`
+/// visits sessions `start + t`, `start + t + tasks`, ... (modulo `sessions`), so tasks rarely
+/// contend on one session; in [`Order::Random`], sessions drawn uniformly by a generator seeded
+/// with `start + t` (the same draws for the same row, round and task). Returns every
+/// operation's latency and the slice's wall time (never less than `seconds`).
 pub(crate) async fn measure_slice(
     workload: Arc<dyn Workload>,
     seconds: f64,
     tasks: usize,
     sessions: usize,
     start: usize,
+    order: Order,
 ) -> Result<(Vec<Duration>, f64)> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
@@ -164,10 +196,16 @@ pub(crate) async fn measure_slice(
         let workload = Arc::clone(&workload);
         handles.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(1 << 14);
+            let sessions = sessions.max(1);
             let mut i = start.wrapping_add(task);
+            let mut draws = fastrand::Rng::with_seed(i as u64);
             while Instant::now() < deadline {
+                let session = match order {
+                    Order::Scan => i % sessions,
+                    Order::Random => draws.usize(..sessions),
+                };
                 let begun = Instant::now();
-                workload.run(i % sessions.max(1)).await?;
+                workload.run(session).await?;
                 latencies.push(begun.elapsed());
                 i = i.wrapping_add(tasks);
             }
@@ -201,7 +239,61 @@ pub(crate) fn server_cpu(pids: &[u32]) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::changed;
+    use super::*;
+
+    /// Records every session index it is run on.
+    struct Visits(std::sync::Mutex<Vec<usize>>);
+
+    #[async_trait]
+    impl Workload for Visits {
+        async fn run(&self, i: usize) -> Result<()> {
+            self.0.lock().expect("not poisoned").push(i);
+            tokio::task::yield_now().await;
+            Ok(())
+        }
+    }
+
+    async fn visits(order: Order) -> Vec<usize> {
+        let visits = Arc::new(Visits(std::sync::Mutex::new(Vec::new())));
+        let work: Arc<dyn Workload> = visits.clone();
+        let (latencies, _) = measure_slice(work, 0.05, 4, 10, 7, order)
+            .await
+            .expect("measured");
+        let seen = visits.0.lock().expect("not poisoned").clone();
+        assert_eq!(seen.len(), latencies.len());
+        assert!(seen.len() > 100, "only {} operations", seen.len());
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_scan_visits_every_session_in_turn() {
+        let seen = visits(Order::Scan).await;
+        let mut counts = [0usize; 10];
+        for i in &seen {
+            counts[*i] += 1;
+        }
+        let (least, most) = (counts.iter().min(), counts.iter().max());
+        // Each task walks its stride, so no session is visited more than a few times more
+        // often than another.
+        assert!(
+            most.zip(least).is_some_and(|(m, l)| *l > 0 && m - l <= 4),
+            "{counts:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_random_order_stays_in_range_and_differs_from_a_scan() {
+        let seen = visits(Order::Random).await;
+        assert!(seen.iter().all(|i| *i < 10));
+        let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+        assert_eq!(distinct.len(), 10);
+        let scan_like = seen.windows(2).filter(|w| w[1] == (w[0] + 1) % 10).count();
+        assert!(
+            scan_like < seen.len() / 2,
+            "{scan_like} of {} in scan order",
+            seen.len()
+        );
+    }
 
     #[test]
     fn a_change_keeps_the_size_and_differs_from_the_last() {

@@ -1,0 +1,46 @@
+//! The run's scratch directory: where the SQLite rows keep their database files.
+//!
+//! At the default scale a SQLite row's file passes 1 GB, so a run must not leave them behind.
+//! Every file goes into one directory per run, removed when the run ends: normally, on an
+//! error exit ([`exit`]), or on Ctrl-C.
+
+use std::path::PathBuf;
+
+/// The directory of this run (`$TMPDIR/session-bench-<pid>`), created on first use.
+fn dir() -> PathBuf {
+    std::env::temp_dir().join(format!("session-bench-{}", std::process::id()))
+}
+
+/// The path of a database file named `name` in the run's scratch directory.
+pub(crate) fn sqlite_file(name: &str) -> std::io::Result<PathBuf> {
+    let dir = dir();
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir.join(format!("{name}.db")))
+}
+
+/// Removes the run's scratch directory, if there is one.
+pub(crate) fn remove() {
+    let dir = dir();
+    if dir.exists() {
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            eprintln!("cannot remove {}: {error}", dir.display());
+        }
+    }
+}
+
+/// Ends the process with `code` after removing the scratch directory (`std::process::exit`
+/// runs no destructors).
+pub(crate) fn exit(code: i32) -> ! {
+    remove();
+    std::process::exit(code)
+}
+
+/// On Ctrl-C, removes the scratch directory and ends the process as a shell expects (130).
+pub(crate) fn remove_on_interrupt() {
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted");
+            exit(130);
+        }
+    });
+}

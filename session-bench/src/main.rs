@@ -110,7 +110,7 @@ impl Options {
                 "--metrics" => options.metrics = true,
                 "--footprint" => options.footprint = Some(number(&value()?)?),
                 "--help" | "-h" => {
-                    return Err("usage: session-bench [--seconds S] [--rounds N] [--tasks N] [--sessions N] [--backends memory,sqlite,postgres,mysql,redis,redis-tls,redis-cluster] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--order scan|random] [--pin] [--skip-layout]; http-<backend> runs the HTTP-layer load".into())
+                    return Err(format!("usage: session-bench [--seconds S] [--rounds N] [--tasks N] [--sessions N] [--backends B,B,…] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--order scan|random] [--pin] [--skip-layout] [--metrics] [--footprint N]; backends: {BACKENDS}; http-<backend> runs the HTTP-layer load"))
                 }
                 other => return Err(format!("unknown option {other}")),
             }

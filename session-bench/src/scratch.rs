@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-/// The directory of this run (`$TMPDIR/session-bench-<pid>`), created on first use.
+/// The directory of this run (`$TMPDIR/session-bench-<pid>`); [`sqlite_file`] creates it.
 fn dir() -> PathBuf {
     std::env::temp_dir().join(format!("session-bench-{}", std::process::id()))
 }

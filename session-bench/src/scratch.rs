@@ -2,7 +2,7 @@
 //!
 //! At the default scale a SQLite row's file passes 1 GB, so a run must not leave them behind.
 //! Every file goes into one directory per run, removed when the run ends: normally, on an
-//! error exit ([`exit`]), or on Ctrl-C.
+//! error exit ([`exit`]), or on SIGINT or SIGTERM.
 
 use std::path::PathBuf;
 
@@ -35,7 +35,8 @@ pub(crate) fn exit(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// On Ctrl-C, removes the scratch directory and ends the process as a shell expects (130).
+/// On Ctrl-C (SIGINT) or SIGTERM (`kill`, a timeout), removes the scratch directory and ends
+/// the process with the code a shell gives a process the signal ended (130, 143).
 pub(crate) fn remove_on_interrupt() {
     tokio::spawn(async {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -43,4 +44,15 @@ pub(crate) fn remove_on_interrupt() {
             exit(130);
         }
     });
+    #[cfg(unix)]
+    if let Ok(mut terminate) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::spawn(async move {
+            if terminate.recv().await.is_some() {
+                eprintln!("terminated");
+                exit(143);
+            }
+        });
+    }
 }

@@ -224,7 +224,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             })
         }
         "sqlite" => {
-            let path = scratch::sqlite_file(&session_test_harness::namespace("bench"))
+            let path = scratch::path(&format!("{}.db", session_test_harness::namespace("bench")))
                 .map_err(|e| format!("sqlite: {e}"))?;
             format!("sqlite://{}", path.display())
         }
@@ -375,7 +375,8 @@ async fn server(
 async fn tls_server(
     options: &Options,
 ) -> std::result::Result<(Arc<ServerProcess>, std::path::PathBuf), String> {
-    let dir = std::env::temp_dir().join(session_test_harness::namespace("bench-tls"));
+    let dir = scratch::path(&session_test_harness::namespace("bench-tls"))
+        .map_err(|e| format!("TLS certificates: {e}"))?;
     let certificates = TestCertificates::make(&dir).map_err(|e| e.to_string())?;
     let server = ServerProcess::start(ServerSpec::redis_tls(&certificates))
         .await

@@ -80,7 +80,7 @@ pub(crate) async fn open_peer(
             Ok((Arc::new(store), pids))
         }
         "tower-sqlite" => {
-            let path = crate::scratch::sqlite_file(&table).map_err(|e| e.to_string())?;
+            let path = crate::scratch::path(&format!("{table}.db")).map_err(|e| e.to_string())?;
             let options = sqlx::sqlite::SqliteConnectOptions::new()
                 .filename(&path)
                 .create_if_missing(true)

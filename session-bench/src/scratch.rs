@@ -1,21 +1,22 @@
-//! The run's scratch directory: where the SQLite rows keep their database files.
+//! The run's scratch directory: where the SQLite rows keep their database files and the TLS
+//! row its throwaway certificates.
 //!
 //! At the default scale a SQLite row's file passes 1 GB, so a run must not leave them behind.
-//! Every file goes into one directory per run, removed when the run ends: normally, on an
+//! Every file the run writes goes into one directory per run, removed when the run ends: normally, on an
 //! error exit ([`exit`]), or on SIGINT or SIGTERM.
 
 use std::path::PathBuf;
 
-/// The directory of this run (`$TMPDIR/session-bench-<pid>`); [`sqlite_file`] creates it.
+/// The directory of this run (`$TMPDIR/session-bench-<pid>`); [`path`] creates it.
 fn dir() -> PathBuf {
     std::env::temp_dir().join(format!("session-bench-{}", std::process::id()))
 }
 
-/// The path of a database file named `name` in the run's scratch directory.
-pub(crate) fn sqlite_file(name: &str) -> std::io::Result<PathBuf> {
+/// The path of the file or directory `name` in the run's scratch directory.
+pub(crate) fn path(name: &str) -> std::io::Result<PathBuf> {
     let dir = dir();
     std::fs::create_dir_all(&dir)?;
-    Ok(dir.join(format!("{name}.db")))
+    Ok(dir.join(name))
 }
 
 /// Removes the run's scratch directory, if there is one.

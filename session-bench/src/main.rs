@@ -174,7 +174,8 @@ struct Target {
 }
 
 const BACKENDS: &str =
-    "memory, memory-instrumented, sqlite, postgres, mysql, redis, redis-nocache (near cache off), redis-tls, \
+    "memory, memory-instrumented, sqlite, postgres, mysql, redis, redis-nocache (near cache off), \
+     redis-hash (the hash layout where the server would take strings), redis-tls, \
      redis-cluster, memcached, mongodb, \
      mongodb-nx; beside them, tower-sessions' stores: tower-redis, tower-redis-cluster, tower-postgres, \
      tower-mysql, tower-sqlite, tower-moka";
@@ -229,10 +230,10 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             format!("sqlite://{}", path.display())
         }
         // Servers come from SESSION_TEST_<BACKEND>_URL or are started like the test suite does.
-        "redis" | "redis-nocache" | "redis-cluster" | "redis-tls" => {
+        "redis" | "redis-nocache" | "redis-hash" | "redis-cluster" | "redis-tls" => {
             let mut dedicated = None;
             let (url, server_pids, ca) = match name {
-                "redis" | "redis-nocache" => server(Backend::Redis, options)
+                "redis" | "redis-nocache" | "redis-hash" => server(Backend::Redis, options)
                     .await
                     .map(|(u, p)| (u, p, None))?,
                 "redis-cluster" => server(Backend::RedisCluster, options)
@@ -254,6 +255,9 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             }
             if name == "redis-nocache" {
                 config = config.with_near_cache_bytes(0);
+            }
+            if name == "redis-hash" {
+                config = config.with_layout(session_redis::Layout::Hash);
             }
             let store = session_redis::RedisStore::open(
                 config.clone(),

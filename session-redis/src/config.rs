@@ -30,13 +30,53 @@ pub struct Config {
     /// For `rediss://`: a PEM file with the CA certificate(s) to trust instead of the system's
     /// trust store (a private CA, a self-signed server). Needs the `tls` feature.
     pub tls_ca_file: Option<PathBuf>,
+    /// How new sessions are stored. Default [`Layout::Auto`].
+    pub layout: Layout,
+}
+
+/// How a [`RedisStore`](crate::RedisStore) stores the sessions it creates. Whatever the
+/// choice, every store reads, saves, touches and deletes sessions of both layouts, so
+/// instances with different choices can share a server, and sessions written before a change
+/// of layout keep theirs until they end.
+///
+/// An instance of an earlier version of this crate reads only hashes: while such instances
+/// share the server (a rolling upgrade from one), choose [`Layout::Hash`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Layout {
+    /// [`Layout::String`] where the server has `SET … IFEQ` (Valkey 8.1 and later; found out
+    /// when the store opens), else [`Layout::Hash`].
+    #[default]
+    Auto,
+    /// One hash per session, written by server-side scripts (every Redis and Valkey).
+    Hash,
+    /// One string per session, saved by a plain `SET … IFEQ` that compares the whole stored
+    /// value, without a script: cheaper for the server. Needs a server with `IFEQ`; opening
+    /// the store fails without it. The near cache is not used (a read is one `GET`).
+    String,
+}
+
+impl std::str::FromStr for Layout {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "auto" => Ok(Layout::Auto),
+            "hash" => Ok(Layout::Hash),
+            "string" => Ok(Layout::String),
+            other => Err(Error::Config(format!(
+                "session_layout must be auto, hash or string, not {other:?}"
+            ))),
+        }
+    }
 }
 
 impl Config {
     /// `redis://[user:password@]host:port[/db]`, `rediss://...`, a comma-separated list of
     /// cluster nodes (`redis://a:7000,redis://b:7001`), or `redis+cluster://host:port[,...]`.
     /// Store options in the query string of the first URL: `session_prefix`,
-    /// `session_timeout_ms`, `session_near_cache_bytes`, `session_tls_ca_file`.
+    /// `session_timeout_ms`, `session_near_cache_bytes`, `session_tls_ca_file`, `session_layout`
+    /// (`auto`, `hash` or `string`, see [`Layout`]).
     ///
     /// `rediss://` needs the `tls` feature (on by default); without it such a URL is
     /// [`Error::Config`] here rather than a connection error later.
@@ -74,6 +114,7 @@ impl Config {
             timeout: Duration::from_secs(2),
             near_cache_bytes: DEFAULT_NEAR_CACHE_BYTES,
             tls_ca_file: None,
+            layout: Layout::Auto,
         };
         if let Some(prefix) = parsed.take_str("session_prefix") {
             config.prefix = prefix;
@@ -86,6 +127,9 @@ impl Config {
         }
         if let Some(path) = parsed.take_str("session_tls_ca_file") {
             config.tls_ca_file = Some(PathBuf::from(path));
+        }
+        if let Some(layout) = parsed.take_str("session_layout") {
+            config.layout = layout.parse()?;
         }
         parsed.finish("redis")?;
         if config.tls_ca_file.is_some() && !cfg!(feature = "tls") {
@@ -114,6 +158,12 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::layout`].
+    pub fn with_layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
     /// Sets [`Config::timeout`].
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -133,6 +183,7 @@ impl fmt::Debug for Config {
             .field("timeout", &self.timeout)
             .field("near_cache_bytes", &self.near_cache_bytes)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("layout", &self.layout)
             .finish()
     }
 }
@@ -159,6 +210,16 @@ mod tests {
         let uncached = Config::from_url("redis://a?session_near_cache_bytes=0").unwrap();
         assert_eq!(uncached.near_cache_bytes, 0);
         assert!(Config::from_url("redis://a?session_near_cache_bytes=x").is_err());
+        assert_eq!(one.layout, Layout::Auto);
+        for (text, layout) in [
+            ("auto", Layout::Auto),
+            ("hash", Layout::Hash),
+            ("string", Layout::String),
+        ] {
+            let config = Config::from_url(&format!("redis://a?session_layout={text}")).unwrap();
+            assert_eq!(config.layout, layout);
+        }
+        assert!(Config::from_url("redis://a?session_layout=strings").is_err());
         let tls = Config::from_url("rediss://a:6380?session_tls_ca_file=/etc/ca.pem");
         if cfg!(feature = "tls") {
             let tls = tls.unwrap();

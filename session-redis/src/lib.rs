@@ -26,9 +26,11 @@ mod index;
 mod listener;
 mod meta;
 mod save;
+mod save_string;
 mod scripts;
 mod store;
+mod strings;
 
-pub use config::Config;
+pub use config::{Config, Layout};
 pub use redis;
 pub use store::RedisStore;

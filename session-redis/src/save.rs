@@ -21,11 +21,12 @@ use crate::meta::{
     attributes_field, index_score, packed_attributes, parse_hash, push_metadata, words, Fields,
     Meta, StoredHash, INLINE_TOKEN,
 };
+use crate::save_string::StringSave;
 use crate::scripts;
-use crate::store::RedisStore;
+use crate::store::{RedisStore, LOADED_HASH};
 
 /// Attempts of a merging save before it gives up with a retryable error.
-const SAVE_ATTEMPTS: usize = 16;
+pub(crate) const SAVE_ATTEMPTS: usize = 16;
 
 /// What a version-checked write answered.
 enum Written {
@@ -50,6 +51,16 @@ impl RedisStore {
         let now = now_millis();
         let key = session.key();
         let _turn = self.inner.turns.take(&key).await;
+        // The layout the session was loaded from, else the store's (and the hash layout if the
+        // key turns out to hold a hash).
+        let instance = self.inner.instance;
+        let from_string = session.load_value().is_some_and(|(by, _)| by == instance);
+        let from_hash = session.load_token() == Some((instance, LOADED_HASH));
+        if (from_string || (self.inner.strings && !from_hash))
+            && self.save_string(session, now).await? == StringSave::Saved
+        {
+            return Ok(());
+        }
         let mut stored = match self.save_loaded(session, now).await? {
             Ok(()) => return Ok(()),
             Err(Some(stored)) => stored,
@@ -251,9 +262,17 @@ impl RedisStore {
 /// The index score to store with `merged` and whether the principal's index needs the session
 /// again: when the principal changed, or the new deadline passed the stored score.
 fn next_index_score(stored: &StoredHash, merged: &SessionRecord) -> (u64, bool) {
-    let kept = stored.index_score.filter(|score| {
-        stored.record.principal == merged.principal && merged.deadline_ms() <= *score
-    });
+    next_score(&stored.record, stored.index_score, merged)
+}
+
+/// [`next_index_score`] of a session stored as `stored` with `stored_score`.
+pub(crate) fn next_score(
+    stored: &SessionRecord,
+    stored_score: Option<u64>,
+    merged: &SessionRecord,
+) -> (u64, bool) {
+    let kept = stored_score
+        .filter(|score| stored.principal == merged.principal && merged.deadline_ms() <= *score);
     match kept {
         Some(score) => (score, false),
         None => (index_score(merged), merged.principal.is_some()),

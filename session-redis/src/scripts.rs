@@ -264,18 +264,48 @@ pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS[1] session. ARGV[1] now. Returns {deadline, principal|false, index score} (as for
-/// [`SAVE`]), or {-1} not found.
+/// KEYS[1] session. ARGV[1] now, ARGV[2] now in 16 digits. Returns {deadline, principal|false,
+/// index score} (as for [`SAVE`]), or {-1} not found. Either layout: a hash, or a string of
+/// the string layout (the `strings` module), whose access time and index score it rewrites in
+/// place.
 pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local k = KEYS[1]
-        local m = redis.pcall('HMGET', k, '\1m', '\1p', '\1x')
-        if m.err or not m[1] then return {-1} end
+        local now = tonumber(ARGV[1])
+        local t = redis.call('TYPE', k).ok
+        if t == 'string' then
+            local h = redis.call('GETRANGE', k, 0, 148)
+            local vs, cs, as, is, bs, ss, ps = string.match(h, '^\1s(%d+) (%d+) (%d+) (%d+) ([%d-]+) ([%d-]+) ([%d-]+)\n')
+            if not vs or #as ~= 16 or (ss ~= '-' and #ss ~= 16) then return {-1} end
+            local c, a, i, b = tonumber(cs), tonumber(as), tonumber(is), tonumber(bs)
+            local dl = a + i
+            if b and c + b < dl then dl = c + b end
+            if dl <= now then return {-1} end
+            local at = 2 + #vs + 1 + #cs + 1
+            if now > a then
+                a = now
+                redis.call('SETRANGE', k, at, ARGV[2])
+            end
+            dl = a + i
+            if b and c + b < dl then dl = c + b end
+            local score, principal = 0, false
+            if ps ~= '-' and ss ~= '-' and dl > tonumber(ss) then
+                score = dl + math.floor(i / 4)
+                redis.call('SETRANGE', k, at + 16 + 1 + #is + 1 + #bs + 1, string.format('%016d', score))
+                local nl = string.find(h, '\n', 1, true)
+                principal = redis.call('GETRANGE', k, nl, nl + tonumber(ps) - 1)
+            end
+            redis.call('PEXPIREAT', k, dl)
+            return {dl, principal, score}
+        end
+        if t ~= 'hash' then return {-1} end
+        local m = redis.call('HMGET', k, '\1m', '\1p', '\1x')
+        if not m[1] then return {-1} end
         local vs, cs, as, rest = string.match(m[1], '^(%d+) (%d+) (%d+) (.*)$')
         local is, bs = string.match(rest or '', '^(%d+) ([%d-]+) ')
         if not is then return {-1} end
-        local now, c, a, i, b = tonumber(ARGV[1]), tonumber(cs), tonumber(as), tonumber(is), tonumber(bs)
+        local c, a, i, b = tonumber(cs), tonumber(as), tonumber(is), tonumber(bs)
         local dl = a + i
         if b and c + b < dl then dl = c + b end
         if dl <= now then return {-1} end
@@ -298,20 +328,46 @@ pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
 
 /// KEYS[1] session. ARGV[1] expected version ('' = any), ARGV[2] event channel ('' = none),
 /// ARGV[3] key hex. Returns {deleted 0/1, principal|false}, or {-2} if the version differs
-/// (nothing deleted). A value of another type at the key (a foreign writer's) is deleted too
-/// when no version is expected.
+/// (nothing deleted). Either layout; a value that is neither (a foreign writer's) is deleted
+/// too when no version is expected.
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        local m = redis.pcall('HMGET', KEYS[1], '\1p', '\1m')
-        if m.err then
-            if ARGV[1] ~= '' then return {-2} end
-            m = {false, false}
+        local k, expected = KEYS[1], ARGV[1]
+        local t = redis.call('TYPE', k).ok
+        local version, principal = false, false
+        if t == 'hash' then
+            local m = redis.call('HMGET', k, '\1p', '\1m')
+            principal = m[1]
+            version = m[2] and string.match(m[2], '^%d+')
+            if expected ~= '' and m[2] and version ~= expected then return {-2} end
+        elseif t == 'string' then
+            local h = redis.call('GETRANGE', k, 0, 148)
+            local vs, ss, ps = string.match(h, '^\1s(%d+) %d+ %d+ %d+ [%d-]+ ([%d-]+) ([%d-]+)\n')
+            if expected ~= '' and vs ~= expected then return {-2} end
+            if vs and ps ~= '-' then
+                local nl = string.find(h, '\n', 1, true)
+                principal = redis.call('GETRANGE', k, nl, nl + tonumber(ps) - 1)
+            end
+        elseif t ~= 'none' and expected ~= '' then
+            return {-2}
         end
-        if ARGV[1] ~= '' and m[2] and string.match(m[2], '^%d+') ~= ARGV[1] then return {-2} end
-        local deleted = redis.call('DEL', KEYS[1])
+        local deleted = redis.call('DEL', k)
         if deleted == 1 and ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], 'd ' .. ARGV[3]) end
-        return {deleted, m[1] or false}
+        return {deleted, principal}
+        ",
+    )
+});
+
+/// KEYS[1] session. ARGV[1] the value (string layout), ARGV[2] deadline, ARGV[3] event channel
+/// ('' = none), ARGV[4] key hex. Returns 1, or 0 if the key holds anything (a session of
+/// either layout, or another writer's value): nothing is written then.
+pub(crate) static CREATE_STRING: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PXAT', ARGV[2]) then return 0 end
+        if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], 'c ' .. ARGV[4]) end
+        return 1
         ",
     )
 });

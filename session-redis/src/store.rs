@@ -29,13 +29,14 @@ use session_core::raw::{
     delete_principal, list_principal, random_u64, report_undecodable, rotate_id, Creation,
     EventBus, Lookup, Rotated, Rotation, Run, Runner, SessionInternals, SessionRecord, WriterTurns,
 };
+use session_core::Bytes;
 use session_core::{
     async_trait, Capabilities, Error, EventSubscription, Operation, Result, Session, SessionEvent,
     SessionId, SessionInfo, SessionKey, SessionRepository, SessionSettings,
 };
 
 use crate::cache::NearCache;
-use crate::config::Config;
+use crate::config::{Config, Layout};
 use crate::connection::{connect, trusted_ca, Connection};
 use crate::error::{is_wrong_type, map};
 use crate::listener::{event_channel, listen};
@@ -44,6 +45,7 @@ use crate::meta::{
     INLINE_TOKEN,
 };
 use crate::scripts;
+use crate::strings;
 
 pub(crate) struct Inner {
     /// Timeout and store name of every operation.
@@ -55,6 +57,10 @@ pub(crate) struct Inner {
     events: EventBus,
     /// Whether keyspace notifications for expired keys are on, on every master (see [`listen`]).
     expiry_events: bool,
+    /// Whether this store writes new sessions in the string layout (see [`Layout`]).
+    pub(crate) strings: bool,
+    /// Tags what this store attaches to the sessions it loads (see [`LOADED_HASH`]).
+    pub(crate) instance: u64,
     /// The next packed-attributes token (see [`RedisStore::next_token`]).
     tokens: std::sync::atomic::AtomicU64,
     /// Saves of one session in this process take turns (see the `save` module).
@@ -101,8 +107,24 @@ impl RedisStore {
                 listen(&config, ca.as_deref(), &events, stopped),
             )
             .await?;
-        let near_cache =
-            (config.near_cache_bytes > 0).then(|| NearCache::new(config.near_cache_bytes));
+        let strings = match config.layout {
+            Layout::Hash => false,
+            layout => {
+                let supported = runner
+                    .run(Operation::Open, has_set_ifeq(&connection, &config))
+                    .await?;
+                if !supported && layout == Layout::String {
+                    return Err(Error::Config(
+                        "session_layout=string needs a server whose SET has IFEQ (Valkey 8.1 or later)"
+                            .into(),
+                    ));
+                }
+                supported
+            }
+        };
+        // The string layout reads whole values; its saves need them (see `Layout::String`).
+        let near_cache = (config.near_cache_bytes > 0 && !strings)
+            .then(|| NearCache::new(config.near_cache_bytes));
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 runner,
@@ -111,6 +133,8 @@ impl RedisStore {
                 config,
                 events,
                 expiry_events,
+                strings,
+                instance: random_u64(),
                 tokens: std::sync::atomic::AtomicU64::new(random_u64()),
                 turns: WriterTurns::with_stripes(4096),
                 _stop_listeners: stop,
@@ -126,6 +150,16 @@ impl RedisStore {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The layout this store writes new sessions in: [`Layout::Hash`] or [`Layout::String`]
+    /// ([`Layout::Auto`] resolved when the store opened).
+    pub fn layout(&self) -> Layout {
+        if self.inner.strings {
+            Layout::String
+        } else {
+            Layout::Hash
+        }
     }
 
     /// Another handle on the same connection with other session settings.
@@ -174,6 +208,89 @@ impl RedisStore {
     /// [`RedisStore::load`], telling an absent session from undecodable data (reported) such as
     /// a malformed hash or a value of another type at the key.
     pub(crate) async fn lookup_record(&self, key: &SessionKey, now: u64) -> Result<Lookup> {
+        Ok(self.lookup(key, now).await?.0)
+    }
+
+    /// [`RedisStore::lookup_record`] in either layout, the store's own first, with the value a
+    /// session of the string layout was read from (its saves compare it).
+    pub(crate) async fn lookup(
+        &self,
+        key: &SessionKey,
+        now: u64,
+    ) -> Result<(Lookup, Option<Bytes>)> {
+        let found = if self.inner.strings {
+            match self.lookup_string(key, now).await? {
+                Some(found) => Some(found),
+                None => self
+                    .lookup_hash(key, now)
+                    .await?
+                    .map(|lookup| (lookup, None)),
+            }
+        } else {
+            match self.lookup_hash(key, now).await? {
+                Some(lookup) => Some((lookup, None)),
+                None => self.lookup_string(key, now).await?,
+            }
+        };
+        Ok(found.unwrap_or_else(|| {
+            report_undecodable(
+                key,
+                &session_core::raw::UndecodableRecord::new(
+                    "the session key holds a value that is neither a hash nor a string",
+                ),
+            );
+            (Lookup::Undecodable, None)
+        }))
+    }
+
+    /// A session of the string layout; `None` when the key holds another type (a hash).
+    async fn lookup_string(
+        &self,
+        key: &SessionKey,
+        now: u64,
+    ) -> Result<Option<(Lookup, Option<Bytes>)>> {
+        let Some(value) = self.read_string(key).await? else {
+            return Ok(None);
+        };
+        let Some(value) = value else {
+            return Ok(Some((Lookup::Absent, None)));
+        };
+        Ok(Some(match strings::parse(value) {
+            Ok(stored) if stored.record.is_live_at(now) => {
+                (Lookup::Live(stored.record), Some(stored.value))
+            }
+            Ok(_) => (Lookup::Absent, None),
+            Err(error) => {
+                report_undecodable(key, &error);
+                (Lookup::Undecodable, None)
+            }
+        }))
+    }
+
+    /// The string at `key` (`Some(None)` when there is none); `None` when the key holds another
+    /// type.
+    pub(crate) async fn read_string(&self, key: &SessionKey) -> Result<Option<Option<Bytes>>> {
+        let redis_key = self.session_key(key);
+        match Cmd::with_capacity(2, 8 + redis_key.len())
+            .arg("GET")
+            .arg(&redis_key)
+            .query_async::<Option<Vec<u8>>>(&mut self.connection())
+            .await
+        {
+            Ok(value) => Ok(Some(value.map(Bytes::from))),
+            Err(error) if is_wrong_type(&error) => Ok(None),
+            Err(error) => Err(map(error)),
+        }
+    }
+
+    /// A session of the hash layout; `None` when the key holds another type (a string).
+    ///
+    /// With a near-cache entry for the key, the read fetches only the metadata field: if it
+    /// matches the entry in everything but the access time, the entry is the stored session
+    /// (every write of attributes, principal or timeouts increments the version), and only
+    /// the access time, which touches move, is taken from the server. Otherwise, and without
+    /// an entry, it fetches the whole hash and caches it.
+    async fn lookup_hash(&self, key: &SessionKey, now: u64) -> Result<Option<Lookup>> {
         let redis_key = self.session_key(key);
         let cached = self.inner.near_cache.as_ref().and_then(|c| c.get(key));
         if let Some(cached) = cached {
@@ -188,22 +305,22 @@ impl RedisStore {
                 Ok(meta) => meta,
                 Err(error) => {
                     self.forget(key);
-                    return undecodable_if_wrong_type(key, error);
+                    return none_if_wrong_type(error);
                 }
             };
             let Some(meta) = meta else {
                 self.forget(key);
-                return Ok(Lookup::Absent);
+                return Ok(Some(Lookup::Absent));
             };
             if let Some(meta) = Meta::parse(&meta).filter(|meta| meta.same_but_access(&cached.meta))
             {
                 let mut record = cached.record.clone();
                 record.last_accessed_at_ms = meta.accessed;
-                return Ok(if record.is_live_at(now) {
+                return Ok(Some(if record.is_live_at(now) {
                     Lookup::Live(record)
                 } else {
                     Lookup::Absent
-                });
+                }));
             }
             self.forget(key);
         }
@@ -213,12 +330,12 @@ impl RedisStore {
             .await
         {
             Ok(fields) => fields,
-            Err(error) => return undecodable_if_wrong_type(key, error),
+            Err(error) => return none_if_wrong_type(error),
         };
         if fields.is_empty() {
-            return Ok(Lookup::Absent);
+            return Ok(Some(Lookup::Absent));
         }
-        Ok(match parse_hash(fields) {
+        Ok(Some(match parse_hash(fields) {
             Ok(stored) if stored.record.is_live_at(now) => {
                 self.remember_as(key, stored.meta, &stored.record);
                 Lookup::Live(stored.record)
@@ -228,7 +345,7 @@ impl RedisStore {
                 report_undecodable(key, &error);
                 Lookup::Undecodable
             }
-        })
+        }))
     }
 
     /// Stores `record` under `key` unless the key holds a session (and keeps a near-cache copy
@@ -239,6 +356,12 @@ impl RedisStore {
         record: &SessionRecord,
         announce: bool,
     ) -> Result<bool> {
+        if self.inner.strings {
+            let value = strings::encode(record, index_score(record))?;
+            return self
+                .insert_string(key, &value, record.deadline_ms(), announce)
+                .await;
+        }
         let redis_key = self.session_key(key);
         let meta = Meta::of(record, self.next_token());
         let staged = attributes_field(meta.attributes.unwrap_or_default());
@@ -274,6 +397,32 @@ impl RedisStore {
                 "unexpected reply from the create script: {other:?}"
             ))),
         }
+    }
+
+    /// Stores `value` (of the string layout) under `key` with its expiry at `deadline` unless
+    /// the key holds anything; publishes `Created` if `announce`.
+    async fn insert_string(
+        &self,
+        key: &SessionKey,
+        value: &[u8],
+        deadline: u64,
+        announce: bool,
+    ) -> Result<bool> {
+        let redis_key = self.session_key(key);
+        let mut cmd =
+            scripts::call_sized(&scripts::CREATE_STRING, &redis_key, 4, 160 + value.len());
+        cmd.arg(value)
+            .arg(deadline)
+            .arg(if announce {
+                self.channel()
+            } else {
+                String::new()
+            })
+            .arg(key.to_hex());
+        let created: i64 = scripts::run(&scripts::CREATE_STRING, &cmd, &mut self.connection())
+            .await
+            .map_err(map)?;
+        Ok(created == 1)
     }
 
     /// A fresh token for the field of a write's packed attributes: unique within this store
@@ -403,12 +552,23 @@ impl SessionRepository for RedisStore {
     async fn create(&self, session: &mut Session) -> Result<()> {
         let creation = Creation::begin(session)?;
         let record = creation.record();
+        let value = match self.inner.strings {
+            true => Some(strings::encode(record, index_score(record))?),
+            false => None,
+        };
+        let value = value.as_deref();
         let id = self
             .run(Operation::Create, async {
                 let id = creation
-                    .insert_under_free_id(
-                        |key| async move { self.insert(&key, record, true).await },
-                    )
+                    .insert_under_free_id(|key| async move {
+                        match value {
+                            Some(value) => {
+                                self.insert_string(&key, value, record.deadline_ms(), true)
+                                    .await
+                            }
+                            None => self.insert(&key, record, true).await,
+                        }
+                    })
                     .await?;
                 if let Some(principal) = &record.principal {
                     self.index_add(principal, &id.key(), index_score(record))
@@ -418,15 +578,24 @@ impl SessionRepository for RedisStore {
             })
             .await?;
         creation.finish(session, id);
+        if let Some(value) = value {
+            session.set_load_value(self.inner.instance, Bytes::copy_from_slice(value));
+        }
         Ok(())
     }
 
     async fn find(&self, id: &SessionId) -> Result<Option<Session>> {
-        let record = self
-            .run(Operation::Find, self.load(&id.key(), now_millis()))
+        let (lookup, value) = self
+            .run(Operation::Find, self.lookup(&id.key(), now_millis()))
             .await?;
-        Ok(record
-            .map(|record| Session::from_record(id.clone(), record, Arc::clone(&self.settings))))
+        Ok(lookup.live().map(|record| {
+            let mut session = Session::from_record(id.clone(), record, Arc::clone(&self.settings));
+            match value {
+                Some(value) => session.set_load_value(self.inner.instance, value),
+                None => session.set_load_token(self.inner.instance, LOADED_HASH),
+            }
+            session
+        }))
     }
 
     async fn save(&self, session: &mut Session) -> Result<()> {
@@ -437,7 +606,8 @@ impl SessionRepository for RedisStore {
         let key = id.key();
         self.run(Operation::Touch, async {
             let mut cmd = scripts::call(&scripts::TOUCH, &self.session_key(&key));
-            cmd.arg(now_millis());
+            let now = now_millis();
+            cmd.arg(now).arg(format!("{now:016}"));
             let reply: Vec<Value> = scripts::run(&scripts::TOUCH, &cmd, &mut self.connection())
                 .await
                 .map_err(map)?;
@@ -494,23 +664,60 @@ impl SessionRepository for RedisStore {
     }
 }
 
-/// A read that met a value of another type at a session key (a foreign writer's) found
-/// undecodable data (reported); any other error is mapped.
-fn undecodable_if_wrong_type(key: &SessionKey, error: redis::RedisError) -> Result<Lookup> {
+/// The load token of a session this store read from a hash: its save takes the hash layout's
+/// path without asking the key's type.
+pub(crate) const LOADED_HASH: u64 = 1;
+
+/// `None` for a read that met a value of another type at a session key (the other layout, or
+/// a foreign writer's); any other error is mapped.
+fn none_if_wrong_type<T>(error: redis::RedisError) -> Result<Option<T>> {
     if is_wrong_type(&error) {
-        report_undecodable(key, &error);
-        Ok(Lookup::Undecodable)
+        Ok(None)
     } else {
         Err(map(error))
+    }
+}
+
+/// Whether the server's `SET` has `IFEQ` (Valkey 8.1 and later): asked with a `SET` that
+/// writes nothing (the probe key does not hold the compared value). An older server refuses
+/// the syntax.
+async fn has_set_ifeq(connection: &Connection, config: &Config) -> Result<bool> {
+    let probe = redis::cmd("SET")
+        .arg(format!("{}layout-probe", config.prefix))
+        .arg("")
+        .arg("IFEQ")
+        .arg("\0 never stored")
+        .query_async::<Value>(&mut connection.clone())
+        .await;
+    match probe {
+        Ok(_) => Ok(true),
+        Err(error) if is_wrong_type(&error) => Ok(true),
+        Err(error) if error.code() == Some("ERR") => Ok(false),
+        Err(error) => Err(map(error)),
     }
 }
 
 #[cfg(feature = "testing")]
 #[async_trait]
 impl session_core::testing::WriteRaw for RedisStore {
-    /// Replaces the session's metadata field with `bytes`, as a foreign writer could.
+    /// Replaces the session's metadata field with `bytes`, as a foreign writer could; in the
+    /// string layout, the whole value.
     async fn write_raw(&self, key: &SessionKey, bytes: &[u8]) -> Result<()> {
         let redis_key = self.session_key(key);
+        if self.inner.strings {
+            return self
+                .run(Operation::Save, async {
+                    redis::cmd("SET")
+                        .arg(&redis_key)
+                        .arg(bytes)
+                        .arg("PX")
+                        .arg(60_000)
+                        .query_async::<()>(&mut self.connection())
+                        .await
+                        .map_err(map)
+                })
+                .await;
+        }
         self.run(Operation::Save, async {
             redis::cmd("HSET")
                 .arg(&redis_key)
@@ -527,8 +734,9 @@ impl session_core::testing::WriteRaw for RedisStore {
 #[cfg(feature = "testing")]
 #[async_trait]
 impl session_core::testing::WriteRawShape for RedisStore {
-    /// [`RawShape::ForeignType`](session_core::testing::RawShape): a string where the
-    /// session's hash was, as a foreign writer sharing the prefix could leave.
+    /// [`RawShape::ForeignType`](session_core::testing::RawShape): a string that is not a
+    /// session where the session's hash was, or a list where its string was, as a foreign
+    /// writer sharing the prefix could leave.
     async fn write_raw_shape(
         &self,
         key: &SessionKey,
@@ -538,12 +746,27 @@ impl session_core::testing::WriteRawShape for RedisStore {
             return Err(Error::Unsupported("this raw shape on Redis"));
         }
         let redis_key = self.session_key(key);
-        self.run(Operation::Save, async {
-            redis::cmd("SET")
+        let mut foreign = redis::pipe();
+        foreign.atomic().cmd("DEL").arg(&redis_key).ignore();
+        if self.inner.strings {
+            foreign
+                .cmd("RPUSH")
                 .arg(&redis_key)
-                .arg("a foreign writer's string")
-                .arg("PX")
-                .arg(60_000)
+                .arg("a foreign writer's list");
+        } else {
+            foreign
+                .cmd("SET")
+                .arg(&redis_key)
+                .arg("a foreign writer's string");
+        }
+        foreign
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&redis_key)
+            .arg(60_000)
+            .ignore();
+        self.run(Operation::Save, async {
+            foreign
                 .query_async::<()>(&mut self.connection())
                 .await
                 .map_err(map)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use session_conformance::{conformance_suite, namespace, StoreFixture};
 use session_core::testing::{RawShape, WriteRaw, WriteRawShape};
 use session_core::{async_trait, Result, SessionKey, SessionRepository, SessionSettings};
-use session_redis::{Config, RedisStore};
+use session_redis::{Config, Layout, RedisStore};
 use session_test_harness::{provision, Backend};
 
 /// A key prefix per case; every `open` is a new store with its own connection.
@@ -64,9 +64,20 @@ async fn redis() -> Option<RedisFixture> {
     fixture("redis", Backend::Redis).await
 }
 
-/// The same suite with the near cache off: every read fetches the whole hash.
-async fn redis_uncached() -> Option<RedisFixture> {
+/// The hash layout whatever the server (on a server with `SET … IFEQ`, `redis` writes the
+/// string layout).
+async fn redis_hash() -> Option<RedisFixture> {
     let mut fixture = fixture("redis", Backend::Redis).await?;
+    fixture.config = fixture.config.with_layout(Layout::Hash);
+    fixture.first = RedisStore::open(fixture.config.clone(), SessionSettings::default())
+        .await
+        .expect("store");
+    Some(fixture)
+}
+
+/// The hash layout with the near cache off: every read fetches the whole hash.
+async fn redis_hash_uncached() -> Option<RedisFixture> {
+    let mut fixture = redis_hash().await?;
     fixture.config = fixture.config.with_near_cache_bytes(0);
     Some(fixture)
 }
@@ -77,6 +88,7 @@ async fn redis_cluster() -> Option<RedisFixture> {
 
 conformance_suite!(
     "standalone" => redis,
-    "standalone_uncached" => redis_uncached,
+    "standalone_hash" => redis_hash,
+    "standalone_hash_uncached" => redis_hash_uncached,
     "cluster" => redis_cluster,
 );

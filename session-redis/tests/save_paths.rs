@@ -1,4 +1,4 @@
-//! The save script's paths on a real Redis: the write-only fast path is taken only for a copy
+//! The save script's paths (the hash layout) on a real Redis: the write-only fast path is taken only for a copy
 //! nobody wrote or touched since its load; a lost race merges in the client; a hash of the
 //! earlier per-attribute layout is read and rewritten packed.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
@@ -11,13 +11,14 @@ use session_core::raw::SessionInternals;
 use session_core::testing::WriteRaw;
 use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_redis::redis::AsyncCommands;
+use session_redis::Layout;
 
 /// A save from a copy loaded before another instance touched the session never moves the
 /// stored access time back, even when that instance's clock runs ahead of the saver's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_after_a_later_touch_keeps_the_later_access_time() {
     let Some((store, mut connection, _)) =
-        common::store_and_connection("paths", SessionSettings::default()).await
+        common::store_and_connection_in("paths", SessionSettings::default(), Layout::Hash).await
     else {
         return;
     };
@@ -53,7 +54,7 @@ async fn save_after_a_later_touch_keeps_the_later_access_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_of_the_earlier_layout_is_read_and_rewritten_packed() {
     let Some((store, mut connection, _)) =
-        common::store_and_connection("layout", SessionSettings::default()).await
+        common::store_and_connection_in("layout", SessionSettings::default(), Layout::Hash).await
     else {
         return;
     };
@@ -132,7 +133,7 @@ async fn a_lost_write_of_staged_attributes_merges_into_the_stored_session() {
 
 async fn lost_write_merges(filler: usize) {
     let Some((store, mut connection, _)) =
-        common::store_and_connection("merge", SessionSettings::default()).await
+        common::store_and_connection_in("merge", SessionSettings::default(), Layout::Hash).await
     else {
         return;
     };
@@ -212,7 +213,7 @@ async fn lost_write_merges(filler: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attributes_keep_one_field_between_inline_and_staged_saves() {
     let Some((store, mut connection, _)) =
-        common::store_and_connection("fields", SessionSettings::default()).await
+        common::store_and_connection_in("fields", SessionSettings::default(), Layout::Hash).await
     else {
         return;
     };

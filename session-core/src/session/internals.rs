@@ -75,6 +75,17 @@ pub trait SessionInternals: sealed::Sealed + Sized {
     /// For stores: attaches [`SessionInternals::load_token`].
     fn set_load_token(&mut self, store: u64, token: u64);
 
+    /// For stores whose compare-and-set compares whole values (Valkey's `SET … IFEQ`): the
+    /// stored value this copy was loaded from, as `(store instance, bytes)`, attached by the
+    /// store, so that its save can write under the condition that the value is still that one
+    /// without reading it again. Cleared like [`SessionInternals::load_token`]; the same rule
+    /// holds: tag it with something unique to the store, ignore what another attached.
+    fn load_value(&self) -> Option<(u64, &Bytes)>;
+
+    /// For stores: attaches [`SessionInternals::load_value`]. Holding it costs a reference
+    /// count when the bytes are shared with the loaded attributes.
+    fn set_load_value(&mut self, store: u64, value: Bytes);
+
     /// Epoch ms of [`Session::created_at`].
     fn created_at_ms(&self) -> u64;
 
@@ -172,6 +183,7 @@ impl SessionInternals for Session {
     fn mark_persisted(&mut self, version: u64, accessed_at_ms: u64) {
         self.persisted = true;
         self.load_token = None;
+        self.load_value = None;
         self.version = version;
         self.last_accessed_at_ms = self.last_accessed_at_ms.max(accessed_at_ms);
         self.changed.clear();
@@ -189,6 +201,7 @@ impl SessionInternals for Session {
         self.key = id.key();
         self.id = id;
         self.load_token = None;
+        self.load_value = None;
     }
 
     fn load_token(&self) -> Option<(u64, u64)> {
@@ -197,6 +210,16 @@ impl SessionInternals for Session {
 
     fn set_load_token(&mut self, store: u64, token: u64) {
         self.load_token = Some((store, token));
+    }
+
+    fn load_value(&self) -> Option<(u64, &Bytes)> {
+        self.load_value
+            .as_ref()
+            .map(|(store, value)| (*store, value))
+    }
+
+    fn set_load_value(&mut self, store: u64, value: Bytes) {
+        self.load_value = Some((store, value));
     }
 
     fn created_at_ms(&self) -> u64 {

@@ -48,6 +48,8 @@ pub struct Session {
     persisted: bool,
     /// See [`SessionInternals::load_token`](crate::raw::SessionInternals::load_token).
     load_token: Option<(u64, u64)>,
+    /// See [`SessionInternals::load_value`](crate::raw::SessionInternals::load_value).
+    load_value: Option<(u64, Bytes)>,
     settings: Arc<SessionSettings>,
 }
 
@@ -102,6 +104,7 @@ impl Session {
             absolute_lifetime_changed: false,
             persisted,
             load_token: None,
+            load_value: None,
             settings,
         }
     }
@@ -367,6 +370,7 @@ impl Clone for Session {
             absolute_lifetime_changed: self.absolute_lifetime_changed,
             persisted: self.persisted,
             load_token: self.load_token,
+            load_value: self.load_value.clone(),
             settings: Arc::clone(&self.settings),
         }
     }
@@ -429,6 +433,22 @@ mod tests {
         session.set_load_token(7, 43);
         session.assign_id(SessionId::generate());
         assert_eq!(session.load_token(), None, "another id, another item");
+    }
+
+    #[test]
+    fn a_load_value_stands_for_the_copy_as_loaded() {
+        let mut session = stored(SaveMode::OnSet);
+        assert!(session.load_value().is_none());
+        let value = Bytes::from_static(b"stored");
+        session.set_load_value(7, value.clone());
+        assert_eq!(session.clone().load_value(), Some((7, &value)));
+        session.insert("c", &3u8).unwrap();
+        assert_eq!(session.load_value(), Some((7, &value)), "changes keep it");
+        session.mark_persisted(session.version() + 1, now_millis());
+        assert!(session.load_value().is_none(), "a save makes it stale");
+        session.set_load_value(7, value);
+        session.assign_id(SessionId::generate());
+        assert!(session.load_value().is_none(), "another id, another key");
     }
 
     #[test]

@@ -1,0 +1,203 @@
+//! The save of a session of the string layout (the `strings` module): one plain
+//! `SET key value IFEQ <value read> PXAT deadline`, no script. The server writes only if the
+//! stored value is still, byte for byte, the one the saver computed from, and answers `OK` or
+//! nothing, so the common reply is two bytes.
+//!
+//! A save from a copy this store loaded writes that copy with its changes, compared with the
+//! value it was loaded from ([`SessionInternals::load_value`]): one round trip. Any other save,
+//! and one that lost, reads the stored session (`GET`), merges its delta into it with core's
+//! [`SessionRecord::apply`](session_core::raw::SessionRecord::apply) (liveness, the optimistic
+//! version check, the limits, per-attribute last-write-wins) and writes under the same
+//! comparison; a lost write answers nothing, so the next attempt reads again. A key gone meanwhile fails the comparison and is
+//! not written: no resurrection. The principal index is kept by the client, which knows the
+//! stored principal and score from the value it compared with.
+
+use session_core::raw::{backoff, report_undecodable, SessionInternals};
+use session_core::{Bytes, Error, Result, Session, SessionKey};
+
+use crate::error::{is_wrong_type, map};
+use crate::meta::index_score;
+use crate::save::{next_score, SAVE_ATTEMPTS};
+use crate::store::RedisStore;
+use crate::strings;
+
+/// How a save of the string layout ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum StringSave {
+    Saved,
+    /// The key holds a hash: a session of the hash layout, which that layout's save writes.
+    Hash,
+}
+
+/// What a `SET … IFEQ` answered.
+enum SetIfEqual {
+    Written,
+    /// The stored value is another (or none).
+    Lost,
+    /// The key holds another type.
+    WrongType,
+}
+
+/// What the one-round-trip save did.
+enum Snapshot {
+    Saved,
+    Hash,
+    /// Someone wrote since the load.
+    Lost,
+    /// This save needs the merge (see [`RedisStore::save_snapshot`]).
+    NotTried,
+}
+
+impl RedisStore {
+    pub(crate) async fn save_string(&self, session: &mut Session, now: u64) -> Result<StringSave> {
+        let key = session.key();
+        let instance = self.inner.instance;
+        let loaded = session
+            .load_value()
+            .filter(|(by, _)| *by == instance)
+            .map(|(_, value)| value.clone());
+        let read = match loaded {
+            Some(loaded) => match self.save_snapshot(session, now, &loaded).await? {
+                Snapshot::Saved => return Ok(StringSave::Saved),
+                Snapshot::Hash => return Ok(StringSave::Hash),
+                // Not the loaded value: a merge's errors (liveness, limits) must be the
+                // stored session's, and the copy may be behind a touch.
+                Snapshot::Lost | Snapshot::NotTried => self.read_string(&key).await?,
+            },
+            None => self.read_string(&key).await?,
+        };
+        let Some(mut current) = read else {
+            return Ok(StringSave::Hash);
+        };
+        let limits = &self.settings.limits;
+        for attempt in 0..SAVE_ATTEMPTS {
+            let Some(value) = current else {
+                return Err(Error::NotFound);
+            };
+            let stored = match strings::parse(value) {
+                Ok(stored) => stored,
+                Err(error) => {
+                    // Undecodable is absent, and a save never recreates a session.
+                    report_undecodable(&key, &error);
+                    return Err(Error::NotFound);
+                }
+            };
+            let delta = session.delta(now)?;
+            let mut merged = stored.record.clone();
+            merged.apply(&delta, now, limits)?;
+            drop(delta);
+            let (score, index_again) = next_score(&stored.record, stored.index_score, &merged);
+            let value = strings::encode(&merged, score)?;
+            match self
+                .set_if_equal(&key, &value, &stored.value, merged.deadline_ms())
+                .await?
+            {
+                SetIfEqual::Written => {
+                    session.mark_persisted(merged.version, now);
+                    session.set_load_value(instance, Bytes::from(value));
+                    let old = &stored.record.principal;
+                    if old != &merged.principal {
+                        if let Some(old) = old {
+                            self.index_remove(old, &key).await?;
+                        }
+                    }
+                    if let (Some(principal), true) = (&merged.principal, index_again) {
+                        self.index_add(principal, &key, score).await?;
+                    }
+                    return Ok(StringSave::Saved);
+                }
+                SetIfEqual::Lost => {
+                    match self.read_string(&key).await? {
+                        Some(value) => current = value,
+                        None => return Ok(StringSave::Hash),
+                    }
+                    backoff(attempt).await;
+                }
+                SetIfEqual::WrongType => return Ok(StringSave::Hash),
+            }
+        }
+        Err(Error::retries_exhausted(
+            "a save kept losing its compare-and-set write to other processes",
+            SAVE_ATTEMPTS,
+        ))
+    }
+
+    /// The one-round-trip save of a copy loaded from `loaded`: the copy with its changes,
+    /// written if the stored value is still `loaded`. Not tried when the save needs the stored
+    /// session to merge into (the same rules as the hash layout's, see the `save` module): a
+    /// changed principal or timeout, an expired copy, a copy over a limit.
+    async fn save_snapshot(
+        &self,
+        session: &mut Session,
+        now: u64,
+        loaded: &Bytes,
+    ) -> Result<Snapshot> {
+        if session.principal_changed() || session.timeouts_changed() || session.deadline_ms() <= now
+        {
+            return Ok(Snapshot::NotTried);
+        }
+        let Ok(stored_score) = strings::index_score(loaded) else {
+            return Ok(Snapshot::NotTried);
+        };
+        let mut saved = session.snapshot(now)?;
+        if saved.check_limits(&self.settings.limits).is_err() {
+            return Ok(Snapshot::NotTried);
+        }
+        saved.version += 1;
+        let (score, index_again) = match (&saved.principal, stored_score) {
+            (None, _) => (0, false),
+            (Some(_), Some(score)) if saved.deadline_ms() <= score => (score, false),
+            (Some(_), _) => (index_score(&saved), true),
+        };
+        let value = strings::encode(&saved, score)?;
+        let key = session.key();
+        match self
+            .set_if_equal(&key, &value, loaded, saved.deadline_ms())
+            .await?
+        {
+            SetIfEqual::Written => {
+                session.mark_persisted(saved.version, now);
+                session.set_load_value(self.inner.instance, Bytes::from(value));
+                if let (Some(principal), true) = (&saved.principal, index_again) {
+                    self.index_add(principal, &key, score).await?;
+                }
+                Ok(Snapshot::Saved)
+            }
+            SetIfEqual::Lost => Ok(Snapshot::Lost),
+            SetIfEqual::WrongType => Ok(Snapshot::Hash),
+        }
+    }
+
+    /// `SET key value IFEQ expected PXAT deadline`.
+    async fn set_if_equal(
+        &self,
+        key: &SessionKey,
+        value: &[u8],
+        expected: &[u8],
+        deadline: u64,
+    ) -> Result<SetIfEqual> {
+        let redis_key = self.session_key(key);
+        // Sized up front: a command buffer grown argument by argument reallocates.
+        let mut cmd =
+            redis::Cmd::with_capacity(7, 48 + redis_key.len() + value.len() + expected.len());
+        cmd.arg("SET")
+            .arg(&redis_key)
+            .arg(value)
+            .arg("IFEQ")
+            .arg(expected)
+            .arg("PXAT")
+            .arg(deadline);
+        match cmd
+            .query_async::<redis::Value>(&mut self.connection())
+            .await
+        {
+            Ok(redis::Value::Okay) => Ok(SetIfEqual::Written),
+            Ok(redis::Value::Nil) => Ok(SetIfEqual::Lost),
+            Ok(other) => Err(Error::backend(format!(
+                "unexpected reply to SET … IFEQ: {other:?}"
+            ))),
+            Err(error) if is_wrong_type(&error) => Ok(SetIfEqual::WrongType),
+            Err(error) => Err(map(error)),
+        }
+    }
+}

@@ -44,8 +44,8 @@ pub struct Config {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Layout {
-    /// [`Layout::String`] where the server has `SET … IFEQ` (Valkey 8.1 and later; found out
-    /// when the store opens), else [`Layout::Hash`].
+    /// [`Layout::String`] where the server has `SET … IFEQ` (Valkey 8.1 and later, Redis 8.4
+    /// and later; found out when the store opens, by trying it), else [`Layout::Hash`].
     #[default]
     Auto,
     /// One hash per session, written by server-side scripts (every Redis and Valkey).

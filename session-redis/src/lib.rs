@@ -1,9 +1,10 @@
 //! Session store on Redis and Redis Cluster through the [redis] crate.
 //!
 //! One hash per session with the key's expiry at the session's deadline; create, save, touch
-//! and delete as single server-side scripts; keys hash-tagged so a session lives in one Cluster
-//! slot; a near cache that every read revalidates with one small field; a principal index that
-//! cannot leak. See the `store` module docs and the README.
+//! and delete as single server-side scripts; on servers with `SET … IFEQ` (Valkey 8.1+), one
+//! string per session saved by that single command instead ([`Layout`]); keys hash-tagged so
+//! a session lives in one Cluster slot; a near cache that every read revalidates with one
+//! small field (hash layout); a principal index that cannot leak. See the `store` module docs and the README.
 //!
 //! ```no_run
 //! use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};

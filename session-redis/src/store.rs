@@ -15,6 +15,13 @@
 //! and writes again (see the `save` module). A read is one HGET of the metadata field when the
 //! near cache holds a copy that the field confirms, else one HGETALL.
 //!
+//! On a server whose `SET` has `IFEQ`, a store may write the string layout instead (the
+//! `strings` module; [`Layout`]): one string per session at the same key, its expiry at the
+//! deadline; a read is one `GET`, a save one `SET … IFEQ` comparing the whole value the saver
+//! loaded (the `save_string` module). Every store reads, saves, touches and deletes sessions of
+//! both layouts: the touch and delete scripts look at the key's type, and a read that meets
+//! the other type reads it as the other layout.
+//!
 //! The principal index is one sorted set per principal, scored by each session's deadline plus
 //! a slack and expiring with its highest score; it lives in its own slot, so it is updated
 //! after the session script when that script says the session outgrew its score, and checked
@@ -115,7 +122,7 @@ impl RedisStore {
                     .await?;
                 if !supported && layout == Layout::String {
                     return Err(Error::Config(
-                        "session_layout=string needs a server whose SET has IFEQ (Valkey 8.1 or later)"
+                        "session_layout=string needs a server whose SET has IFEQ (Valkey 8.1 or later, Redis 8.4 or later)"
                             .into(),
                     ));
                 }
@@ -553,15 +560,15 @@ impl SessionRepository for RedisStore {
         let creation = Creation::begin(session)?;
         let record = creation.record();
         let value = match self.inner.strings {
-            true => Some(strings::encode(record, index_score(record))?),
+            true => Some(Bytes::from(strings::encode(record, index_score(record))?)),
             false => None,
         };
-        let value = value.as_deref();
+        let shared = value.as_deref();
         let id = self
             .run(Operation::Create, async {
                 let id = creation
                     .insert_under_free_id(|key| async move {
-                        match value {
+                        match shared {
                             Some(value) => {
                                 self.insert_string(&key, value, record.deadline_ms(), true)
                                     .await
@@ -579,7 +586,7 @@ impl SessionRepository for RedisStore {
             .await?;
         creation.finish(session, id);
         if let Some(value) = value {
-            session.set_load_value(self.inner.instance, Bytes::copy_from_slice(value));
+            session.set_load_value(self.inner.instance, value);
         }
         Ok(())
     }
@@ -678,9 +685,9 @@ fn none_if_wrong_type<T>(error: redis::RedisError) -> Result<Option<T>> {
     }
 }
 
-/// Whether the server's `SET` has `IFEQ` (Valkey 8.1 and later): asked with a `SET` that
-/// writes nothing (the probe key does not hold the compared value). An older server refuses
-/// the syntax.
+/// Whether the server's `SET` has `IFEQ` (Valkey 8.1 and later, Redis 8.4 and later): asked
+/// with a `SET` that writes nothing (the probe key does not hold the compared value). An older
+/// server refuses the syntax.
 async fn has_set_ifeq(connection: &Connection, config: &Config) -> Result<bool> {
     let probe = redis::cmd("SET")
         .arg(format!("{}layout-probe", config.prefix))

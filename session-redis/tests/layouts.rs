@@ -13,25 +13,30 @@ use session_core::{Error, Session, SessionRepository, SessionRepositoryExt, Sess
 use session_redis::redis::{self, AsyncCommands};
 use session_redis::{Layout, RedisStore};
 
-/// Whether the server is one with `SET … IFEQ` (Valkey 8.1 or later), from its `INFO`: the
-/// store finds out by trying the command, the test by the version.
+/// Whether the server is one with `SET … IFEQ` (Valkey 8.1 or later, Redis 8.4 or later), from
+/// its `INFO`: the store finds out by trying the command, the test by the version.
 async fn server_has_ifeq(connection: &mut redis::aio::MultiplexedConnection) -> bool {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(connection)
         .await
         .unwrap();
-    let version = info
-        .lines()
-        .find_map(|line| line.strip_prefix("valkey_version:"))
-        .map(|version| {
-            let mut parts = version
-                .trim()
-                .split('.')
-                .map(|p| p.parse::<u32>().unwrap_or(0));
-            (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-        });
-    let has = version.is_some_and(|version| version >= (8, 1));
+    let version = |field: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(field))
+            .map(|version| {
+                let mut parts = version
+                    .trim()
+                    .split('.')
+                    .map(|part| part.parse::<u32>().unwrap_or(0));
+                (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+            })
+    };
+    // Valkey also answers a `redis_version` (7.2.4, the Redis it forked from).
+    let has = match version("valkey_version:") {
+        Some(valkey) => valkey >= (8, 1),
+        None => version("redis_version:").is_some_and(|redis| redis >= (8, 4)),
+    };
     // CI's pass on Valkey sets this, so that these cases cannot pass by skipping there.
     if std::env::var_os("SESSION_TEST_REQUIRE_IFEQ").is_some() {
         assert!(

@@ -1,6 +1,7 @@
-//! The save script's paths (the hash layout) on a real Redis: the write-only fast path is taken only for a copy
-//! nobody wrote or touched since its load; a lost race merges in the client; a hash of the
-//! earlier per-attribute layout is read and rewritten packed.
+//! The save script's paths (the hash layout, whatever the server) on a real Redis: the
+//! write-only fast path is taken only for a copy nobody wrote or touched since its load; a
+//! lost race merges in the client; a hash of the earlier per-attribute layout is read and
+//! rewritten packed. The string layout's save is in `layouts.rs`.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test code
 
 mod common;

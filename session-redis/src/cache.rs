@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use session_core::raw::SessionRecord;
-use session_core::SessionKey;
+use session_core::{Bytes, SessionKey};
 
-use crate::meta::Meta;
+use crate::meta::{Meta, INLINE_TOKEN};
 use crate::store::RedisStore;
 
 /// Decoded records this instance read or wrote, by session key, and the admission filter in
@@ -149,10 +149,13 @@ const REFIT_EVERY: u32 = 64;
 /// Average entry weight assumed to size the near cache's table up front.
 pub(crate) const TYPICAL_ENTRY_BYTES: u64 = 2048;
 
-/// A near-cache entry: the record and its metadata field as stored.
+/// A near-cache entry: the record and its metadata field as stored; for a session of the
+/// string layout, the stored value too (which the record's attributes share), whose header a
+/// read compares with the server's and whose bytes a save compares with.
 pub(crate) struct Cached {
     pub(crate) meta: Meta,
     pub(crate) record: SessionRecord,
+    pub(crate) value: Option<Bytes>,
 }
 
 impl RedisStore {
@@ -163,6 +166,7 @@ impl RedisStore {
             cache.offer(key, || Cached {
                 meta,
                 record: record.clone(),
+                value: None,
             });
         }
     }
@@ -174,7 +178,42 @@ impl RedisStore {
             cache.refresh(key, || Cached {
                 meta,
                 record: record.clone(),
+                value: None,
             });
+        }
+    }
+
+    /// [`RedisStore::remember_as`] for a session of the string layout read as `value` (and
+    /// decoded as `record`, which shares its buffer).
+    pub(crate) fn remember_string(&self, key: &SessionKey, record: &SessionRecord, value: &Bytes) {
+        if let Some(cache) = &self.inner.near_cache {
+            cache.offer(key, || Cached {
+                meta: Meta::of(record, INLINE_TOKEN),
+                record: record.clone(),
+                value: Some(value.clone()),
+            });
+        }
+    }
+
+    /// [`RedisStore::remember_string`] for a session just created as `value` (read back from
+    /// it if the cache keeps it, as [`RedisStore::refresh_string`] does).
+    pub(crate) fn remember_created_string(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        value: &Bytes,
+    ) {
+        if let Some(cache) = &self.inner.near_cache {
+            cache.offer(key, || cached_string(record, value));
+        }
+    }
+
+    /// [`RedisStore::refresh_as`] for a session of the string layout stored as `value`. The
+    /// copy is read back from `value` (for a session that is cached only), so that its
+    /// attributes share that buffer instead of keeping the one they were loaded from beside it.
+    pub(crate) fn refresh_string(&self, key: &SessionKey, record: &SessionRecord, value: &Bytes) {
+        if let Some(cache) = &self.inner.near_cache {
+            cache.refresh(key, || cached_string(record, value));
         }
     }
 
@@ -183,6 +222,18 @@ impl RedisStore {
         if let Some(cache) = &self.inner.near_cache {
             cache.remove(key);
         }
+    }
+}
+
+/// A near-cache entry for `record`, stored as `value`: its attributes read back from `value`, so
+/// that the entry holds one buffer, not that and the one they were built in.
+fn cached_string(record: &SessionRecord, value: &Bytes) -> Cached {
+    let record = crate::strings::parse(value.clone())
+        .map_or_else(|_| record.clone(), |stored| stored.record);
+    Cached {
+        meta: Meta::of(&record, INLINE_TOKEN),
+        record,
+        value: Some(value.clone()),
     }
 }
 
@@ -207,6 +258,7 @@ mod tests {
         Cached {
             meta: Meta::of(&record, 0),
             record,
+            value: None,
         }
     }
 

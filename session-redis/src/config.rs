@@ -23,8 +23,9 @@ pub struct Config {
     /// Bound on every operation and on each connection attempt.
     pub timeout: Duration,
     /// Memory for the near cache: decoded copies of the sessions this instance read or wrote,
-    /// revalidated against the server's metadata field on every read, so that a read of an
-    /// unchanged session moves tens of bytes instead of the whole hash. `0` turns it off
+    /// revalidated against the server's metadata (the hash layout's metadata field, the string
+    /// layout's header) on every read, so that a read of an unchanged session moves tens of
+    /// bytes instead of the whole session. `0` turns it off
     /// (every read fetches the hash). Default 32 MiB.
     pub near_cache_bytes: u64,
     /// For `rediss://`: a PEM file with the CA certificate(s) to trust instead of the system's
@@ -52,7 +53,7 @@ pub enum Layout {
     Hash,
     /// One string per session, saved by a plain `SET … IFEQ` that compares the whole stored
     /// value, without a script: cheaper for the server. Needs a server with `IFEQ`; opening
-    /// the store fails without it. The near cache is not used (a read is one `GET`).
+    /// the store fails without it.
     String,
 }
 

@@ -3,8 +3,8 @@
 //! One hash per session with the key's expiry at the session's deadline; create, save, touch
 //! and delete as single server-side scripts; on servers with `SET … IFEQ` (Valkey 8.1+), one
 //! string per session saved by that single command instead ([`Layout`]); keys hash-tagged so
-//! a session lives in one Cluster slot; a near cache that every read revalidates with one
-//! small field (hash layout); a principal index that cannot leak. See the `store` module docs and the README.
+//! a session lives in one Cluster slot; a near cache that every read revalidates with the
+//! stored metadata alone; a principal index that cannot leak. See the `store` module docs and the README.
 //!
 //! ```no_run
 //! use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};

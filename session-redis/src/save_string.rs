@@ -72,6 +72,7 @@ impl RedisStore {
         let limits = &self.settings.limits;
         for attempt in 0..SAVE_ATTEMPTS {
             let Some(value) = current else {
+                self.forget(&key);
                 return Err(Error::NotFound);
             };
             let stored = match strings::parse(value) {
@@ -79,12 +80,18 @@ impl RedisStore {
                 Err(error) => {
                     // Undecodable is absent, and a save never recreates a session.
                     report_undecodable(&key, &error);
+                    self.forget(&key);
                     return Err(Error::NotFound);
                 }
             };
             let delta = session.delta(now)?;
             let mut merged = stored.record.clone();
-            merged.apply(&delta, now, limits)?;
+            if let Err(error) = merged.apply(&delta, now, limits) {
+                if !matches!(error, Error::TooLarge { .. }) {
+                    self.forget(&key);
+                }
+                return Err(error);
+            }
             drop(delta);
             let (score, index_again) = next_score(&stored.record, stored.index_score, &merged);
             let value = strings::encode(&merged, score)?;
@@ -94,7 +101,9 @@ impl RedisStore {
             {
                 SetIfEqual::Written => {
                     session.mark_persisted(merged.version, now);
-                    session.set_load_value(instance, Bytes::from(value));
+                    let value = Bytes::from(value);
+                    self.refresh_string(&key, &merged, &value);
+                    session.set_load_value(instance, value);
                     let old = &stored.record.principal;
                     if old != &merged.principal {
                         if let Some(old) = old {
@@ -157,7 +166,9 @@ impl RedisStore {
         {
             SetIfEqual::Written => {
                 session.mark_persisted(saved.version, now);
-                session.set_load_value(self.inner.instance, Bytes::from(value));
+                let value = Bytes::from(value);
+                self.refresh_string(&key, &saved, &value);
+                session.set_load_value(self.inner.instance, value);
                 if let (Some(principal), true) = (&saved.principal, index_again) {
                     self.index_add(principal, &key, score).await?;
                 }

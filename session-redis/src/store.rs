@@ -129,9 +129,8 @@ impl RedisStore {
                 supported
             }
         };
-        // The string layout reads whole values; its saves need them (see `Layout::String`).
-        let near_cache = (config.near_cache_bytes > 0 && !strings)
-            .then(|| NearCache::new(config.near_cache_bytes));
+        let near_cache =
+            (config.near_cache_bytes > 0).then(|| NearCache::new(config.near_cache_bytes));
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 runner,
@@ -251,11 +250,51 @@ impl RedisStore {
     }
 
     /// A session of the string layout; `None` when the key holds another type (a hash).
+    ///
+    /// With a near-cache copy read from a string, the read fetches only the value's header
+    /// (`GETRANGE`): if it matches the copy's in everything a touch does not rewrite, the copy
+    /// is the stored session (every other write increments the version), with the access time
+    /// and the header taken from the server. Otherwise, and without a copy, one `GET`.
     async fn lookup_string(
         &self,
         key: &SessionKey,
         now: u64,
     ) -> Result<Option<(Lookup, Option<Bytes>)>> {
+        let cached = self.inner.near_cache.as_ref().and_then(|c| c.get(key));
+        if let Some((cached, value)) = cached
+            .as_ref()
+            .and_then(|cached| Some((cached, cached.value.as_ref()?)))
+        {
+            let redis_key = self.session_key(key);
+            let header: Vec<u8> = match Cmd::with_capacity(4, 24 + redis_key.len())
+                .arg("GETRANGE")
+                .arg(&redis_key)
+                .arg(0)
+                .arg(strings::HEADER_MAX - 1)
+                .query_async(&mut self.connection())
+                .await
+            {
+                Ok(header) => header,
+                Err(error) => {
+                    self.forget(key);
+                    return none_if_wrong_type(error);
+                }
+            };
+            if header.is_empty() {
+                self.forget(key);
+                return Ok(Some((Lookup::Absent, None)));
+            }
+            if let Some((accessed, current)) = strings::revalidate(value, &header) {
+                let mut record = cached.record.clone();
+                record.last_accessed_at_ms = accessed;
+                return Ok(Some(if record.is_live_at(now) {
+                    (Lookup::Live(record), Some(current))
+                } else {
+                    (Lookup::Absent, None)
+                }));
+            }
+            self.forget(key);
+        }
         let Some(value) = self.read_string(key).await? else {
             return Ok(None);
         };
@@ -264,6 +303,7 @@ impl RedisStore {
         };
         Ok(Some(match strings::parse(value) {
             Ok(stored) if stored.record.is_live_at(now) => {
+                self.remember_string(key, &stored.record, &stored.value);
                 (Lookup::Live(stored.record), Some(stored.value))
             }
             Ok(_) => (Lookup::Absent, None),
@@ -299,7 +339,13 @@ impl RedisStore {
     /// an entry, it fetches the whole hash and caches it.
     async fn lookup_hash(&self, key: &SessionKey, now: u64) -> Result<Option<Lookup>> {
         let redis_key = self.session_key(key);
-        let cached = self.inner.near_cache.as_ref().and_then(|c| c.get(key));
+        // A copy read from a string is the other layout's (see `lookup_string`).
+        let cached = self
+            .inner
+            .near_cache
+            .as_ref()
+            .and_then(|c| c.get(key))
+            .filter(|cached| cached.value.is_none());
         if let Some(cached) = cached {
             // Sized up front: a command buffer grown argument by argument reallocates.
             let meta: Option<Vec<u8>> = match Cmd::with_capacity(3, 16 + redis_key.len())
@@ -563,15 +609,20 @@ impl SessionRepository for RedisStore {
             true => Some(Bytes::from(strings::encode(record, index_score(record))?)),
             false => None,
         };
-        let shared = value.as_deref();
+        let shared = value.as_ref();
         let id = self
             .run(Operation::Create, async {
                 let id = creation
                     .insert_under_free_id(|key| async move {
                         match shared {
                             Some(value) => {
-                                self.insert_string(&key, value, record.deadline_ms(), true)
-                                    .await
+                                let created = self
+                                    .insert_string(&key, value, record.deadline_ms(), true)
+                                    .await?;
+                                if created {
+                                    self.remember_created_string(&key, record, value);
+                                }
+                                Ok(created)
                             }
                             None => self.insert(&key, record, true).await,
                         }

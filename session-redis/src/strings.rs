@@ -149,6 +149,36 @@ pub(crate) fn index_score(value: &[u8]) -> Result<Option<u64>, UndecodableRecord
     parse_header(value).map(|header| header.index_score)
 }
 
+/// For a near-cache copy of a session stored as `cached`: whether `fetched`, the first bytes of
+/// the value stored now (at least its header), is the same session apart from what a touch
+/// rewrites (access time, index score). Then the access time stored now, and the value stored
+/// now: `cached` under the fetched header.
+pub(crate) fn revalidate(cached: &Bytes, fetched: &[u8]) -> Option<(u64, Bytes)> {
+    let old = parse_header(cached).ok()?;
+    let new = parse_header(fetched).ok()?;
+    let same = |header: &Header| {
+        (
+            header.version,
+            header.created,
+            header.idle,
+            header.absolute,
+            header.principal_len,
+        )
+    };
+    if same(&old) != same(&new) {
+        return None;
+    }
+    let current = if cached[..old.start] == fetched[..new.start] {
+        cached.clone()
+    } else {
+        let mut current = Vec::with_capacity(new.start + cached.len() - old.start);
+        current.extend_from_slice(&fetched[..new.start]);
+        current.extend_from_slice(&cached[old.start..]);
+        Bytes::from(current)
+    };
+    Some((new.accessed, current))
+}
+
 /// Parses a value of this layout; `Err` if it is not one (another writer's string).
 pub(crate) fn parse(value: Bytes) -> Result<StoredString, UndecodableRecord> {
     let header = parse_header(&value)?;
@@ -242,6 +272,43 @@ mod tests {
         let value = encode(&empty, 0).unwrap();
         assert!(value.starts_with(b"\x01s0 1795300000000 0001795300001000 1800000 - - -\n"));
         assert_eq!(parse(Bytes::from(value)).unwrap().record, empty);
+    }
+
+    #[test]
+    fn a_cached_value_is_the_stored_one_under_a_touched_header() {
+        let record = record(Some("alice"), None);
+        let cached = Bytes::from(encode(&record, 1_795_300_451_000).unwrap());
+        let same = super::revalidate(&cached, &cached[..super::HEADER_MAX.min(cached.len())]);
+        assert_eq!(same, Some((record.last_accessed_at_ms, cached.clone())));
+
+        let touched_record = SessionRecord {
+            last_accessed_at_ms: record.last_accessed_at_ms + 5_000,
+            ..record.clone()
+        };
+        let touched = encode(&touched_record, 1_795_300_999_000).unwrap();
+        let (accessed, current) = super::revalidate(
+            &cached,
+            &touched[..40.max(touched.iter().position(|b| *b == b'\n').unwrap() + 1)],
+        )
+        .unwrap();
+        assert_eq!(accessed, touched_record.last_accessed_at_ms);
+        assert_eq!(
+            &current[..],
+            &touched[..],
+            "the stored bytes, for the save's comparison"
+        );
+
+        let saved = SessionRecord {
+            version: record.version + 1,
+            ..record.clone()
+        };
+        let saved = encode(&saved, 1_795_300_451_000).unwrap();
+        assert_eq!(super::revalidate(&cached, &saved), None, "another version");
+        assert_eq!(
+            super::revalidate(&cached, b"\x01s7 1"),
+            None,
+            "a cut header"
+        );
     }
 
     #[test]

@@ -64,6 +64,13 @@ async fn redis() -> Option<RedisFixture> {
     fixture("redis", Backend::Redis).await
 }
 
+/// The near cache off: every read fetches the whole session.
+async fn redis_uncached() -> Option<RedisFixture> {
+    let mut fixture = fixture("redis", Backend::Redis).await?;
+    fixture.config = fixture.config.with_near_cache_bytes(0);
+    Some(fixture)
+}
+
 /// The hash layout whatever the server (on a server with `SET … IFEQ`, `redis` writes the
 /// string layout).
 async fn redis_hash() -> Option<RedisFixture> {
@@ -88,6 +95,7 @@ async fn redis_cluster() -> Option<RedisFixture> {
 
 conformance_suite!(
     "standalone" => redis,
+    "standalone_uncached" => redis_uncached,
     "standalone_hash" => redis_hash,
     "standalone_hash_uncached" => redis_hash_uncached,
     "cluster" => redis_cluster,

@@ -318,3 +318,166 @@ async fn a_touch_rewrites_the_string_in_place() {
     let stored = store.find(session.id()).await.unwrap().expect("live");
     assert_eq!(stored.get::<i32>("b").unwrap(), Some(2));
 }
+
+/// Calls per command since the server started (`INFO commandstats`; commands a script runs are
+/// counted too).
+async fn command_calls(
+    connection: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .split(',')
+                .find_map(|stat| stat.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The commands `operation` sent, by name, on a server nobody else uses.
+async fn commands_of<F: std::future::Future<Output = ()>>(
+    connection: &mut redis::aio::MultiplexedConnection,
+    operation: F,
+) -> Vec<(String, u64)> {
+    let before = command_calls(connection).await;
+    operation.await;
+    let after = command_calls(connection).await;
+    let mut sent: Vec<(String, u64)> = after
+        .into_iter()
+        .map(|(name, calls)| {
+            let earlier = before.get(&name).copied().unwrap_or(0);
+            (name, calls - earlier)
+        })
+        // The `INFO` that took the first count is counted by the second.
+        .filter(|(name, calls)| *calls > 0 && name != "info")
+        .collect();
+    sent.sort();
+    sent
+}
+
+/// `commands` without those the hash layout's save script runs (the server counts them too):
+/// what the client sent, if the script's own are all it ran.
+fn client_sent(commands: Vec<(String, u64)>) -> Vec<(String, u64)> {
+    let scripted = commands.iter().any(|(name, _)| name == "evalsha");
+    commands
+        .into_iter()
+        .filter(|(name, _)| {
+            !scripted
+                || !["hget", "hmget", "hset", "hdel", "hkeys", "pexpireat"].contains(&name.as_str())
+        })
+        .collect()
+}
+
+fn sent(commands: &[(&str, u64)]) -> Vec<(String, u64)> {
+    commands
+        .iter()
+        .map(|(name, calls)| ((*name).to_owned(), *calls))
+        .collect()
+}
+
+/// One round trip per read and per save, counted by the server: in the string layout a read
+/// is a `GET`, or a `GETRANGE` of the header when the near cache holds the session (also after
+/// another store touched it), and a save from the copy read is one `SET`; in the hash layout a
+/// cached read is an `HGET` and a save one `EVALSHA`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_saves_are_one_command_each() {
+    let Some(server) = session_test_harness::dedicated(session_test_harness::Backend::Redis).await
+    else {
+        return;
+    };
+    let url = server.url();
+    let mut connection = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let strings = server_has_ifeq(&mut connection).await;
+    let layouts: &[Layout] = if strings {
+        &[Layout::String, Layout::Hash]
+    } else {
+        &[Layout::Hash]
+    };
+    for layout in layouts {
+        let config = session_redis::Config::from_url(&url)
+            .unwrap()
+            .with_prefix(format!("{}:", session_conformance::namespace("trips")))
+            .with_layout(*layout);
+        let store = RedisStore::open(config.clone(), SessionSettings::default())
+            .await
+            .unwrap();
+        let toucher = RedisStore::open(config, SessionSettings::default())
+            .await
+            .unwrap();
+        // Scripts loaded before the count (a fresh server answers the first call NOSCRIPT).
+        let mut warm = store.new_session();
+        store.create(&mut warm).await.unwrap();
+        warm.insert("w", &0).unwrap();
+        store.save(&mut warm).await.unwrap();
+        let mut session = store.new_session();
+        session.insert("a", &1).unwrap();
+        store.create(&mut session).await.unwrap();
+        let id = session.id().clone();
+        let (full_read, cached_read, save) = match layout {
+            Layout::String => ("get", "getrange", &[("set", 1)][..]),
+            _ => ("hgetall", "hget", &[("evalsha", 1)][..]),
+        };
+        // Admitted to the near cache on its second sighting (the create was the first).
+        let mut loaded = None;
+        let commands = commands_of(&mut connection, async {
+            loaded = store.find(&id).await.unwrap();
+        })
+        .await;
+        assert_eq!(commands, sent(&[(full_read, 1)]), "{layout:?}: a read");
+        let commands = commands_of(&mut connection, async {
+            loaded = store.find(&id).await.unwrap();
+        })
+        .await;
+        assert_eq!(
+            commands,
+            sent(&[(cached_read, 1)]),
+            "{layout:?}: a cached read"
+        );
+        let mut loaded = loaded.expect("live");
+        loaded.insert("b", &2).unwrap();
+        let commands = commands_of(&mut connection, async {
+            store.save(&mut loaded).await.unwrap();
+        })
+        .await;
+        assert_eq!(client_sent(commands), sent(save), "{layout:?}: a save");
+
+        toucher.touch(&id).await.unwrap();
+        let mut touched = None;
+        let commands = commands_of(&mut connection, async {
+            touched = store.find(&id).await.unwrap();
+        })
+        .await;
+        assert_eq!(
+            commands,
+            sent(&[(cached_read, 1)]),
+            "{layout:?}: a read after a touch"
+        );
+        let mut touched = touched.expect("live");
+        touched.insert("c", &3).unwrap();
+        let commands = commands_of(&mut connection, async {
+            store.save(&mut touched).await.unwrap();
+        })
+        .await;
+        assert_eq!(
+            client_sent(commands),
+            sent(save),
+            "{layout:?}: a save after a touch"
+        );
+        let stored = toucher.find(&id).await.unwrap().expect("live");
+        let values: Vec<Option<i32>> = ["a", "b", "c"]
+            .iter()
+            .map(|name| stored.get(name).unwrap())
+            .collect();
+        assert_eq!(values, [Some(1), Some(2), Some(3)], "{layout:?}");
+    }
+}

@@ -384,7 +384,8 @@ fn sent(commands: &[(&str, u64)]) -> Vec<(String, u64)> {
 /// One round trip per read and per save, counted by the server: in the string layout a read
 /// is a `GET`, or a `GETRANGE` of the header when the near cache holds the session (also after
 /// another store touched it), and a save from the copy read is one `SET`; in the hash layout a
-/// cached read is an `HGET` and a save one `EVALSHA`.
+/// cached read is an `HGET` and a save one `EVALSHA`. The near cache keeps strings of 4 KiB or
+/// more only: a small session of the string layout is read with a `GET` every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_and_saves_are_one_command_each() {
     let Some(server) = session_test_harness::dedicated(session_test_harness::Backend::Redis).await
@@ -419,8 +420,29 @@ async fn reads_and_saves_are_one_command_each() {
         store.create(&mut warm).await.unwrap();
         warm.insert("w", &0).unwrap();
         store.save(&mut warm).await.unwrap();
+        if *layout == Layout::String {
+            let mut small = store.new_session();
+            small.insert("a", &1).unwrap();
+            store.create(&mut small).await.unwrap();
+            for _ in 0..3 {
+                let commands = commands_of(&mut connection, async {
+                    store.find(small.id()).await.unwrap().expect("live");
+                })
+                .await;
+                assert_eq!(
+                    commands,
+                    sent(&[("get", 1)]),
+                    "a small session is not cached"
+                );
+            }
+        }
         let mut session = store.new_session();
         session.insert("a", &1).unwrap();
+        if *layout == Layout::String {
+            // Large enough for the near cache (the hash layout would stage it in a
+            // transaction: one round trip of four commands).
+            session.insert("filler", &"f".repeat(6_000)).unwrap();
+        }
         store.create(&mut session).await.unwrap();
         let id = session.id().clone();
         let (full_read, cached_read, save) = match layout {

@@ -3,13 +3,15 @@
 //! in the `scripts` module).
 //!
 //! A save from a copy nobody wrote or touched since its load writes that copy with its changes
-//! (`\1a` and `\1m`, one round trip). Any other save merges its delta into the stored session
-//! with [`SessionRecord::apply`], the contract's merge that every store shares (liveness, the
-//! optimistic version check, the size limits, per-attribute last-write-wins), and rewrites the
-//! hash under the same check; the stored hash comes back from the first attempt that lost, or
-//! from one read when the save could not try the fast path. The saves of one session in this
-//! process take turns ([`WriterTurns`](session_core::raw::WriterTurns)), so only other
-//! processes can make an attempt lose, and the attempts are bounded, with backoff.
+//! (`\1a` and `\1m`, one round trip), unless the copy's previous save merged (the copy then lacks
+//! what the merge kept of others' changes; the load token says so, `MERGED_HASH`). Any other save
+//! merges its delta into the stored session with [`SessionRecord::apply`], the contract's merge
+//! that every store shares (liveness, the optimistic version check, the size limits, per-attribute
+//! last-write-wins), and rewrites the hash under the same check; the stored hash comes back from
+//! the first attempt that lost, or from one read when the save could not try the fast path. The
+//! saves of one session in this process take turns
+//! ([`WriterTurns`](session_core::raw::WriterTurns)), so only other processes can make an attempt
+//! lose, and the attempts are bounded, with backoff.
 
 use redis::Value;
 use session_core::raw::time::now_millis;
@@ -23,7 +25,7 @@ use crate::meta::{
 };
 use crate::save_string::StringSave;
 use crate::scripts;
-use crate::store::{RedisStore, LOADED_HASH};
+use crate::store::{RedisStore, LOADED_HASH, MERGED_HASH, MERGED_STRING};
 
 /// Attempts of a merging save before it gives up with a retryable error.
 pub(crate) const SAVE_ATTEMPTS: usize = 16;
@@ -54,14 +56,24 @@ impl RedisStore {
         // The layout the session was loaded from, else the store's (and the hash layout if the
         // key turns out to hold a hash).
         let instance = self.inner.instance;
-        let from_string = session.load_value().is_some_and(|(by, _)| by == instance);
-        let from_hash = session.load_token() == Some((instance, LOADED_HASH));
+        let token = session
+            .load_token()
+            .filter(|(by, _)| *by == instance)
+            .map(|(_, token)| token);
+        let from_string = session.load_value().is_some_and(|(by, _)| by == instance)
+            || token == Some(MERGED_STRING);
+        let from_hash = matches!(token, Some(LOADED_HASH | MERGED_HASH));
         if (from_string || (self.inner.strings && !from_hash))
             && self.save_string(session, now).await? == StringSave::Saved
         {
             return Ok(());
         }
-        let mut stored = match self.save_loaded(session, now).await? {
+        let loaded = if token == Some(MERGED_HASH) {
+            Err(None)
+        } else {
+            self.save_loaded(session, now).await?
+        };
+        let mut stored = match loaded {
             Ok(()) => return Ok(()),
             Err(Some(stored)) => stored,
             Err(None) => self.read_hash(&key).await?,
@@ -97,6 +109,7 @@ impl RedisStore {
             {
                 Written::Stored { meta, .. } => {
                     session.mark_persisted(merged.version, now);
+                    session.set_load_token(self.inner.instance, MERGED_HASH);
                     self.refresh_as(&key, meta, &merged);
                     let old = &stored_hash.record.principal;
                     if old != &merged.principal {
@@ -160,6 +173,7 @@ impl RedisStore {
         {
             Written::Stored { index_score, meta } => {
                 session.mark_persisted(saved.version, now);
+                session.set_load_token(self.inner.instance, LOADED_HASH);
                 self.refresh_as(&key, meta, &saved);
                 if let (Some(principal), 1..) = (&saved.principal, index_score) {
                     self.index_add(principal, &key, index_score).await?;

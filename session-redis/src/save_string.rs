@@ -4,7 +4,9 @@
 //! nothing, so the common reply is two bytes.
 //!
 //! A save from a copy this store loaded writes that copy with its changes, compared with the
-//! value it was loaded from ([`SessionInternals::load_value`]): one round trip. Any other save,
+//! value it was loaded from ([`SessionInternals::load_value`]): one round trip. A save that
+//! merged leaves no load value (the copy is not what it stored), so the copy's next save merges
+//! too. Any other save,
 //! and one that lost, reads the stored session (`GET`), merges its delta into it with core's
 //! [`SessionRecord::apply`](session_core::raw::SessionRecord::apply) (liveness, the optimistic
 //! version check, the limits, per-attribute last-write-wins) and writes under the same
@@ -15,10 +17,13 @@
 use session_core::raw::{backoff, report_undecodable, SessionInternals};
 use session_core::{Bytes, Error, Result, Session, SessionKey};
 
+use std::sync::atomic::Ordering;
+
 use crate::error::{is_wrong_type, map};
 use crate::meta::index_score;
 use crate::save::{next_score, SAVE_ATTEMPTS};
-use crate::store::RedisStore;
+use crate::scripts;
+use crate::store::{RedisStore, MERGED_STRING};
 use crate::strings;
 
 /// How a save of the string layout ended.
@@ -101,9 +106,10 @@ impl RedisStore {
             {
                 SetIfEqual::Written => {
                     session.mark_persisted(merged.version, now);
-                    let value = Bytes::from(value);
-                    self.refresh_string(&key, &merged, &value);
-                    session.set_load_value(instance, value);
+                    // The copy is not what was stored (see `MERGED_HASH`): no load value, so
+                    // that its next save reads and merges again.
+                    session.set_load_token(instance, MERGED_STRING);
+                    self.refresh_string(&key, &merged, &Bytes::from(value));
                     let old = &stored.record.principal;
                     if old != &merged.principal {
                         if let Some(old) = old {
@@ -179,7 +185,12 @@ impl RedisStore {
         }
     }
 
-    /// `SET key value IFEQ expected PXAT deadline`.
+    /// `SET key value IFEQ expected PXAT deadline`; the same in a script where the server
+    /// refuses `IFEQ`. The store opened with the string layout because a server accepted it,
+    /// but a Cluster node of an older version, or an older replica promoted by a failover, may
+    /// not: its sessions are still read, touched and deleted as strings, and saved by the
+    /// script (Lua costs more; correct all the same). Once refused, the store sends the script
+    /// directly until it is opened again.
     async fn set_if_equal(
         &self,
         key: &SessionKey,
@@ -188,27 +199,61 @@ impl RedisStore {
         deadline: u64,
     ) -> Result<SetIfEqual> {
         let redis_key = self.session_key(key);
-        // Sized up front: a command buffer grown argument by argument reallocates.
-        let mut cmd =
-            redis::Cmd::with_capacity(7, 48 + redis_key.len() + value.len() + expected.len());
-        cmd.arg("SET")
-            .arg(&redis_key)
-            .arg(value)
-            .arg("IFEQ")
-            .arg(expected)
-            .arg("PXAT")
-            .arg(deadline);
-        match cmd
-            .query_async::<redis::Value>(&mut self.connection())
-            .await
-        {
-            Ok(redis::Value::Okay) => Ok(SetIfEqual::Written),
-            Ok(redis::Value::Nil) => Ok(SetIfEqual::Lost),
-            Ok(other) => Err(Error::backend(format!(
-                "unexpected reply to SET … IFEQ: {other:?}"
-            ))),
-            Err(error) if is_wrong_type(&error) => Ok(SetIfEqual::WrongType),
-            Err(error) => Err(map(error)),
+        if !self.inner.ifeq_refused.load(Ordering::Relaxed) {
+            // Sized up front: a command buffer grown argument by argument reallocates.
+            let mut cmd =
+                redis::Cmd::with_capacity(7, 48 + redis_key.len() + value.len() + expected.len());
+            cmd.arg("SET")
+                .arg(&redis_key)
+                .arg(value)
+                .arg("IFEQ")
+                .arg(expected)
+                .arg("PXAT")
+                .arg(deadline);
+            match cmd
+                .query_async::<redis::Value>(&mut self.connection())
+                .await
+            {
+                Ok(redis::Value::Okay) => return Ok(SetIfEqual::Written),
+                Ok(redis::Value::Nil) => return Ok(SetIfEqual::Lost),
+                Ok(other) => {
+                    return Err(Error::backend(format!(
+                        "unexpected reply to SET … IFEQ: {other:?}"
+                    )))
+                }
+                Err(error) if is_wrong_type(&error) => return Ok(SetIfEqual::WrongType),
+                Err(error) if refuses_syntax(&error) => {
+                    tracing::warn!(
+                        error = %error,
+                        "the server refused SET … IFEQ; saves of the string layout go through a script from now on"
+                    );
+                    self.inner.ifeq_refused.store(true, Ordering::Relaxed);
+                }
+                Err(error) => return Err(map(error)),
+            }
         }
+        let mut cmd = scripts::call_sized(
+            &scripts::SET_IF_EQUAL,
+            &redis_key,
+            3,
+            32 + value.len() + expected.len(),
+        );
+        cmd.arg(value).arg(expected).arg(deadline);
+        let written: i64 = scripts::run(&scripts::SET_IF_EQUAL, &cmd, &mut self.connection())
+            .await
+            .map_err(map)?;
+        Ok(match written {
+            1 => SetIfEqual::Written,
+            -1 => SetIfEqual::WrongType,
+            _ => SetIfEqual::Lost,
+        })
     }
+}
+
+/// Whether the server refused a command's syntax (an option it does not know).
+pub(crate) fn refuses_syntax(error: &redis::RedisError) -> bool {
+    error.code() == Some("ERR")
+        && error
+            .detail()
+            .is_some_and(|detail| detail.to_ascii_lowercase().contains("syntax"))
 }

@@ -359,6 +359,22 @@ pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// KEYS[1] session. ARGV[1] the new value (string layout), ARGV[2] the value it replaces,
+/// ARGV[3] deadline. `SET … IFEQ` for a server that refuses `IFEQ` (see
+/// `RedisStore::set_if_equal`): returns 1 written, 0 the stored value is another or none, -1
+/// the key holds another type.
+pub(crate) static SET_IF_EQUAL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local v = redis.pcall('GET', KEYS[1])
+        if type(v) == 'table' then return -1 end
+        if v ~= ARGV[2] then return 0 end
+        redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+        return 1
+        ",
+    )
+});
+
 /// KEYS[1] session. ARGV[1] the value (string layout), ARGV[2] deadline, ARGV[3] event channel
 /// ('' = none), ARGV[4] key hex. Returns 1, or 0 if the key holds anything (a session of
 /// either layout, or another writer's value): nothing is written then.

@@ -68,6 +68,9 @@ pub(crate) struct Inner {
     pub(crate) strings: bool,
     /// Tags what this store attaches to the sessions it loads (see [`LOADED_HASH`]).
     pub(crate) instance: u64,
+    /// Whether a server refused `SET … IFEQ` since the store opened (see the `save_string`
+    /// module): string saves then go through a script.
+    pub(crate) ifeq_refused: std::sync::atomic::AtomicBool,
     /// The next packed-attributes token (see [`RedisStore::next_token`]).
     tokens: std::sync::atomic::AtomicU64,
     /// Saves of one session in this process take turns (see the `save` module).
@@ -141,6 +144,7 @@ impl RedisStore {
                 expiry_events,
                 strings,
                 instance: random_u64(),
+                ifeq_refused: std::sync::atomic::AtomicBool::new(false),
                 tokens: std::sync::atomic::AtomicU64::new(random_u64()),
                 turns: WriterTurns::with_stripes(4096),
                 _stop_listeners: stop,
@@ -722,9 +726,17 @@ impl SessionRepository for RedisStore {
     }
 }
 
-/// The load token of a session this store read from a hash: its save takes the hash layout's
-/// path without asking the key's type.
+/// The load token of a session this store read from a hash, or saved as a hash from the copy
+/// itself: its save takes the hash layout's path without asking the key's type.
 pub(crate) const LOADED_HASH: u64 = 1;
+
+/// The load token of a session whose last save merged into a hash: the copy is not what is
+/// stored (it lacks what the merge kept of others' changes), so its next save must merge
+/// again, never write the copy (the hash layout's one-round-trip path).
+pub(crate) const MERGED_HASH: u64 = 2;
+
+/// [`MERGED_HASH`] for a session stored as a string (which then has no load value).
+pub(crate) const MERGED_STRING: u64 = 3;
 
 /// `None` for a read that met a value of another type at a session key (the other layout, or
 /// a foreign writer's); any other error is mapped.
@@ -750,7 +762,7 @@ async fn has_set_ifeq(connection: &Connection, config: &Config) -> Result<bool> 
     match probe {
         Ok(_) => Ok(true),
         Err(error) if is_wrong_type(&error) => Ok(true),
-        Err(error) if error.code() == Some("ERR") => Ok(false),
+        Err(error) if crate::save_string::refuses_syntax(&error) => Ok(false),
         Err(error) => Err(map(error)),
     }
 }

@@ -9,6 +9,7 @@ mod common;
 
 use std::time::Duration;
 
+use session_core::raw::SessionInternals;
 use session_core::{Error, Session, SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_redis::redis::{self, AsyncCommands};
 use session_redis::{Layout, RedisStore};
@@ -502,4 +503,64 @@ async fn reads_and_saves_are_one_command_each() {
             .collect();
         assert_eq!(values, [Some(1), Some(2), Some(3)], "{layout:?}");
     }
+}
+
+/// A session of the string layout on a server whose `SET` refuses `IFEQ` (a Cluster node of an
+/// older version, an older replica promoted by a failover; here a Redis 7, where the value is
+/// written by hand): read, saved through the script that stands in for `IFEQ`, merged when
+/// another copy saved first, touched and deleted. On a server with `IFEQ` the same steps run
+/// on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_string_session_is_saved_where_set_refuses_ifeq() {
+    let Some((store, mut connection, _)) =
+        common::store_and_connection("refused", SessionSettings::default()).await
+    else {
+        return;
+    };
+    // The layout's value, written as the `strings` module documents it.
+    let now = session_core::raw::time::now_millis();
+    let mut template = store.new_session();
+    template.insert("a", &1).unwrap();
+    let record = template.record_for_create(now).unwrap();
+    let mut value = format!("\x01s0 {now} {now:016} 1800000 - - -\n").into_bytes();
+    value.extend_from_slice(&session_core::raw::encode_attributes(&record.attributes).unwrap());
+    let id = session_core::SessionId::generate();
+    let redis_key = store.session_key(&id.key());
+    let _: () = redis::cmd("SET")
+        .arg(&redis_key)
+        .arg(&value)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+
+    let mut mine = store.find(&id).await.unwrap().expect("readable");
+    let mut theirs = store.find(&id).await.unwrap().expect("readable");
+    assert_eq!(mine.get::<i32>("a").unwrap(), Some(1));
+    theirs.insert("theirs", &2).unwrap();
+    store.save(&mut theirs).await.unwrap();
+    mine.insert("mine", &3).unwrap();
+    store.save(&mut mine).await.unwrap();
+    mine.insert("again", &4).unwrap();
+    store.save(&mut mine).await.unwrap();
+    store.touch(&id).await.unwrap();
+    assert_eq!(key_type_of(&mut connection, &redis_key).await, "string");
+    let stored = store.find(&id).await.unwrap().expect("live");
+    let values: Vec<Option<i32>> = ["a", "theirs", "mine", "again"]
+        .iter()
+        .map(|name| stored.get(name).unwrap())
+        .collect();
+    assert_eq!(values, [Some(1), Some(2), Some(3), Some(4)]);
+    assert_eq!(stored.version(), 3, "three saves");
+    store.delete(&id).await.unwrap();
+    assert!(store.find(&id).await.unwrap().is_none());
+}
+
+async fn key_type_of(connection: &mut redis::aio::MultiplexedConnection, key: &str) -> String {
+    redis::cmd("TYPE")
+        .arg(key)
+        .query_async(connection)
+        .await
+        .unwrap()
 }

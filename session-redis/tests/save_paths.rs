@@ -154,17 +154,22 @@ async fn lost_write_merges(filler: usize) {
     other.save(&mut theirs).await.unwrap();
     mine.insert("mine", &2).unwrap();
     store.save(&mut mine).await.unwrap();
+    // Saved again from the same copy: it merged, so it is not what is stored, and this save
+    // must merge again rather than write the copy over the other store's change.
+    mine.insert("again", &3).unwrap();
+    store.save(&mut mine).await.unwrap();
 
     let redis_key = store.session_key(&session.key());
     let meta: String = connection.hget(&redis_key, "\x01m").await.unwrap();
     assert!(
-        meta.starts_with("2 "),
-        "two saves after the create (version 0): {meta}"
+        meta.starts_with("3 "),
+        "three saves after the create (version 0): {meta}"
     );
     for reader in [&store, &other] {
         let stored = reader.find(session.id()).await.unwrap().expect("live");
         assert_eq!(stored.get::<i32>("theirs").unwrap(), Some(1));
         assert_eq!(stored.get::<i32>("mine").unwrap(), Some(2));
+        assert_eq!(stored.get::<i32>("again").unwrap(), Some(3));
         assert_eq!(stored.get::<i32>("kept").unwrap(), None);
     }
 

@@ -53,6 +53,29 @@ cases! {
         assert_eq!(text(&merged, "base").as_deref(), Some("b"));
     }
 
+    /// A copy whose save merged into another copy's change, saved again, still keeps that
+    /// change: after a merge the copy is not what is stored, so no store may write it whole.
+    #[needs(Nothing)]
+    pub async fn save_again_after_a_merge_keeps_the_other_change(fixture: &dyn StoreFixture) {
+        let repo = open(fixture, SessionSettings::default()).await;
+        let session = create_with(&*repo, &[("base", "b")]).await;
+        let mut a = load(&*repo, session.id()).await;
+        let mut b = load(&*repo, session.id()).await;
+        a.insert("cart", "book").unwrap();
+        repo.save(&mut a).await.unwrap();
+        b.insert("theme", "dark").unwrap();
+        repo.save(&mut b).await.unwrap();
+        b.insert("lang", "fr").unwrap();
+        repo.save(&mut b).await.unwrap();
+        b.insert("lang", "de").unwrap();
+        repo.save(&mut b).await.unwrap();
+        let merged = load(&*repo, session.id()).await;
+        assert_eq!(text(&merged, "cart").as_deref(), Some("book"), "the other copy's change");
+        assert_eq!(text(&merged, "theme").as_deref(), Some("dark"));
+        assert_eq!(text(&merged, "lang").as_deref(), Some("de"));
+        assert_eq!(text(&merged, "base").as_deref(), Some("b"));
+    }
+
     /// Two copies changing the same attribute: the later save wins.
     #[needs(Nothing)]
     pub async fn save_same_attribute_later_wins(fixture: &dyn StoreFixture) {

@@ -7,6 +7,10 @@
 //! into it with [`SessionRecord::apply`] (per-attribute last-write-wins, limits, liveness) and
 //! writes it with the same compare-and-set, retrying if yet another save slipped in. Optimistic
 //! mode stops at the first mismatch with `Conflict`.
+//!
+//! After a save that merged, the copy is not the stored row (it lacks what the merge kept of
+//! others' changes) although its version is the stored one: the store marks it
+//! ([`MERGED`]), and its next save merges again instead of writing the copy over those changes.
 
 use session_core::raw::time::now_millis;
 use session_core::raw::{encode_attributes, SessionInternals, SessionRecord};
@@ -24,6 +28,9 @@ const MERGE_ATTEMPTS: usize = 8;
 /// (this process's writers are queued), so it simply tries longer before reporting the store
 /// unavailable.
 const SQLITE_MERGE_ATTEMPTS: usize = 64;
+
+/// The load token of a session whose last save merged (see the module docs).
+const MERGED: u64 = 1;
 
 impl SqlStore {
     /// `UPDATE ... WHERE version = expected`: writes `record` (with its version) if the row is
@@ -91,21 +98,25 @@ impl SqlStore {
         let now = now_millis();
         let key = session.key();
         let delta = session.delta(now)?;
-        let mut fast = session.snapshot(now)?;
-        fast.version += 1;
-        let turn = self.inner.write_turn().await;
-        let mut connection = self.statement_connection().await?;
-        let written = self
-            .compare_and_set(&mut *connection, &key, &fast, session.version(), now)
-            .await;
-        let written = connection.settle(written)?;
-        drop(turn);
-        if written {
-            drop(delta);
-            session.mark_persisted(fast.version, now);
-            return Ok(());
+        let merged_before = session.load_token() == Some((self.inner.token_tag, MERGED));
+        if !merged_before {
+            let mut fast = session.snapshot(now)?;
+            fast.version += 1;
+            let turn = self.inner.write_turn().await;
+            let mut connection = self.statement_connection().await?;
+            let written = self
+                .compare_and_set(&mut *connection, &key, &fast, session.version(), now)
+                .await;
+            let written = connection.settle(written)?;
+            drop(turn);
+            if written {
+                drop(delta);
+                session.mark_persisted(fast.version, now);
+                return Ok(());
+            }
         }
-        if self.settings.concurrency == Concurrency::Optimistic {
+        // A merged copy skipped the write above; the merge below checks its version.
+        if self.settings.concurrency == Concurrency::Optimistic && !merged_before {
             return Err(match self.live_version(&key, now).await? {
                 Some(actual) => Error::Conflict {
                     expected: session.version(),
@@ -136,6 +147,7 @@ impl SqlStore {
                 let version = record.version;
                 drop(delta);
                 session.mark_persisted(version, now);
+                session.set_load_token(self.inner.token_tag, MERGED);
                 return Ok(());
             }
         }
@@ -160,6 +172,7 @@ impl SqlStore {
         let version = record.version;
         drop(delta);
         session.mark_persisted(version, now);
+        session.set_load_token(self.inner.token_tag, MERGED);
         Ok(())
     }
 }

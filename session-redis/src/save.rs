@@ -15,13 +15,15 @@
 
 use redis::Value;
 use session_core::raw::time::now_millis;
-use session_core::raw::{backoff, report_undecodable, SessionInternals, SessionRecord};
+use session_core::raw::{
+    backoff, report_undecodable, SessionInternals, SessionRecord, UndecodableRecord,
+};
 use session_core::{Error, Result, Session, SessionKey};
 
 use crate::error::map;
 use crate::meta::{
     attributes_field, index_score, packed_attributes, parse_hash, push_metadata, words, Fields,
-    Meta, StoredHash, INLINE_TOKEN,
+    Meta, INLINE_TOKEN,
 };
 use crate::save_string::StringSave;
 use crate::scripts;
@@ -78,7 +80,6 @@ impl RedisStore {
             Err(Some(stored)) => stored,
             Err(None) => self.read_hash(&key).await?,
         };
-        let limits = &self.settings.limits;
         for attempt in 0..SAVE_ATTEMPTS {
             if stored.is_empty() {
                 self.forget(&key);
@@ -86,23 +87,11 @@ impl RedisStore {
             }
             let stored_hash = match parse_hash(stored) {
                 Ok(hash) => hash,
-                Err(error) => {
-                    // Undecodable is absent, and a save never recreates a session.
-                    report_undecodable(&key, &error);
-                    self.forget(&key);
-                    return Err(Error::NotFound);
-                }
+                Err(error) => return Err(self.undecodable_in_save(&key, &error)),
             };
-            let delta = session.delta(now)?;
-            let mut merged = stored_hash.record.clone();
-            if let Err(error) = merged.apply(&delta, now, limits) {
-                if !matches!(error, Error::TooLarge { .. }) {
-                    self.forget(&key);
-                }
-                return Err(error);
-            }
-            drop(delta);
-            let (score, index_again) = next_index_score(&stored_hash, &merged);
+            let merged = self.merge_into(&key, session, &stored_hash.record, now)?;
+            let (score, index_again) =
+                next_score(&stored_hash.record, stored_hash.index_score, &merged);
             match self
                 .write(&key, &stored_hash.prefix, Mode::Rewrite, &merged, score)
                 .await?
@@ -111,15 +100,9 @@ impl RedisStore {
                     session.mark_persisted(merged.version, now);
                     session.set_load_token(self.inner.instance, MERGED_HASH);
                     self.refresh_as(&key, meta, &merged);
-                    let old = &stored_hash.record.principal;
-                    if old != &merged.principal {
-                        if let Some(old) = old {
-                            self.index_remove(old, &key).await?;
-                        }
-                    }
-                    if let (Some(principal), true) = (&merged.principal, index_again) {
-                        self.index_add(principal, &key, score).await?;
-                    }
+                    let old = stored_hash.record.principal.as_deref();
+                    self.reindex_merged(&key, old, &merged, score, index_again)
+                        .await?;
                     return Ok(());
                 }
                 Written::Lost(current) => {
@@ -133,6 +116,57 @@ impl RedisStore {
             "a save kept losing its version-checked write to other processes",
             SAVE_ATTEMPTS,
         ))
+    }
+
+    /// `session`'s delta at `now` merged into `stored` by core's [`SessionRecord::apply`], the
+    /// merge of both layouts' saves. A failure other than a limit also drops the near-cache
+    /// copy (the session is gone, expired or changed).
+    pub(crate) fn merge_into(
+        &self,
+        key: &SessionKey,
+        session: &Session,
+        stored: &SessionRecord,
+        now: u64,
+    ) -> Result<SessionRecord> {
+        let delta = session.delta(now)?;
+        let mut merged = stored.clone();
+        if let Err(error) = merged.apply(&delta, now, &self.settings.limits) {
+            if !matches!(error, Error::TooLarge { .. }) {
+                self.forget(key);
+            }
+            return Err(error);
+        }
+        Ok(merged)
+    }
+
+    /// What a save answers for stored data it cannot decode: reported, and absent, since a
+    /// save never recreates a session.
+    pub(crate) fn undecodable_in_save(&self, key: &SessionKey, error: &UndecodableRecord) -> Error {
+        report_undecodable(key, error);
+        self.forget(key);
+        Error::NotFound
+    }
+
+    /// The principal index after a merged write of either layout: the session leaves the old
+    /// principal's index when the principal changed (`old` is the stored one), and is added
+    /// to the new one's with `score` when `index_again` (see [`next_score`]).
+    pub(crate) async fn reindex_merged(
+        &self,
+        key: &SessionKey,
+        old: Option<&str>,
+        merged: &SessionRecord,
+        score: u64,
+        index_again: bool,
+    ) -> Result<()> {
+        if old != merged.principal.as_deref() {
+            if let Some(old) = old {
+                self.index_remove(old, key).await?;
+            }
+        }
+        if let (Some(principal), true) = (&merged.principal, index_again) {
+            self.index_add(principal, key, score).await?;
+        }
+        Ok(())
     }
 
     /// The one-round-trip save of a copy nobody wrote or touched since its load: writes the
@@ -273,13 +307,9 @@ impl RedisStore {
     }
 }
 
-/// The index score to store with `merged` and whether the principal's index needs the session
-/// again: when the principal changed, or the new deadline passed the stored score.
-fn next_index_score(stored: &StoredHash, merged: &SessionRecord) -> (u64, bool) {
-    next_score(&stored.record, stored.index_score, merged)
-}
-
-/// [`next_index_score`] of a session stored as `stored` with `stored_score`.
+/// The index score to store with `merged`, merged into `stored` (stored with `stored_score`),
+/// and whether the principal's index needs the session again: when the principal changed, or
+/// the new deadline passed the stored score.
 pub(crate) fn next_score(
     stored: &SessionRecord,
     stored_score: Option<u64>,

@@ -14,10 +14,10 @@
 //! not written: no resurrection. The principal index is kept by the client, which knows the
 //! stored principal and score from the value it compared with.
 
-use session_core::raw::{backoff, report_undecodable, SessionInternals};
-use session_core::{Bytes, Error, Result, Session, SessionKey};
-
 use std::sync::atomic::Ordering;
+
+use session_core::raw::{backoff, SessionInternals};
+use session_core::{Bytes, Error, Result, Session, SessionKey};
 
 use crate::error::{is_wrong_type, map};
 use crate::meta::index_score;
@@ -74,7 +74,6 @@ impl RedisStore {
         let Some(mut current) = read else {
             return Ok(StringSave::Hash);
         };
-        let limits = &self.settings.limits;
         for attempt in 0..SAVE_ATTEMPTS {
             let Some(value) = current else {
                 self.forget(&key);
@@ -82,22 +81,9 @@ impl RedisStore {
             };
             let stored = match strings::parse(value) {
                 Ok(stored) => stored,
-                Err(error) => {
-                    // Undecodable is absent, and a save never recreates a session.
-                    report_undecodable(&key, &error);
-                    self.forget(&key);
-                    return Err(Error::NotFound);
-                }
+                Err(error) => return Err(self.undecodable_in_save(&key, &error)),
             };
-            let delta = session.delta(now)?;
-            let mut merged = stored.record.clone();
-            if let Err(error) = merged.apply(&delta, now, limits) {
-                if !matches!(error, Error::TooLarge { .. }) {
-                    self.forget(&key);
-                }
-                return Err(error);
-            }
-            drop(delta);
+            let merged = self.merge_into(&key, session, &stored.record, now)?;
             let (score, index_again) = next_score(&stored.record, stored.index_score, &merged);
             let value = strings::encode(&merged, score)?;
             match self
@@ -110,15 +96,9 @@ impl RedisStore {
                     // that its next save reads and merges again.
                     session.set_load_token(instance, MERGED_STRING);
                     self.refresh_string(&key, &merged, &Bytes::from(value));
-                    let old = &stored.record.principal;
-                    if old != &merged.principal {
-                        if let Some(old) = old {
-                            self.index_remove(old, &key).await?;
-                        }
-                    }
-                    if let (Some(principal), true) = (&merged.principal, index_again) {
-                        self.index_add(principal, &key, score).await?;
-                    }
+                    let old = stored.record.principal.as_deref();
+                    self.reindex_merged(&key, old, &merged, score, index_again)
+                        .await?;
                     return Ok(StringSave::Saved);
                 }
                 SetIfEqual::Lost => {

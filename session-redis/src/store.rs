@@ -289,12 +289,9 @@ impl RedisStore {
                 return Ok(Some((Lookup::Absent, None)));
             }
             if let Some((accessed, current)) = strings::revalidate(value, &header) {
-                let mut record = cached.record.clone();
-                record.last_accessed_at_ms = accessed;
-                return Ok(Some(if record.is_live_at(now) {
-                    (Lookup::Live(record), Some(current))
-                } else {
-                    (Lookup::Absent, None)
+                return Ok(Some(match cached_copy(&cached.record, accessed, now) {
+                    Some(record) => (Lookup::Live(record), Some(current)),
+                    None => (Lookup::Absent, None),
                 }));
             }
             self.forget(key);
@@ -371,13 +368,8 @@ impl RedisStore {
             };
             if let Some(meta) = Meta::parse(&meta).filter(|meta| meta.same_but_access(&cached.meta))
             {
-                let mut record = cached.record.clone();
-                record.last_accessed_at_ms = meta.accessed;
-                return Ok(Some(if record.is_live_at(now) {
-                    Lookup::Live(record)
-                } else {
-                    Lookup::Absent
-                }));
+                let copy = cached_copy(&cached.record, meta.accessed, now);
+                return Ok(Some(copy.map_or(Lookup::Absent, Lookup::Live)));
             }
             self.forget(key);
         }
@@ -737,6 +729,14 @@ pub(crate) const MERGED_HASH: u64 = 2;
 
 /// [`MERGED_HASH`] for a session stored as a string (which then has no load value).
 pub(crate) const MERGED_STRING: u64 = 3;
+
+/// A near-cache copy the server confirmed, with the access time stored now (touches move it
+/// without a new version); `None` if that leaves it past its deadline.
+fn cached_copy(cached: &SessionRecord, accessed: u64, now: u64) -> Option<SessionRecord> {
+    let mut record = cached.clone();
+    record.last_accessed_at_ms = accessed;
+    record.is_live_at(now).then_some(record)
+}
 
 /// `None` for a read that met a value of another type at a session key (the other layout, or
 /// a foreign writer's); any other error is mapped.

@@ -107,7 +107,11 @@ impl<N: SessionRepository, O: SessionRepository> Migrating<N, O> {
             // tells the last apart.
             return Ok(self.new.find(id).await?.is_some());
         };
-        let record = stored.snapshot(accessed_at.unwrap_or(stored.last_accessed_at_ms()))?;
+        let accessed_at = accessed_at.unwrap_or(stored.last_accessed_at_ms());
+        // A copy just found has saved nothing, so it always has a snapshot.
+        let Some(record) = stored.snapshot(accessed_at)? else {
+            return Err(Error::backend("a session just found had no snapshot"));
+        };
         let key = stored.key();
         // `false`: another instance moved it first; the session is in the new store either way,
         // and that instance finishes the move.

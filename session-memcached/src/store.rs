@@ -362,7 +362,9 @@ impl MemcachedStore {
         if session.deadline_ms() <= now {
             return Err(Error::NotFound);
         }
-        let mut record = session.snapshot(now)?;
+        let Some(mut record) = session.snapshot(now)? else {
+            return Ok(None);
+        };
         record.version += 1;
         if record.check_limits(&self.settings.limits).is_err() {
             // Perhaps not once merged into what is stored: the merge reports it exactly.

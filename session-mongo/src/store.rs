@@ -302,8 +302,7 @@ impl MongoStore {
         let delta = session.delta(now)?;
         let _turn = self.inner.turns.take(&key).await;
         // Liveness is checked on the loaded copy: the snapshot's deadline is the new one.
-        if session.deadline_ms() > now {
-            let mut merged = session.snapshot(now)?;
+        if let (true, Some(mut merged)) = (session.deadline_ms() > now, session.snapshot(now)?) {
             if merged.check_limits(limits).is_ok() {
                 merged.version += 1;
                 if self

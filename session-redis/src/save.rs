@@ -3,8 +3,8 @@
 //! in the `scripts` module).
 //!
 //! A save from a copy nobody wrote or touched since its load writes that copy with its changes
-//! (`\1a` and `\1m`, one round trip), unless the copy's previous save merged (the copy then lacks
-//! what the merge kept of others' changes; the load token says so, `MERGED_HASH`). Any other save
+//! (`\1a` and `\1m`, one round trip), unless a previous save of the copy merged others' changes
+//! (core then refuses its snapshot: the copy lacks them). Any other save
 //! merges its delta into the stored session with [`SessionRecord::apply`], the contract's merge
 //! that every store shares (liveness, the optimistic version check, the size limits, per-attribute
 //! last-write-wins), and rewrites the hash under the same check; the stored hash comes back from
@@ -27,7 +27,7 @@ use crate::meta::{
 };
 use crate::save_string::StringSave;
 use crate::scripts;
-use crate::store::{RedisStore, LOADED_HASH, MERGED_HASH, MERGED_STRING};
+use crate::store::{RedisStore, LOADED_HASH, MERGED_STRING};
 
 /// Attempts of a merging save before it gives up with a retryable error.
 pub(crate) const SAVE_ATTEMPTS: usize = 16;
@@ -64,18 +64,13 @@ impl RedisStore {
             .map(|(_, token)| token);
         let from_string = session.load_value().is_some_and(|(by, _)| by == instance)
             || token == Some(MERGED_STRING);
-        let from_hash = matches!(token, Some(LOADED_HASH | MERGED_HASH));
+        let from_hash = token == Some(LOADED_HASH);
         if (from_string || (self.inner.strings && !from_hash))
             && self.save_string(session, now).await? == StringSave::Saved
         {
             return Ok(());
         }
-        let loaded = if token == Some(MERGED_HASH) {
-            Err(None)
-        } else {
-            self.save_loaded(session, now).await?
-        };
-        let mut stored = match loaded {
+        let mut stored = match self.save_loaded(session, now).await? {
             Ok(()) => return Ok(()),
             Err(Some(stored)) => stored,
             Err(None) => self.read_hash(&key).await?,
@@ -98,7 +93,7 @@ impl RedisStore {
             {
                 Written::Stored { meta, .. } => {
                     session.mark_persisted(merged.version, now);
-                    session.set_load_token(self.inner.instance, MERGED_HASH);
+                    session.set_load_token(self.inner.instance, LOADED_HASH);
                     self.refresh_as(&key, meta, &merged);
                     let old = stored_hash.record.principal.as_deref();
                     self.reindex_merged(&key, old, &merged, score, index_again)
@@ -174,7 +169,8 @@ impl RedisStore {
     /// when someone did (the stored hash, to merge into), `Err(None)` when this save cannot be
     /// written from the copy alone: a principal change needs the old principal's index entry,
     /// a timeout change or an expired copy the stored timeouts, a copy over a limit the stored
-    /// attributes (the merge may fit).
+    /// attributes (the merge may fit), a copy behind the store (no snapshot) the others'
+    /// changes.
     async fn save_loaded(
         &self,
         session: &mut Session,
@@ -184,7 +180,9 @@ impl RedisStore {
         if !fast || session.deadline_ms() <= now {
             return Ok(Err(None));
         }
-        let mut saved = session.snapshot(now)?;
+        let Some(mut saved) = session.snapshot(now)? else {
+            return Ok(Err(None));
+        };
         if saved.check_limits(&self.settings.limits).is_err() {
             return Ok(Err(None));
         }

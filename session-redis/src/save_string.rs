@@ -5,8 +5,8 @@
 //!
 //! A save from a copy this store loaded writes that copy with its changes, compared with the
 //! value it was loaded from ([`SessionInternals::load_value`]): one round trip. A save that
-//! merged leaves no load value (the copy is not what it stored), so the copy's next save merges
-//! too. Any other save,
+//! merged leaves no load value, so the copy's next save merges too (if others' changes were
+//! merged, core refuses the copy's snapshot anyway). Any other save,
 //! and one that lost, reads the stored session (`GET`), merges its delta into it with core's
 //! [`SessionRecord::apply`](session_core::raw::SessionRecord::apply) (liveness, the optimistic
 //! version check, the limits, per-attribute last-write-wins) and writes under the same
@@ -92,8 +92,7 @@ impl RedisStore {
             {
                 SetIfEqual::Written => {
                     session.mark_persisted(merged.version, now);
-                    // The copy is not what was stored (see `MERGED_HASH`): no load value, so
-                    // that its next save reads and merges again.
+                    // No load value: the next save reads what to compare with.
                     session.set_load_token(instance, MERGED_STRING);
                     self.refresh_string(&key, &merged, &Bytes::from(value));
                     let old = stored.record.principal.as_deref();
@@ -120,7 +119,8 @@ impl RedisStore {
     /// The one-round-trip save of a copy loaded from `loaded`: the copy with its changes,
     /// written if the stored value is still `loaded`. Not tried when the save needs the stored
     /// session to merge into (the same rules as the hash layout's, see the `save` module): a
-    /// changed principal or timeout, an expired copy, a copy over a limit.
+    /// changed principal or timeout, an expired copy, a copy over a limit, a copy behind the
+    /// store.
     async fn save_snapshot(
         &self,
         session: &mut Session,
@@ -134,7 +134,9 @@ impl RedisStore {
         let Ok(stored_score) = strings::index_score(loaded) else {
             return Ok(Snapshot::NotTried);
         };
-        let mut saved = session.snapshot(now)?;
+        let Some(mut saved) = session.snapshot(now)? else {
+            return Ok(Snapshot::NotTried);
+        };
         if saved.check_limits(&self.settings.limits).is_err() {
             return Ok(Snapshot::NotTried);
         }

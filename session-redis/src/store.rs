@@ -718,17 +718,14 @@ impl SessionRepository for RedisStore {
     }
 }
 
-/// The load token of a session this store read from a hash, or saved as a hash from the copy
-/// itself: its save takes the hash layout's path without asking the key's type.
+/// The load token of a session this store read from a hash, or saved as a hash: its save takes
+/// the hash layout's path without asking the key's type.
 pub(crate) const LOADED_HASH: u64 = 1;
 
-/// The load token of a session whose last save merged into a hash: the copy is not what is
-/// stored (it lacks what the merge kept of others' changes), so its next save must merge
-/// again, never write the copy (the hash layout's one-round-trip path).
-pub(crate) const MERGED_HASH: u64 = 2;
-
-/// [`MERGED_HASH`] for a session stored as a string (which then has no load value).
-pub(crate) const MERGED_STRING: u64 = 3;
+/// The load token of a session whose save merged into a string. Such a save attaches no load
+/// value (core refuses the copy's snapshot, so there is nothing to compare it with), and this
+/// says which layout the next save writes.
+pub(crate) const MERGED_STRING: u64 = 2;
 
 /// A near-cache copy the server confirmed, with the access time stored now (touches move it
 /// without a new version); `None` if that leaves it past its deadline.

@@ -8,9 +8,10 @@
 //! writes it with the same compare-and-set, retrying if yet another save slipped in. Optimistic
 //! mode stops at the first mismatch with `Conflict`.
 //!
-//! After a save that merged, the copy is not the stored row (it lacks what the merge kept of
-//! others' changes) although its version is the stored one: the store marks it
-//! ([`MERGED`]), and its next save merges again instead of writing the copy over those changes.
+//! After a save that merged others' changes, the copy is not the stored row although its
+//! version is the stored one: core then refuses its snapshot
+//! ([`SessionInternals::snapshot`]), so its next save merges again instead of writing the copy
+//! over those changes.
 
 use session_core::raw::time::now_millis;
 use session_core::raw::{encode_attributes, SessionInternals, SessionRecord};
@@ -28,9 +29,6 @@ const MERGE_ATTEMPTS: usize = 8;
 /// (this process's writers are queued), so it simply tries longer before reporting the store
 /// unavailable.
 const SQLITE_MERGE_ATTEMPTS: usize = 64;
-
-/// The load token of a session whose last save merged (see the module docs).
-const MERGED: u64 = 1;
 
 impl SqlStore {
     /// `UPDATE ... WHERE version = expected`: writes `record` (with its version) if the row is
@@ -98,9 +96,9 @@ impl SqlStore {
         let now = now_millis();
         let key = session.key();
         let delta = session.delta(now)?;
-        let merged_before = session.load_token() == Some((self.inner.token_tag, MERGED));
-        if !merged_before {
-            let mut fast = session.snapshot(now)?;
+        let snapshot = session.snapshot(now)?;
+        let tried_snapshot = snapshot.is_some();
+        if let Some(mut fast) = snapshot {
             fast.version += 1;
             let turn = self.inner.write_turn().await;
             let mut connection = self.statement_connection().await?;
@@ -115,8 +113,8 @@ impl SqlStore {
                 return Ok(());
             }
         }
-        // A merged copy skipped the write above; the merge below checks its version.
-        if self.settings.concurrency == Concurrency::Optimistic && !merged_before {
+        // A copy with no snapshot skipped the write above; the merge below checks its version.
+        if self.settings.concurrency == Concurrency::Optimistic && tried_snapshot {
             return Err(match self.live_version(&key, now).await? {
                 Some(actual) => Error::Conflict {
                     expected: session.version(),
@@ -147,7 +145,6 @@ impl SqlStore {
                 let version = record.version;
                 drop(delta);
                 session.mark_persisted(version, now);
-                session.set_load_token(self.inner.token_tag, MERGED);
                 return Ok(());
             }
         }
@@ -172,7 +169,6 @@ impl SqlStore {
         let version = record.version;
         drop(delta);
         session.mark_persisted(version, now);
-        session.set_load_token(self.inner.token_tag, MERGED);
         Ok(())
     }
 }

@@ -62,8 +62,6 @@ pub(crate) struct Inner {
     pub(crate) config: Config,
     /// Identifies this instance as holder of the SQLite purge lease.
     pub(crate) instance: String,
-    /// Tags the load tokens this store attaches to sessions (see the `save` module).
-    pub(crate) token_tag: u64,
     /// `Expired` events for the rows this instance purges.
     pub(crate) events: EventBus,
     /// SQLite allows one writer per file. Writers of this process queue here, in order,
@@ -188,7 +186,6 @@ impl SqlStore {
             pool,
             dialect,
             instance: SessionId::generate().key().to_hex()[..16].to_owned(),
-            token_tag: session_core::raw::random_u64(),
             writer: tokio::sync::Mutex::new(()),
             config,
         });

@@ -54,14 +54,18 @@ cases! {
     }
 
     /// A copy whose save merged into another copy's change, saved again, still keeps that
-    /// change: after a merge the copy is not what is stored, so no store may write it whole.
+    /// change (an attribute, the principal, the idle timeout): after a merge the copy is not
+    /// what is stored, so no store may write it whole.
     #[needs(Nothing)]
     pub async fn save_again_after_a_merge_keeps_the_other_change(fixture: &dyn StoreFixture) {
         let repo = open(fixture, SessionSettings::default()).await;
         let session = create_with(&*repo, &[("base", "b")]).await;
         let mut a = load(&*repo, session.id()).await;
         let mut b = load(&*repo, session.id()).await;
+        let idle = b.idle_timeout() + Duration::from_secs(60);
         a.insert("cart", "book").unwrap();
+        a.set_principal(Some("merge-keeper")).unwrap();
+        a.set_idle_timeout(idle);
         repo.save(&mut a).await.unwrap();
         b.insert("theme", "dark").unwrap();
         repo.save(&mut b).await.unwrap();
@@ -71,6 +75,8 @@ cases! {
         repo.save(&mut b).await.unwrap();
         let merged = load(&*repo, session.id()).await;
         assert_eq!(text(&merged, "cart").as_deref(), Some("book"), "the other copy's change");
+        assert_eq!(merged.principal(), Some("merge-keeper"));
+        assert_eq!(merged.idle_timeout(), idle);
         assert_eq!(text(&merged, "theme").as_deref(), Some("dark"));
         assert_eq!(text(&merged, "lang").as_deref(), Some("de"));
         assert_eq!(text(&merged, "base").as_deref(), Some("b"));

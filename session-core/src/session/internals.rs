@@ -33,11 +33,17 @@ pub trait SessionInternals: sealed::Sealed + Sized {
     /// the stored version is still [`Session::version`] (otherwise it must merge
     /// [`SessionInternals::delta`] into the latest record). [`Error::NotFound`] if never created.
     ///
+    /// `Ok(None)` once a save of this copy merged into a record that others had saved since
+    /// (see [`SessionInternals::mark_persisted`]): the stored record then holds their changes
+    /// and this copy does not, so writing the copy — even under the version guard, which the
+    /// merged version passes — would undo them. Its saves merge from then on, until the
+    /// session is loaded again.
+    ///
     /// The snapshot's access time is already the new one, so its deadline is the *new*
     /// deadline: check that the session is still live on the loaded copy
     /// ([`SessionInternals::deadline_ms`], before applying timeout changes), never on the
     /// snapshot.
-    fn snapshot(&self, accessed_at_ms: u64) -> Result<SessionRecord>;
+    fn snapshot(&self, accessed_at_ms: u64) -> Result<Option<SessionRecord>>;
 
     /// For stores: what a save at `now_ms` must write, following the [`SaveMode`] and
     /// [`Concurrency`] of the settings. [`Error::NotFound`] if the session was never created.
@@ -56,6 +62,11 @@ pub trait SessionInternals: sealed::Sealed + Sized {
 
     /// For stores: the session is now stored with `version`, last accessed at `accessed_at_ms`;
     /// pending changes are cleared.
+    ///
+    /// Every save increments the stored version by one, so a `version` more than one past the
+    /// copy's means that others saved in between and this save merged into their record: the
+    /// copy lacks their changes, and [`SessionInternals::snapshot`] refuses it from then on.
+    /// Core draws that conclusion here so that no store has to remember it.
     fn mark_persisted(&mut self, version: u64, accessed_at_ms: u64);
 
     /// For stores: gives this session another id once it is stored under it (create
@@ -121,11 +132,14 @@ impl SessionInternals for Session {
         })
     }
 
-    fn snapshot(&self, accessed_at_ms: u64) -> Result<SessionRecord> {
+    fn snapshot(&self, accessed_at_ms: u64) -> Result<Option<SessionRecord>> {
         if !self.persisted {
             return Err(Error::NotFound);
         }
-        Ok(SessionRecord {
+        if self.behind_store {
+            return Ok(None);
+        }
+        Ok(Some(SessionRecord {
             created_at_ms: self.created_at_ms,
             last_accessed_at_ms: self.last_accessed_at_ms.max(accessed_at_ms),
             idle_timeout_ms: self.idle_timeout_ms,
@@ -133,7 +147,7 @@ impl SessionInternals for Session {
             principal: self.principal.clone(),
             version: self.version,
             attributes: self.attributes.clone(),
-        })
+        }))
     }
 
     fn delta(&self, now_ms: u64) -> Result<SessionDelta<'_>> {
@@ -181,6 +195,10 @@ impl SessionInternals for Session {
     }
 
     fn mark_persisted(&mut self, version: u64, accessed_at_ms: u64) {
+        // A create stores the copy's own version; a save one more, unless others saved too.
+        if self.persisted && version != self.version.wrapping_add(1) {
+            self.behind_store = true;
+        }
         self.persisted = true;
         self.load_token = None;
         self.load_value = None;

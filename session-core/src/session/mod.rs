@@ -46,6 +46,10 @@ pub struct Session {
     idle_timeout_changed: bool,
     absolute_lifetime_changed: bool,
     persisted: bool,
+    /// A save of this copy merged into a record that others had saved since: the copy lacks
+    /// their changes, so [`SessionInternals::snapshot`](crate::raw::SessionInternals::snapshot)
+    /// refuses it until the session is loaded again.
+    behind_store: bool,
     /// See [`SessionInternals::load_token`](crate::raw::SessionInternals::load_token).
     load_token: Option<(u64, u64)>,
     /// See [`SessionInternals::load_value`](crate::raw::SessionInternals::load_value).
@@ -103,6 +107,7 @@ impl Session {
             idle_timeout_changed: false,
             absolute_lifetime_changed: false,
             persisted,
+            behind_store: false,
             load_token: None,
             load_value: None,
             settings,
@@ -369,6 +374,7 @@ impl Clone for Session {
             idle_timeout_changed: self.idle_timeout_changed,
             absolute_lifetime_changed: self.absolute_lifetime_changed,
             persisted: self.persisted,
+            behind_store: self.behind_store,
             load_token: self.load_token,
             load_value: self.load_value.clone(),
             settings: Arc::clone(&self.settings),
@@ -433,6 +439,32 @@ mod tests {
         session.set_load_token(7, 43);
         session.assign_id(SessionId::generate());
         assert_eq!(session.load_token(), None, "another id, another item");
+    }
+
+    #[test]
+    fn a_copy_saved_over_others_saves_has_no_snapshot() {
+        let mut session = stored(SaveMode::OnSet);
+        let loaded = session.version();
+        assert!(session.snapshot(1).unwrap().is_some(), "as loaded");
+        session.mark_persisted(loaded + 1, now_millis());
+        assert!(
+            session.snapshot(1).unwrap().is_some(),
+            "the next version: nobody saved in between"
+        );
+        session.insert("c", &3u8).unwrap();
+        session.mark_persisted(loaded + 3, now_millis());
+        assert!(
+            session.snapshot(1).unwrap().is_none(),
+            "another save came in between: the stored record has its changes"
+        );
+        assert!(session.clone().snapshot(1).unwrap().is_none(), "clones too");
+        session.mark_persisted(loaded + 4, now_millis());
+        session.assign_id(SessionId::generate());
+        assert!(
+            session.snapshot(1).unwrap().is_none(),
+            "later saves and a new id do not bring the changes back"
+        );
+        assert!(session.delta(1).is_ok(), "the merge's delta is still there");
     }
 
     #[test]

@@ -124,8 +124,13 @@ impl RawDriver for SqlRaw {
 pub enum RedisRaw {
     /// Standalone: a multiplexed connection manager.
     Single(session_redis::redis::aio::ConnectionManager),
-    /// Cluster connection.
-    Cluster(session_redis::redis::cluster_async::ClusterConnection),
+    /// Cluster: a multiplexed connection to each master, each command sent to the master of
+    /// its key's slot, as the store's direct lanes do (redis-rs's cluster client, which the
+    /// store sends only what a lane cannot take, costs twice the client CPU per command).
+    Cluster {
+        slots: std::collections::HashMap<session_redis::redis::cluster_routing::Slot, usize>,
+        masters: Vec<session_redis::redis::aio::MultiplexedConnection>,
+    },
 }
 
 impl RedisRaw {
@@ -136,7 +141,50 @@ impl RedisRaw {
         Ok(if config.cluster {
             let client =
                 redis::cluster::ClusterClient::new(config.nodes.clone()).map_err(backend)?;
-            RedisRaw::Cluster(client.get_async_connection().await.map_err(backend)?)
+            let mut cluster = client.get_async_connection().await.map_err(backend)?;
+            let reply: Vec<redis::Value> = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async(&mut cluster)
+                .await
+                .map_err(backend)?;
+            let mut slots = std::collections::HashMap::new();
+            let mut masters = Vec::new();
+            for range in reply {
+                // [first slot, last slot, [master host, master port, id, ...], replicas...]
+                let redis::Value::Array(range) = range else {
+                    continue;
+                };
+                let (Some(redis::Value::Int(first)), Some(redis::Value::Int(last))) =
+                    (range.first(), range.get(1))
+                else {
+                    continue;
+                };
+                let Some(redis::Value::Array(master)) = range.get(2) else {
+                    continue;
+                };
+                let (Some(redis::Value::BulkString(host)), Some(redis::Value::Int(port))) =
+                    (master.first(), master.get(1))
+                else {
+                    continue;
+                };
+                let url = format!("redis://{}:{port}", String::from_utf8_lossy(host));
+                let connection = redis::Client::open(url)
+                    .map_err(backend)?
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(backend)?;
+                masters.push(connection);
+                for slot in *first..=*last {
+                    let slot = u16::try_from(slot)
+                        .ok()
+                        .and_then(redis::cluster_routing::Slot::new)
+                        .ok_or_else(|| {
+                            session_core::Error::backend("CLUSTER SLOTS: a slot out of range")
+                        })?;
+                    slots.insert(slot, masters.len() - 1);
+                }
+            }
+            RedisRaw::Cluster { slots, masters }
         } else {
             let client = match &config.tls_ca_file {
                 // The same private CA the store trusts (`rediss://` with a throwaway CA).
@@ -163,7 +211,22 @@ impl RedisRaw {
     ) -> Result<T> {
         let result = match self {
             RedisRaw::Single(c) => cmd.query_async(&mut c.clone()).await,
-            RedisRaw::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            RedisRaw::Cluster { slots, masters } => {
+                let key = cmd
+                    .args_iter()
+                    .nth(1)
+                    .and_then(|arg| match arg {
+                        session_redis::redis::Arg::Simple(key) => Some(key),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let slot = session_redis::redis::cluster_routing::Slot::for_key(key);
+                let master = slots
+                    .get(&slot)
+                    .and_then(|index| masters.get(*index))
+                    .ok_or_else(|| session_core::Error::backend("a slot with no master"))?;
+                cmd.query_async(&mut master.clone()).await
+            }
         };
         result.map_err(session_core::Error::backend)
     }

@@ -1,27 +1,34 @@
 //! The connection to Redis: one multiplexed, reconnecting connection to a standalone server, or
-//! a cluster connection, behind one type; and the TLS trust of `rediss://`.
+//! a cluster connection with direct lanes to its masters (the `lanes` module), behind one type;
+//! and the TLS trust of `rediss://`.
+
+use std::sync::Arc;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use session_core::{Error, Result};
 
 use crate::config::Config;
 use crate::error::map;
+use crate::lanes::Lanes;
 use crate::listener::node_client;
 
 /// A standalone connection (multiplexed, reconnecting) or a cluster connection.
 #[derive(Clone)]
 pub(crate) enum Connection {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster {
+        cluster: ClusterConnection,
+        lanes: Arc<Lanes>,
+    },
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Connection::Single(c) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
+            Connection::Cluster { cluster, lanes } => Box::pin(lanes.send(cluster, cmd)),
         }
     }
 
@@ -33,14 +40,14 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Connection::Cluster { cluster, .. } => cluster.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Connection::Single(c) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
+            Connection::Cluster { cluster, .. } => cluster.get_db(),
         }
     }
 }
@@ -80,9 +87,13 @@ pub(crate) async fn connect(config: &Config, ca: Option<&[u8]>) -> Result<Connec
             None => builder,
         };
         let client = builder.build().map_err(map)?;
-        Ok(Connection::Cluster(
-            client.get_async_connection().await.map_err(map)?,
-        ))
+        let mut cluster = client.get_async_connection().await.map_err(map)?;
+        let seed = config.nodes[0]
+            .as_str()
+            .into_connection_info()
+            .map_err(map)?;
+        let lanes = Lanes::open(&mut cluster, seed, ca, timeout).await;
+        Ok(Connection::Cluster { cluster, lanes })
     } else {
         let client = node_client(config.nodes[0].as_str(), false, ca)?;
         let manager = client

@@ -24,6 +24,7 @@ mod config;
 mod connection;
 mod error;
 mod index;
+mod lanes;
 mod listener;
 mod meta;
 mod save;
@@ -31,6 +32,7 @@ mod save_string;
 mod scripts;
 mod store;
 mod strings;
+mod topology;
 
 pub use config::{Config, Layout};
 pub use redis;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::error::map;
+use crate::topology::{node_info, slot_ranges, Address, SlotRange};
 
 /// The channel the store's scripts publish lifecycle events on.
 pub(crate) fn event_channel(config: &Config) -> String {
@@ -115,9 +116,6 @@ pub(crate) async fn listen(
     });
     Ok(expiry)
 }
-
-/// A node's address as `CLUSTER SLOTS` names it.
-type Address = (String, u16);
 
 /// A Cluster store's listeners, kept in step with the cluster every [`TOPOLOGY_REFRESH`].
 struct ClusterListeners {
@@ -351,53 +349,12 @@ async fn cluster_masters(listener: &mut Listener, timeout: Duration) -> Result<V
         _ => "",
     };
     let mut masters = Vec::new();
-    let Value::Array(ranges) = slots else {
-        return Err(Error::backend("CLUSTER SLOTS: not an array"));
-    };
-    for range in &ranges {
-        let Value::Array(range) = range else { continue };
-        let Some(Value::Array(master)) = range.get(2) else {
-            continue;
-        };
-        let host = match master.first() {
-            Some(Value::BulkString(host)) if !host.is_empty() && host != b"?" => {
-                String::from_utf8_lossy(host).into_owned()
-            }
-            _ => asked.to_owned(),
-        };
-        let Some(Value::Int(port)) = master.get(1) else {
-            continue;
-        };
-        let Ok(port) = u16::try_from(*port) else {
-            continue;
-        };
-        if !masters.contains(&(host.clone(), port)) {
-            masters.push((host, port));
+    for SlotRange { master, .. } in slot_ranges(&slots, asked)? {
+        if !masters.contains(&master) {
+            masters.push(master);
         }
     }
-    if masters.is_empty() {
-        return Err(Error::backend("CLUSTER SLOTS: no master"));
-    }
     Ok(masters)
-}
-
-/// `seed`'s connection settings (credentials, TLS) for another node.
-fn node_info(seed: &ConnectionInfo, (host, port): &Address) -> ConnectionInfo {
-    let (host, port) = (host.clone(), *port);
-    let addr = match seed.addr().clone() {
-        ConnectionAddr::TcpTls {
-            insecure,
-            tls_params,
-            ..
-        } => ConnectionAddr::TcpTls {
-            host,
-            port,
-            insecure,
-            tls_params,
-        },
-        _ => ConnectionAddr::Tcp(host, port),
-    };
-    seed.clone().set_addr(addr)
 }
 
 /// A client for one node, speaking RESP3 if `resp3` (the event listeners), trusting `ca`

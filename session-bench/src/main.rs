@@ -175,7 +175,7 @@ struct Target {
 
 const BACKENDS: &str =
     "memory, memory-instrumented, sqlite, postgres, mysql, redis, redis-nocache (near cache off), \
-     redis-hash (the hash layout where the server would take strings), redis-tls, \
+     redis-hash (the hash layout, which earlier versions wrote), redis-tls, \
      redis-cluster, memcached, mongodb, \
      mongodb-nx; beside them, tower-sessions' stores: tower-redis, tower-redis-cluster, tower-postgres, \
      tower-mysql, tower-sqlite, tower-moka";

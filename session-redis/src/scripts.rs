@@ -106,6 +106,21 @@ pub(crate) async fn run_staged(
     // Sized up front: a command grown argument by argument reallocates (and copies) the value.
     let mut stage = Cmd::with_capacity(4, 32 + key.len() + field.len() + value.len());
     stage.arg("HSET").arg(key).arg(field).arg(value);
+    run_after(script, key, stage, cmd, connection).await
+}
+
+/// Runs `cmd` (made by [`call`] for `script`) in one transaction right after `stage`, a plain
+/// command that writes what the script must not receive as an argument: `MULTI; <stage>;
+/// EVALSHA …; EXEC`, one round trip. `key` is the session's key (the slot of both). A server
+/// without the script cached answers it with `NOSCRIPT`: the script is loaded and the
+/// transaction sent again, so `stage` must be safe to run twice.
+pub(crate) async fn run_after(
+    script: &Script,
+    key: &str,
+    stage: Cmd,
+    cmd: Cmd,
+    connection: &mut impl ConnectionLike,
+) -> RedisResult<Value> {
     let mut pipe = redis::pipe();
     pipe.atomic().ignore_errors();
     pipe.add_command(stage).add_command(cmd);
@@ -359,17 +374,43 @@ pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS[1] session. ARGV[1] the new value (string layout), ARGV[2] the value it replaces,
-/// ARGV[3] deadline. `SET … IFEQ` for a server that refuses `IFEQ` (see
-/// `RedisStore::set_if_equal`): returns 1 written, 0 the stored value is another or none, -1
-/// the key holds another type.
+/// KEYS[1] session. ARGV[1] the new value (string layout), ARGV[2] the header of the value it
+/// replaces (its first line, newline included), ARGV[3] deadline. `SET … IFEQ` for a server
+/// without `IFEQ` (see `RedisStore::set_if_equal`): returns 1 written, 0 the stored value is
+/// another or none, -1 the key holds another type.
+///
+/// It compares the header only, so that the old value does not pass through Lua too (every
+/// byte of a script's arguments is copied into a Lua string). That is as strict as comparing
+/// the value: every save writes a new version and every touch a new access time, both in the
+/// header, so a stored value with the loaded header is the loaded value (the hash layout's
+/// save compares the same words).
 pub(crate) static SET_IF_EQUAL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        local v = redis.pcall('GET', KEYS[1])
-        if type(v) == 'table' then return -1 end
-        if v ~= ARGV[2] then return 0 end
+        local h = redis.pcall('GETRANGE', KEYS[1], 0, #ARGV[2] - 1)
+        if type(h) == 'table' then return -1 end
+        if h ~= ARGV[2] then return 0 end
         redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+        return 1
+        ",
+    )
+});
+
+/// KEYS[1] session, KEYS[2] its staging key (see `RedisStore::set_if_equal`), which holds the
+/// new value with its expiry. ARGV[1] the header of the value it replaces. [`SET_IF_EQUAL`] for
+/// a large value: renames the staged value over the session (the value never passes through
+/// Lua), or deletes it. Returns as `SET_IF_EQUAL` does.
+pub(crate) static SET_STAGED_IF_EQUAL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local h = redis.pcall('GETRANGE', KEYS[1], 0, #ARGV[1] - 1)
+        local answer = 1
+        if type(h) == 'table' then answer = -1 elseif h ~= ARGV[1] then answer = 0 end
+        if answer ~= 1 then
+            redis.call('DEL', KEYS[2])
+            return answer
+        end
+        redis.call('RENAME', KEYS[2], KEYS[1])
         return 1
         ",
     )

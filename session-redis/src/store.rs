@@ -117,19 +117,14 @@ impl RedisStore {
                 listen(&config, ca.as_deref(), &events, stopped),
             )
             .await?;
-        let strings = match config.layout {
-            Layout::Hash => false,
-            layout => {
+        // Strings, saved by `SET … IFEQ` where the server has it, else by a script.
+        let (strings, ifeq_refused) = match config.layout {
+            Layout::Hash => (false, false),
+            _ => {
                 let supported = runner
                     .run(Operation::Open, has_set_ifeq(&connection, &config))
                     .await?;
-                if !supported && layout == Layout::String {
-                    return Err(Error::Config(
-                        "session_layout=string needs a server whose SET has IFEQ (Valkey 8.1 or later, Redis 8.4 or later)"
-                            .into(),
-                    ));
-                }
-                supported
+                (true, !supported)
             }
         };
         let near_cache =
@@ -144,7 +139,7 @@ impl RedisStore {
                 expiry_events,
                 strings,
                 instance: random_u64(),
-                ifeq_refused: std::sync::atomic::AtomicBool::new(false),
+                ifeq_refused: std::sync::atomic::AtomicBool::new(ifeq_refused),
                 tokens: std::sync::atomic::AtomicU64::new(random_u64()),
                 turns: WriterTurns::with_stripes(4096),
                 _stop_listeners: stop,
@@ -186,6 +181,19 @@ impl RedisStore {
         let mut out = String::with_capacity(prefix.len() + 68);
         out.push_str(prefix);
         out.push_str("s:{");
+        key.push_hex(&mut out);
+        out.push('}');
+        out
+    }
+
+    /// Where a large string-layout save stages its value on a server without `SET … IFEQ`
+    /// (see the `save_string` module): in the session's slot, outside the names the listeners
+    /// and readers take for sessions.
+    pub(crate) fn staging_key(&self, key: &SessionKey) -> String {
+        let prefix = &self.inner.config.prefix;
+        let mut out = String::with_capacity(prefix.len() + 68);
+        out.push_str(prefix);
+        out.push_str("w:{");
         key.push_hex(&mut out);
         out.push('}');
         out

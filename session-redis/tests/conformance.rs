@@ -71,8 +71,8 @@ async fn redis_uncached() -> Option<RedisFixture> {
     Some(fixture)
 }
 
-/// The hash layout whatever the server (on a server with `SET … IFEQ`, `redis` writes the
-/// string layout).
+/// The hash layout (`redis` writes the string layout, saved by `SET … IFEQ` where the server
+/// has it and by a script elsewhere).
 async fn redis_hash() -> Option<RedisFixture> {
     let mut fixture = fixture("redis", Backend::Redis).await?;
     fixture.config = fixture.config.with_layout(Layout::Hash);

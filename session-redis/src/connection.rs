@@ -40,7 +40,9 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Connection::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Connection::Cluster { cluster, .. } => cluster.req_packed_commands(cmd, offset, count),
+            Connection::Cluster { cluster, lanes } => {
+                Box::pin(lanes.send_pipeline(cluster, cmd, offset, count))
+            }
         }
     }
 

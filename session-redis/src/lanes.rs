@@ -11,9 +11,11 @@
 //! connection per master, found with `CLUSTER SLOTS`. Everything else goes to redis-rs's
 //! cluster client, which follows redirects, retries and refreshes its view of the cluster:
 //!
-//! - commands of another kind, pipelines, and slots the table does not place;
+//! - commands of another kind, pipelines other than transactions (a transaction takes the lane
+//!   of its first command that has one), and slots the table does not place;
 //! - a command a lane's master answered with `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`,
-//!   `MASTERDOWN`, `READONLY` or `LOADING`: it was not executed, so it is sent again there;
+//!   `MASTERDOWN`, `READONLY` or `LOADING`, or a transaction answered `EXECABORT`: it was not
+//!   executed, so it is sent again there;
 //! - a command whose lane dropped its connection: sent again there, as the cluster client does
 //!   itself on such errors (the store's writes are compare-and-set, so one that did reach the
 //!   server loses the second time and merges);
@@ -31,7 +33,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
 use redis::{
-    Arg, AsyncConnectionConfig, Cmd, ConnectionInfo, ErrorKind, RedisError, RedisResult,
+    Arg, AsyncConnectionConfig, Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisError, RedisResult,
     ServerErrorKind, Value,
 };
 use session_core::raw::with_timeout;
@@ -46,7 +48,15 @@ pub(crate) const REFRESH_PAUSE: Duration = Duration::from_secs(1);
 
 /// The commands that take a lane: the store's hot commands, each of which names its key first
 /// (the scripts name theirs after the script and the key count).
-const LANE_COMMANDS: [&[u8]; 6] = [b"GET", b"SET", b"GETRANGE", b"HGET", b"HGETALL", b"EVALSHA"];
+const LANE_COMMANDS: [&[u8]; 7] = [
+    b"GET",
+    b"SET",
+    b"GETRANGE",
+    b"HGET",
+    b"HGETALL",
+    b"HSET",
+    b"EVALSHA",
+];
 
 /// The lanes of one Cluster store, shared by its connection's clones.
 pub(crate) struct Lanes {
@@ -117,6 +127,55 @@ impl Lanes {
                 cluster.req_packed_command(cmd).await
             }
             answer => answer,
+        }
+    }
+
+    /// Sends a transaction on the lane of its first command that takes one, if any, else (or if
+    /// the lane says so) on `cluster`. Only transactions: their `EXEC` runs every command or
+    /// none, so one that a redirect or a dropped connection stopped can be sent again whole.
+    /// (The store's transactions stage a value and run a script on the same key.)
+    pub(crate) async fn send_pipeline(
+        self: &Arc<Self>,
+        cluster: &mut ClusterConnection,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let lane = pipeline
+            .is_transaction()
+            .then(|| pipeline.cmd_iter().find_map(|cmd| self.lane_for(cmd)))
+            .flatten();
+        let Some(mut lane) = lane else {
+            self.refresh_if_retired(cluster);
+            return cluster.req_packed_commands(pipeline, offset, count).await;
+        };
+        let not_run =
+            |kind: ServerErrorKind| not_executed(kind) || kind == ServerErrorKind::ExecAbort;
+        match lane.req_packed_commands(pipeline, offset, count).await {
+            Ok(values)
+                if !values.iter().any(|value| {
+                    matches!(value, Value::ServerError(error) if error.kind().is_some_and(not_run))
+                }) =>
+            {
+                Ok(values)
+            }
+            Ok(_) => {
+                self.retire(cluster);
+                cluster.req_packed_commands(pipeline, offset, count).await
+            }
+            Err(error) if server_kind(&error).is_some_and(not_run) => {
+                self.retire(cluster);
+                cluster.req_packed_commands(pipeline, offset, count).await
+            }
+            Err(error) if error.is_timeout() => {
+                self.retire(cluster);
+                Err(error)
+            }
+            Err(error) if error.is_connection_dropped() || error.is_io_error() => {
+                self.retire(cluster);
+                cluster.req_packed_commands(pipeline, offset, count).await
+            }
+            Err(error) => Err(error),
         }
     }
 

@@ -27,12 +27,17 @@ async fn store_on(url: &str) -> RedisStore {
         .expect("store")
 }
 
-/// `SESSIONS` sessions, the i-th with `n` = i.
+/// `SESSIONS` sessions, the i-th with `n` = i, and every other one over 2 KiB: where the
+/// server has no `SET … IFEQ`, its saves stage the value in a transaction, which takes a lane
+/// too.
 async fn create_sessions(store: &RedisStore) -> Vec<SessionId> {
     let mut ids = Vec::new();
     for n in 0..SESSIONS {
         let mut session = store.new_session();
         session.insert("n", &n).expect("insert");
+        if n % 2 == 0 {
+            session.insert("pad", &"p".repeat(3000)).expect("insert");
+        }
         store.create(&mut session).await.expect("create");
         ids.push(session.id().clone());
     }

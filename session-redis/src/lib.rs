@@ -1,10 +1,12 @@
 //! Session store on Redis and Redis Cluster through the [redis] crate.
 //!
-//! One hash per session with the key's expiry at the session's deadline; create, save, touch
-//! and delete as single server-side scripts; on servers with `SET … IFEQ` (Valkey 8.1+), one
-//! string per session saved by that single command instead ([`Layout`]); keys hash-tagged so
-//! a session lives in one Cluster slot; a near cache that every read revalidates with the
-//! stored metadata alone; a principal index that cannot leak. See the `store` module docs and the README.
+//! One string per session with the key's expiry at the session's deadline, read with one `GET`
+//! and saved with one `SET … IFEQ` where the server has it (Valkey 8.1+, Redis 8.4+), else by a
+//! server-side script; or, by configuration, one hash per session written by scripts, the
+//! layout of earlier versions ([`Layout`]). Keys hash-tagged so a session lives in one Cluster
+//! slot, and on a Cluster the hot commands sent straight to the slot's master; a near cache
+//! that every read revalidates with the stored metadata alone; a principal index that cannot
+//! leak. See the `store` module docs and the README.
 //!
 //! ```no_run
 //! use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};

@@ -89,12 +89,12 @@ pub(crate) async fn connect(config: &Config, ca: Option<&[u8]>) -> Result<Connec
             None => builder,
         };
         let client = builder.build().map_err(map)?;
-        let mut cluster = client.get_async_connection().await.map_err(map)?;
+        let cluster = client.get_async_connection().await.map_err(map)?;
         let seed = config.nodes[0]
             .as_str()
             .into_connection_info()
             .map_err(map)?;
-        let lanes = Lanes::open(&mut cluster, seed, ca, timeout).await;
+        let lanes = Lanes::open(&cluster, seed, ca, timeout);
         Ok(Connection::Cluster { cluster, lanes })
     } else {
         let client = node_client(config.nodes[0].as_str(), false, ca)?;

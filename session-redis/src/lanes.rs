@@ -76,10 +76,11 @@ struct Table {
 }
 
 impl Lanes {
-    /// Lanes to the masters of the cluster `cluster` is connected to. Without a table (the
-    /// lookup failed), every command takes the cluster client until a refresh succeeds.
-    pub(crate) async fn open(
-        cluster: &mut ClusterConnection,
+    /// Lanes to the masters of the cluster `cluster` is connected to, built in the background:
+    /// the store opens as fast as its cluster client does (a master that hangs must not make
+    /// the open time out), and commands take the cluster client until the table is there.
+    pub(crate) fn open(
+        cluster: &ClusterConnection,
         seed: ConnectionInfo,
         ca: Option<&[u8]>,
         timeout: Duration,
@@ -87,14 +88,12 @@ impl Lanes {
         let lanes = Arc::new(Lanes {
             table: RwLock::new(None),
             refreshing: AtomicBool::new(false),
-            last_refresh: Mutex::new(Some(Instant::now())),
+            last_refresh: Mutex::new(None),
             seed,
             ca: ca.map(<[u8]>::to_vec),
             timeout,
         });
-        if let Ok(table) = lanes.build(cluster).await {
-            lanes.install(Some(table));
-        }
+        lanes.refresh_if_retired(cluster);
         lanes
     }
 

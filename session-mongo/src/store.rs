@@ -302,7 +302,12 @@ impl MongoStore {
         let delta = session.delta(now)?;
         let _turn = self.inner.turns.take(&key).await;
         // Liveness is checked on the loaded copy: the snapshot's deadline is the new one.
-        if let (true, Some(mut merged)) = (session.deadline_ms() > now, session.snapshot(now)?) {
+        let snapshot = if session.deadline_ms() > now {
+            session.snapshot(now)?
+        } else {
+            None
+        };
+        if let Some(mut merged) = snapshot {
             if merged.check_limits(limits).is_ok() {
                 merged.version += 1;
                 if self

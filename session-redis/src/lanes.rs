@@ -108,24 +108,11 @@ impl Lanes {
             self.refresh_if_retired(cluster);
             return cluster.req_packed_command(cmd).await;
         };
-        match lane.req_packed_command(cmd).await {
-            Ok(Value::ServerError(error)) if error.kind().is_some_and(not_executed) => {
-                self.retire(cluster);
-                cluster.req_packed_command(cmd).await
-            }
-            Err(error) if server_kind(&error).is_some_and(not_executed) => {
-                self.retire(cluster);
-                cluster.req_packed_command(cmd).await
-            }
-            Err(error) if error.is_timeout() => {
-                self.retire(cluster);
-                Err(error)
-            }
-            Err(error) if error.is_connection_dropped() || error.is_io_error() => {
-                self.retire(cluster);
-                cluster.req_packed_command(cmd).await
-            }
-            answer => answer,
+        let answer = lane.req_packed_command(cmd).await;
+        let refused = |value: &Value| refused_reply(value, not_executed);
+        match self.judge(cluster, &answer, not_executed, refused) {
+            Verdict::Answer => answer,
+            Verdict::Resend => cluster.req_packed_command(cmd).await,
         }
     }
 
@@ -148,34 +135,39 @@ impl Lanes {
             self.refresh_if_retired(cluster);
             return cluster.req_packed_commands(pipeline, offset, count).await;
         };
-        let not_run =
-            |kind: ServerErrorKind| not_executed(kind) || kind == ServerErrorKind::ExecAbort;
-        match lane.req_packed_commands(pipeline, offset, count).await {
-            Ok(values)
-                if !values.iter().any(|value| {
-                    matches!(value, Value::ServerError(error) if error.kind().is_some_and(not_run))
-                }) =>
-            {
-                Ok(values)
-            }
-            Ok(_) => {
-                self.retire(cluster);
-                cluster.req_packed_commands(pipeline, offset, count).await
-            }
-            Err(error) if server_kind(&error).is_some_and(not_run) => {
-                self.retire(cluster);
-                cluster.req_packed_commands(pipeline, offset, count).await
-            }
-            Err(error) if error.is_timeout() => {
-                self.retire(cluster);
-                Err(error)
-            }
-            Err(error) if error.is_connection_dropped() || error.is_io_error() => {
-                self.retire(cluster);
-                cluster.req_packed_commands(pipeline, offset, count).await
-            }
-            Err(error) => Err(error),
+        let answer = lane.req_packed_commands(pipeline, offset, count).await;
+        let refused = |values: &Vec<Value>| {
+            values
+                .iter()
+                .any(|value| refused_reply(value, not_run_in_transaction))
+        };
+        match self.judge(cluster, &answer, not_run_in_transaction, refused) {
+            Verdict::Answer => answer,
+            Verdict::Resend => cluster.req_packed_commands(pipeline, offset, count).await,
         }
+    }
+
+    /// What a lane's `answer` calls for (see the module docs), retiring the table on any
+    /// trouble: `not_run` tells the error kinds that say the server did not run the command,
+    /// `refused` whether an answer that arrived carries one.
+    fn judge<T>(
+        self: &Arc<Self>,
+        cluster: &ClusterConnection,
+        answer: &RedisResult<T>,
+        not_run: fn(ServerErrorKind) -> bool,
+        refused: impl Fn(&T) -> bool,
+    ) -> Verdict {
+        let verdict = match answer {
+            Ok(value) if refused(value) => Verdict::Resend,
+            Ok(_) => return Verdict::Answer,
+            Err(error) if server_kind(error).is_some_and(not_run) => Verdict::Resend,
+            // Fails with the timeout, as it would on the cluster client.
+            Err(error) if error.is_timeout() => Verdict::Answer,
+            Err(error) if error.is_connection_dropped() || error.is_io_error() => Verdict::Resend,
+            Err(_) => return Verdict::Answer,
+        };
+        self.retire(cluster);
+        verdict
     }
 
     /// The connection to the master of `cmd`'s slot, if `cmd` takes a lane and the table
@@ -289,6 +281,14 @@ impl Lanes {
     }
 }
 
+/// What becomes of a command a lane answered.
+enum Verdict {
+    /// The lane's answer is the command's.
+    Answer,
+    /// It did not run (or may not have): send it again through the cluster client.
+    Resend,
+}
+
 /// Clears [`Lanes::refreshing`] when dropped.
 struct Refreshing<'a>(&'a Lanes);
 
@@ -319,6 +319,16 @@ fn lane_key(cmd: &Cmd) -> Option<&[u8]> {
         }
     }
     args.next()?
+}
+
+/// Whether `value` is an error reply of a kind `not_run` says was not run.
+fn refused_reply(value: &Value, not_run: fn(ServerErrorKind) -> bool) -> bool {
+    matches!(value, Value::ServerError(error) if error.kind().is_some_and(not_run))
+}
+
+/// [`not_executed`] for a transaction, which `EXECABORT` also says did not run.
+fn not_run_in_transaction(kind: ServerErrorKind) -> bool {
+    not_executed(kind) || kind == ServerErrorKind::ExecAbort
 }
 
 /// The kind of a server's error reply.
@@ -375,5 +385,8 @@ mod tests {
         assert!(!not_executed(ServerErrorKind::NoScript));
         assert!(!not_executed(ServerErrorKind::ResponseError));
         assert!(!not_executed(ServerErrorKind::ExecAbort));
+        assert!(not_run_in_transaction(ServerErrorKind::ExecAbort));
+        assert!(not_run_in_transaction(ServerErrorKind::Moved));
+        assert!(!not_run_in_transaction(ServerErrorKind::NoScript));
     }
 }

@@ -1,17 +1,19 @@
-//! The save of a session of the string layout (the `strings` module): one plain
-//! `SET key value IFEQ <value read> PXAT deadline`, no script. The server writes only if the
-//! stored value is still, byte for byte, the one the saver computed from, and answers `OK` or
-//! nothing, so the common reply is two bytes.
+//! The save of a session of the string layout (the `strings` module): where the server has it,
+//! one plain `SET key value IFEQ <value read> PXAT deadline`, no script. The server writes only
+//! if the stored value is still, byte for byte, the one the saver computed from, and answers
+//! `OK` or nothing, so the common reply is two bytes. Elsewhere a script compares the stored
+//! header instead, and a large value is staged under a second key and renamed into place (see
+//! [`RedisStore::set_if_equal`]).
 //!
 //! A save from a copy this store loaded writes that copy with its changes, compared with the
 //! value it was loaded from ([`SessionInternals::load_value`]): one round trip. A save that
 //! merged leaves no load value, so the copy's next save merges too (if others' changes were
-//! merged, core refuses the copy's snapshot anyway). Any other save,
-//! and one that lost, reads the stored session (`GET`), merges its delta into it with core's
+//! merged, core refuses the copy's snapshot anyway). Any other save, and one that lost, reads
+//! the stored session (`GET`), merges its delta into it with core's
 //! [`SessionRecord::apply`](session_core::raw::SessionRecord::apply) (liveness, the optimistic
 //! version check, the limits, per-attribute last-write-wins) and writes under the same
-//! comparison; a lost write answers nothing, so the next attempt reads again. A key gone meanwhile fails the comparison and is
-//! not written: no resurrection. The principal index is kept by the client, which knows the
+//! comparison; a lost write answers nothing, so the next attempt reads again. A key gone
+//! meanwhile fails the comparison and is not written: no resurrection. The principal index is kept by the client, which knows the
 //! stored principal and score from the value it compared with.
 
 use std::sync::atomic::Ordering;
@@ -41,6 +43,18 @@ enum SetIfEqual {
     Lost,
     /// The key holds another type.
     WrongType,
+}
+
+impl SetIfEqual {
+    /// The answer of the scripts that stand in for `SET … IFEQ`: 1 written, -1 another type,
+    /// else lost.
+    fn from_script(answer: i64) -> Self {
+        match answer {
+            1 => SetIfEqual::Written,
+            -1 => SetIfEqual::WrongType,
+            _ => SetIfEqual::Lost,
+        }
+    }
 }
 
 /// What the one-round-trip save did.
@@ -167,12 +181,12 @@ impl RedisStore {
         }
     }
 
-    /// `SET key value IFEQ expected PXAT deadline`; the same in a script where the server
-    /// refuses `IFEQ`. The store opened with the string layout because a server accepted it,
-    /// but a Cluster node of an older version, or an older replica promoted by a failover, may
-    /// not: its sessions are still read, touched and deleted as strings, and saved by the
-    /// script (Lua costs more; correct all the same). Once refused, the store sends the script
-    /// directly until it is opened again.
+    /// `SET key value IFEQ expected PXAT deadline`; the same in a script where the server has
+    /// no `IFEQ`: a server found without it at open (Redis 7), or one that refuses it later (a
+    /// Cluster node of an older version, an older replica promoted by a failover; the store
+    /// sends the script directly from then on, until it is opened again). The script compares
+    /// the stored header with `expected`'s (see `scripts::SET_IF_EQUAL`); a value too large to
+    /// pass to it is staged ([`RedisStore::set_staged_if_equal`]).
     async fn set_if_equal(
         &self,
         key: &SessionKey,
@@ -234,21 +248,15 @@ impl RedisStore {
         let written: i64 = scripts::run(&scripts::SET_IF_EQUAL, &cmd, &mut self.connection())
             .await
             .map_err(map)?;
-        Ok(match written {
-            1 => SetIfEqual::Written,
-            -1 => SetIfEqual::WrongType,
-            _ => SetIfEqual::Lost,
-        })
+        Ok(SetIfEqual::from_script(written))
     }
-}
 
-impl RedisStore {
     /// [`RedisStore::set_if_equal`] through the script, for a value too large to pass to it
     /// (Lua copies every argument: with 20 KB sessions, a read and a save cost Redis 7.0 47 µs
-    /// of CPU that way, 18 staged): the value is written by a plain `SET` to a staging key in the session's slot, with
-    /// the session's expiry, and the script, in the same transaction, renames it over the
-    /// session or deletes it. A client that dies between the two leaves the staging key until
-    /// that expiry; its expiry is no session's (the listeners ignore it).
+    /// of CPU that way, 18 staged): the value is written by a plain `SET` to a staging key in
+    /// the session's slot, with the session's expiry, and the script, in the same transaction,
+    /// renames it over the session or deletes it. A client that dies between the two leaves
+    /// the staging key until that expiry; its expiry is no session's (the listeners ignore it).
     async fn set_staged_if_equal(
         &self,
         key: &SessionKey,
@@ -280,11 +288,7 @@ impl RedisStore {
         let written: i64 = redis::from_redis_value(reply).map_err(|error| {
             Error::backend(format!("unexpected reply to a staged save: {error}"))
         })?;
-        Ok(match written {
-            1 => SetIfEqual::Written,
-            -1 => SetIfEqual::WrongType,
-            _ => SetIfEqual::Lost,
-        })
+        Ok(SetIfEqual::from_script(written))
     }
 }
 

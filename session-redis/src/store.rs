@@ -177,23 +177,23 @@ impl RedisStore {
 
     /// The Redis key of a session.
     pub fn session_key(&self, key: &SessionKey) -> String {
-        let prefix = &self.inner.config.prefix;
-        let mut out = String::with_capacity(prefix.len() + 68);
-        out.push_str(prefix);
-        out.push_str("s:{");
-        key.push_hex(&mut out);
-        out.push('}');
-        out
+        self.slot_key("s:{", key)
     }
 
     /// Where a large string-layout save stages its value on a server without `SET … IFEQ`
     /// (see the `save_string` module): in the session's slot, outside the names the listeners
     /// and readers take for sessions.
     pub(crate) fn staging_key(&self, key: &SessionKey) -> String {
+        self.slot_key("w:{", key)
+    }
+
+    /// `<prefix><kind><hex of key>}`: `kind` opens the hash tag, so every key of one session
+    /// lands in its slot.
+    fn slot_key(&self, kind: &str, key: &SessionKey) -> String {
         let prefix = &self.inner.config.prefix;
         let mut out = String::with_capacity(prefix.len() + 68);
         out.push_str(prefix);
-        out.push_str("w:{");
+        out.push_str(kind);
         key.push_hex(&mut out);
         out.push('}');
         out

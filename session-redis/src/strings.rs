@@ -1,6 +1,6 @@
-//! The string layout: one string per session, for servers whose `SET` can compare the value it
-//! replaces (`SET … IFEQ`, Valkey 8.1 and later), so that a save is one plain command and no
-//! script.
+//! The string layout: one string per session. Where the server's `SET` can compare the value
+//! it replaces (`SET … IFEQ`, Valkey 8.1 and later, Redis 8.4 and later) a save is one plain
+//! command and no script; elsewhere a script compares the header (the `save_string` module).
 //!
 //! ```text
 //! \1s<version> <created> <accessed> <idle> <absolute> <score> <principal length>\n<principal><attributes>
@@ -14,8 +14,9 @@
 //! (`-` for a session without a principal, whose principal length is `-` too). The attributes
 //! follow the principal, packed by core's attribute encoding (format byte first).
 //!
-//! A save compares the whole value, so a match means the stored session is byte for byte the
-//! one the saver merged into, touches included.
+//! A save with `IFEQ` compares the whole value, so a match means the stored session is byte for
+//! byte the one the saver merged into, touches included. The script compares the header, which
+//! every save (a new version) and every touch (a new access time) rewrites: as strict.
 
 use session_core::raw::{
     decode_attributes_shared, encode_attributes, SessionRecord, UndecodableRecord,

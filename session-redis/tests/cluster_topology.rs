@@ -5,13 +5,15 @@
 //! write and no error once the cluster is settled.
 #![allow(clippy::expect_used)] // test code
 
+mod common;
+
 use std::time::Duration;
 
 use session_conformance::namespace;
 use session_core::{Session, SessionId, SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_redis::{Config, RedisStore};
 use session_test_harness::{
-    add_redis_cluster_master, is_required, move_redis_cluster_slots, redis_cluster_masters,
+    add_redis_cluster_master, move_redis_cluster_slots, redis_cluster_masters,
     start_redis_cluster_of, start_redis_cluster_with_replicas, Backend,
 };
 
@@ -64,26 +66,17 @@ async fn read_change_and_read_back(store: &RedisStore, ids: &[SessionId], round:
     }
 }
 
-fn skipped<T>(started: std::io::Result<T>, what: &str) -> Option<T> {
-    match started {
-        Ok(started) => Some(started),
-        Err(error) => {
-            assert!(
-                !is_required(Backend::RedisCluster),
-                "cannot start {what}: {error}"
-            );
-            None
-        }
-    }
-}
-
 /// Slots move to a master that joined after the store opened, and back: each command sent to
 /// the old owner is answered `MOVED`, goes through the cluster client, and the table is built
 /// again; reads and saves go on without an error.
 #[tokio::test]
 async fn sessions_keep_working_while_slots_move() {
     let node = Backend::RedisCluster.spec();
-    let Some(cluster) = skipped(start_redis_cluster_of(&node, &[]).await, "a Redis Cluster") else {
+    let Some(cluster) = common::started_or_skipped(
+        start_redis_cluster_of(&node, &[]).await,
+        Backend::RedisCluster,
+        "a Redis Cluster",
+    ) else {
         return;
     };
     let first = &cluster.processes[0];
@@ -115,7 +108,11 @@ async fn sessions_keep_working_while_slots_move() {
 async fn sessions_keep_working_after_a_failover() {
     let node = Backend::RedisCluster.spec();
     let started = start_redis_cluster_with_replicas(&node, &[]).await;
-    let Some(cluster) = skipped(started, "a Redis Cluster with replicas") else {
+    let Some(cluster) = common::started_or_skipped(
+        started,
+        Backend::RedisCluster,
+        "a Redis Cluster with replicas",
+    ) else {
         return;
     };
     let masters = redis_cluster_masters(&cluster, &[]).await.expect("roles");

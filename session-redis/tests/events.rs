@@ -6,6 +6,8 @@
 //! a node that goes away.
 #![allow(clippy::expect_used)] // test code
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +18,8 @@ use session_core::{
 };
 use session_redis::{redis, Config, RedisStore};
 use session_test_harness::{
-    add_redis_cluster_master, is_required, move_redis_cluster_slots, provision,
-    redis_cluster_masters, start_redis_cluster_of, start_redis_cluster_with_replicas, Backend,
-    ServerProcess,
+    add_redis_cluster_master, move_redis_cluster_slots, provision, redis_cluster_masters,
+    start_redis_cluster_of, start_redis_cluster_with_replicas, Backend, ServerProcess,
 };
 
 async fn reports_expiry_events(url: &str) -> bool {
@@ -66,7 +67,7 @@ async fn notifications(node: &str, flags: Option<&str>) -> String {
 async fn standalone_reports_expiry_events_as_the_server_is_configured() {
     // A dedicated server, so that turning notifications off cannot disturb other tests.
     let started = ServerProcess::start(Backend::Redis.spec()).await;
-    let Some(server) = started_or_skipped(started, Backend::Redis, "redis-server") else {
+    let Some(server) = common::started_or_skipped(started, Backend::Redis, "redis-server") else {
         return;
     };
     let url = server.url();
@@ -137,7 +138,8 @@ async fn cluster_store_with_one_seed_hears_every_master() {
 async fn cluster_store_follows_masters_that_come_and_go() {
     let node = Backend::RedisCluster.spec();
     let started = start_redis_cluster_of(&node, &[]).await;
-    let Some(cluster) = started_or_skipped(started, Backend::RedisCluster, "a Redis Cluster")
+    let Some(cluster) =
+        common::started_or_skipped(started, Backend::RedisCluster, "a Redis Cluster")
     else {
         return;
     };
@@ -190,7 +192,8 @@ async fn cluster_store_opens_past_a_dead_first_seed() {
 async fn cluster_channel_moves_off_a_node_that_goes_away() {
     let node = Backend::RedisCluster.spec();
     let started = start_redis_cluster_of(&node, &[]).await;
-    let Some(cluster) = started_or_skipped(started, Backend::RedisCluster, "a Redis Cluster")
+    let Some(cluster) =
+        common::started_or_skipped(started, Backend::RedisCluster, "a Redis Cluster")
     else {
         return;
     };
@@ -268,16 +271,6 @@ async fn heard_created(
 /// What a test of its own `started`; `None` (skip) when that failed and `backend` is not
 /// required, a failure when it is. Tests that reshape a cluster or reconfigure a server start
 /// their own, so that they cannot disturb the others.
-fn started_or_skipped<T>(started: std::io::Result<T>, backend: Backend, what: &str) -> Option<T> {
-    match started {
-        Ok(started) => Some(started),
-        Err(error) => {
-            assert!(!is_required(backend), "cannot start {what}: {error}");
-            None
-        }
-    }
-}
-
 /// After a failover (a master killed, its replica promoted), the expiries of the promoted
 /// master are heard.
 #[tokio::test]
@@ -285,7 +278,7 @@ async fn cluster_store_follows_a_failover() {
     let node = Backend::RedisCluster.spec();
     let started = start_redis_cluster_with_replicas(&node, &[]).await;
     let what = "a Redis Cluster with replicas";
-    let Some(cluster) = started_or_skipped(started, Backend::RedisCluster, what) else {
+    let Some(cluster) = common::started_or_skipped(started, Backend::RedisCluster, what) else {
         return;
     };
     let masters = redis_cluster_masters(&cluster, &[]).await.expect("roles");

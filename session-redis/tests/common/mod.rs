@@ -6,7 +6,7 @@ use session_conformance::namespace;
 use session_core::SessionSettings;
 use session_redis::redis;
 use session_redis::{Config, Layout, RedisStore};
-use session_test_harness::{provision, Backend};
+use session_test_harness::{is_required, provision, Backend};
 
 /// A store with `settings` under a fresh key prefix named after `name`, a plain connection to
 /// its server, and the prefix; `None` when no server (provisioning fails the test instead when
@@ -37,4 +37,20 @@ pub async fn store_and_connection_in(
         .await
         .expect("connection");
     Some((store, connection, prefix))
+}
+
+/// What the harness started for a test of `backend`, or `None` when it could not (the test is
+/// then skipped, unless `backend` is required: it fails, saying it cannot start `what`).
+pub fn started_or_skipped<T>(
+    started: std::io::Result<T>,
+    backend: Backend,
+    what: &str,
+) -> Option<T> {
+    match started {
+        Ok(started) => Some(started),
+        Err(error) => {
+            assert!(!is_required(backend), "cannot start {what}: {error}");
+            None
+        }
+    }
 }

@@ -1,135 +1,138 @@
 //! The near cache: decoded copies of the sessions this instance read or wrote, revalidated
 //! against the server's metadata field on every read (see `RedisStore::load`).
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use session_core::raw::SessionRecord;
 use session_core::{Bytes, SessionKey};
 
+use crate::cache_tier::Tier;
 use crate::meta::{Meta, INLINE_TOKEN};
 use crate::store::RedisStore;
 
-/// Decoded records this instance read or wrote, by session key, and the admission filter in
-/// front of them. An entry is only a candidate: every read checks it against the server's
-/// metadata field (see [`RedisStore::load`]).
+/// Decoded records this instance read or wrote, by session key. An entry is only a candidate:
+/// every read checks it against the server's metadata field (see [`RedisStore::load`]).
 ///
-/// quick_cache rather than moka: a lookup here is on every read, and moka's (a lock-free table
-/// plus a read log replayed into its LRU lists) cost a fifth of a cached read's client time;
-/// quick_cache's is a shard read lock and a reference bit.
-///
-/// **Admission.** A session enters the cache on its second read (or create) within
-/// a short memory of recent keys, not on its first. When the sessions in use outgrow the
-/// cache, admitting every one made each read and save insert a copy and evict another (the
-/// clone, the insert and the late free of a cold record): with 20,000 large sessions and the
-/// default 32 MiB, the cache made cycles about half as fast as no cache. The memory is a
-/// direct-mapped table of key fingerprints with one slot per entry the cache is sized for: a
-/// key is remembered until another key lands in its slot, so a key read again soon (the same
-/// user's next request) is admitted, and a stream of keys that cannot fit is mostly not. Saves
-/// do not admit (each request's save follows its own read), but they refresh an entry that is
-/// cached, as reads do.
-///
-/// The table is sized for entries of a typical weight; once the cache is full, only as many of
-/// its slots are used as entries of the cached ones' average weight fit (see
-/// [`NearCache::fit_memory`]). With 20,000 large sessions (20 KB each) the full table
-/// admitted about three reads in ten into a cache that held one session in twelve, and the
-/// churn made the cache slower than none; a memory as long as the cache is deep admits a key
-/// only if it comes back before the cache could have kept it anyway.
+/// **It serves only where it pays.** A cache costs every read: a lookup, and copies kept in
+/// memory, whose buffers the allocator then hands out cold. With 20,000 sessions of 20 KB
+/// read at random, a twelfth of which fit the default 32 MiB, the cache found an entry for
+/// 7.6% of reads, and reads ran 0.88–0.90× and cycles 0.94–0.96× as fast as without it; with
+/// 1,000 such sessions, all cached, reads ran 2.5× as fast. Between the two, it pays from
+/// about a fifth of reads served. So the cache measures what it would serve: a sixteenth of
+/// the keys (by a byte of the key, which is uniform) use a tier of their own, a sixteenth of
+/// the bytes, which is the whole cache in miniature (a uniform sample of the keys in
+/// proportionate room serves the same share of their reads as the whole cache serves of all).
+/// Every [`WINDOW`] lookups of that tier, the share that found an entry decides: at
+/// [`SERVE_FROM`] or more the other keys use the main tier, below it they skip the cache
+/// altogether, lookup and offer, as if there were none. The sample keeps measuring, so a load
+/// the cache can serve turns it back on within a window (about 4,000 reads), and one it cannot
+/// turns it off as fast. After [`CLEAR_AFTER`] windows in a row off, the main tier lets its
+/// copies go: a cache that serves nothing holds nothing.
 pub(crate) struct NearCache {
-    entries: quick_cache::sync::Cache<SessionKey, Arc<Cached>, CachedWeight>,
-    /// Recently sighted keys (see above): a 32-bit fingerprint per slot, 0 = empty.
-    seen: Box<[AtomicU32]>,
-    /// The slots of `seen` in use, minus one (a power of two minus one).
-    seen_mask: AtomicUsize,
-    /// Admissions since the memory was last fitted to the cache.
-    admitted: AtomicU32,
+    /// The other fifteen sixteenths of the keys, and of the bytes.
+    main: Tier,
+    /// The sampled keys (see [`sampled`]).
+    sample: Tier,
+    /// Lookups of the sample in this window, and how many found an entry.
+    sample_lookups: AtomicU32,
+    sample_hits: AtomicU32,
+    /// Whether the unsampled keys use the main tier.
+    serving: AtomicBool,
+    /// Windows in a row that turned the main tier off.
+    windows_off: AtomicU32,
 }
 
 impl NearCache {
-    /// A near cache of `bytes`, sized for entries of a typical weight.
+    /// A near cache of `bytes` in all.
     pub(crate) fn new(bytes: u64) -> Self {
-        let entries = usize::try_from(bytes / TYPICAL_ENTRY_BYTES)
-            .unwrap_or(usize::MAX)
-            .max(16);
-        let seen: Box<[AtomicU32]> = (0..entries.next_power_of_two())
-            .map(|_| AtomicU32::new(0))
-            .collect();
+        let sample = bytes / 16;
         NearCache {
-            entries: quick_cache::sync::Cache::with_weighter(entries, bytes, CachedWeight),
-            seen_mask: AtomicUsize::new(seen.len() - 1),
-            seen,
-            admitted: AtomicU32::new(0),
+            main: Tier::new(bytes - sample),
+            sample: Tier::new(sample),
+            sample_lookups: AtomicU32::new(0),
+            sample_hits: AtomicU32::new(0),
+            serving: AtomicBool::new(true),
+            windows_off: AtomicU32::new(0),
+        }
+    }
+
+    /// The tier of `key`, if the key uses the cache now. A key that does not is read from
+    /// the server, which is always right, and leaves whatever entry it has as it is: reads
+    /// check every entry with the server before they use it.
+    fn tier(&self, key: &SessionKey) -> Option<&Tier> {
+        if sampled(key) {
+            Some(&self.sample)
+        } else {
+            self.serving.load(Ordering::Relaxed).then_some(&self.main)
         }
     }
 
     pub(crate) fn get(&self, key: &SessionKey) -> Option<Arc<Cached>> {
-        self.entries.get(key)
+        if !sampled(key) {
+            return self.tier(key)?.get(key);
+        }
+        let found = self.sample.get(key);
+        if found.is_some() {
+            self.sample_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        if (self.sample_lookups.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(WINDOW) {
+            self.end_window();
+        }
+        found
+    }
+
+    /// Turns the main tier on or off by what the window's lookups of the sample found.
+    fn end_window(&self) {
+        let hits = self.sample_hits.swap(0, Ordering::Relaxed);
+        let serving = f64::from(hits) >= SERVE_FROM * f64::from(WINDOW);
+        self.serving.store(serving, Ordering::Relaxed);
+        if serving {
+            self.windows_off.store(0, Ordering::Relaxed);
+        } else if self.windows_off.fetch_add(1, Ordering::Relaxed) + 1 == CLEAR_AFTER {
+            self.main.clear();
+        }
     }
 
     pub(crate) fn remove(&self, key: &SessionKey) {
-        self.entries.remove(key);
-    }
-
-    /// Keeps `cached` for `key` if the key was sighted recently (and notes this sighting).
-    /// Offered are keys just found absent from the cache (a read that missed, a create), so
-    /// the cache is not asked again: where sessions outnumber its room, that second lookup
-    /// was a third of what the cache cost a read it could not help.
-    fn offer(&self, key: &SessionKey, cached: impl FnOnce() -> Cached) {
-        if self.sighted_before(key) {
-            self.entries.insert(*key, Arc::new(cached()));
-            // Summing the shards' counts takes each shard's lock: not on every insert.
-            if self
-                .admitted
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(REFIT_EVERY)
-            {
-                self.fit_memory();
-            }
-        }
-    }
-
-    /// Fits the sighting memory to the number of entries the cache holds: all the table
-    /// while the cache has room, else one slot per entry of the cached ones' average weight
-    /// that fits (rounded up to a power of two).
-    fn fit_memory(&self) {
-        let (count, weight, capacity) = (
-            self.entries.len() as u64,
-            self.entries.weight(),
-            self.entries.capacity(),
-        );
-        let slots = if count == 0 || weight < capacity - capacity / 8 {
-            self.seen.len()
+        if sampled(key) {
+            self.sample.remove(key);
         } else {
-            let fit = capacity / weight.div_ceil(count).max(1);
-            // The table's length is a power of two: rounding up stays within it.
-            usize::try_from(fit)
-                .unwrap_or(usize::MAX)
-                .clamp(16, self.seen.len())
-                .next_power_of_two()
-        };
-        self.seen_mask.store(slots - 1, Ordering::Relaxed);
-    }
-
-    /// Replaces the entry of `key` with `cached` if there is one (a save's result: saves do
-    /// not admit, or the read that starts every request's cycle would make each save the
-    /// second sighting).
-    fn refresh(&self, key: &SessionKey, cached: impl FnOnce() -> Cached) {
-        if self.entries.contains_key(key) {
-            let _ = self.entries.replace(*key, Arc::new(cached()), false);
+            self.main.remove(key);
         }
     }
 
-    /// Whether `key` was sighted since another key took its slot; notes it either way.
-    fn sighted_before(&self, key: &SessionKey) -> bool {
-        // A session key is a SHA-256: its bytes are uniform, so they index and tag directly.
-        let bytes = key.as_bytes();
-        let word = |at: usize| {
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
-        let slot = usize::try_from(word(0)).unwrap_or(0) & self.seen_mask.load(Ordering::Relaxed);
-        let tag = word(4) | 1;
-        self.seen[slot].swap(tag, Ordering::Relaxed) == tag
+    /// Offers a copy to the tier of `key` (see [`Tier::offer`]).
+    fn offer(&self, key: &SessionKey, cached: impl FnOnce() -> Cached) {
+        if let Some(tier) = self.tier(key) {
+            tier.offer(key, cached);
+        }
     }
+
+    /// Refreshes the entry of `key` in its tier (see [`Tier::refresh`]).
+    fn refresh(&self, key: &SessionKey, cached: impl FnOnce() -> Cached) {
+        if let Some(tier) = self.tier(key) {
+            tier.refresh(key, cached);
+        }
+    }
+}
+
+/// Lookups of the sample per window.
+const WINDOW: u32 = 256;
+
+/// The share of the sample's lookups that must find an entry for the other keys to use the
+/// cache (see [`NearCache`]).
+const SERVE_FROM: f64 = 0.2;
+
+/// Windows in a row with the main tier off after which it lets its copies go (about 64,000
+/// reads).
+const CLEAR_AFTER: u32 = 16;
+
+/// Whether `key` is one of the sixteenth of keys that always use the cache, in a tier of
+/// their own, and measure it. Any byte of a session key (a SHA-256) is uniform; the sighting
+/// memory uses the first eight.
+fn sampled(key: &SessionKey) -> bool {
+    key.as_bytes()[31] & 15 == 0
 }
 
 /// Weighs a near-cache entry by the bytes it holds.
@@ -149,12 +152,6 @@ impl quick_cache::Weighter<SessionKey, Arc<Cached>> for CachedWeight {
 /// without the cache (the server spent ~2 µs more per cycle on `GETRANGE` than on `GET`), and
 /// reads level; 20 KB sessions were read 2.5× as fast.
 pub(crate) const STRING_MIN_BYTES: usize = 4096;
-
-/// Admissions between two fittings of the sighting memory to the cache.
-const REFIT_EVERY: u32 = 64;
-
-/// Average entry weight assumed to size the near cache's table up front.
-pub(crate) const TYPICAL_ENTRY_BYTES: u64 = 2048;
 
 /// A near-cache entry: the record and its metadata field as stored; for a session of the
 /// string layout, the stored value too (which the record's attributes share), whose header a
@@ -261,86 +258,78 @@ fn cached_string(record: &SessionRecord, value: &Bytes) -> Cached {
 
 #[cfg(test)]
 mod tests {
-    use session_core::raw::SessionRecord;
-    use session_core::SessionId;
+    use std::sync::atomic::Ordering;
 
-    use super::{Cached, NearCache};
-    use crate::meta::Meta;
+    use session_core::{SessionId, SessionKey};
 
-    fn cached(version: u64) -> Cached {
-        let record = SessionRecord {
-            created_at_ms: 1,
-            last_accessed_at_ms: 2,
-            idle_timeout_ms: 3,
-            absolute_lifetime_ms: None,
-            principal: None,
-            version,
-            attributes: Default::default(),
-        };
-        Cached {
-            meta: Meta::of(&record, 0),
-            record,
-            value: None,
-            beside: 0,
-        }
+    use super::{sampled, NearCache, CLEAR_AFTER, WINDOW};
+    use crate::cache_tier::tests::heavy;
+
+    fn keys(sampled_ones: bool) -> impl Iterator<Item = SessionKey> {
+        std::iter::repeat_with(|| SessionId::generate().key())
+            .filter(move |key| sampled(key) == sampled_ones)
     }
 
+    /// A cache of 1 MiB holds about 60 entries of 16 KiB, 3 of them in the sample's tier:
+    /// reading keys that never come back, the sample finds nothing, and after a window the
+    /// other keys skip the cache; reading a few keys over and over, it finds them, and after
+    /// a window the other keys use the cache again.
     #[test]
-    fn a_key_is_admitted_on_its_second_sighting_and_then_refreshed() {
+    fn the_other_keys_use_the_cache_only_while_the_sample_finds_entries() {
         let cache = NearCache::new(1 << 20);
-        let key = SessionId::generate().key();
-        cache.offer(&key, || cached(1));
-        assert!(cache.get(&key).is_none(), "admitted on its first sighting");
-        cache.offer(&key, || cached(2));
-        assert_eq!(cache.get(&key).map(|c| c.record.version), Some(2));
-        cache.offer(&key, || cached(3));
-        assert_eq!(cache.get(&key).map(|c| c.record.version), Some(3));
-        cache.refresh(&key, || cached(4));
-        assert_eq!(cache.get(&key).map(|c| c.record.version), Some(4));
-        cache.remove(&key);
-        assert!(cache.get(&key).is_none());
-        // A save's result only refreshes: it never admits, however often it is offered.
-        let saved = SessionId::generate().key();
-        cache.offer(&saved, || cached(1));
-        cache.refresh(&saved, || cached(2));
-        cache.refresh(&saved, || cached(3));
-        assert!(cache.get(&saved).is_none(), "a save admitted");
-    }
-
-    /// Once full of entries heavier than the typical weight, the cache remembers sightings
-    /// only for as many keys as it holds: a stream of distinct keys longer than that is not
-    /// admitted, while a key seen again right away still is.
-    #[test]
-    fn a_full_cache_remembers_as_many_sightings_as_it_holds_entries() {
-        let cache = NearCache::new(1 << 20);
-        let all_slots = cache.seen.len();
-        let heavy = || {
-            let mut entry = cached(1);
-            entry.meta.size = 16 * 1024;
-            entry
-        };
-        for _ in 0..400 {
-            let key = SessionId::generate().key();
-            cache.offer(&key, heavy);
+        let other = keys(false).next().unwrap();
+        cache.offer(&other, heavy);
+        assert!(cache.get(&other).is_some(), "not served at first");
+        for key in keys(true).take(WINDOW as usize) {
+            assert!(cache.get(&key).is_none());
             cache.offer(&key, heavy);
         }
-        cache.fit_memory();
-        let slots = cache.seen_mask.load(std::sync::atomic::Ordering::Relaxed) + 1;
-        // 1 MiB of 16 KiB entries: 63 fit (the weight adds 128 bytes), so 64 slots.
-        assert_eq!(slots, 64, "of {all_slots}");
-        let fresh = SessionId::generate().key();
-        cache.offer(&fresh, heavy);
-        cache.offer(&fresh, heavy);
+        assert!(!cache.serving.load(Ordering::Relaxed));
         assert!(
-            cache.get(&fresh).is_some(),
-            "a key seen twice in a row not admitted"
+            cache.get(&other).is_none(),
+            "served while the sample missed"
         );
-        // A cache with room again uses the whole table.
-        let empty = NearCache::new(1 << 20);
-        empty.fit_memory();
-        assert_eq!(
-            empty.seen_mask.load(std::sync::atomic::Ordering::Relaxed) + 1,
-            all_slots
+        let unseen = keys(false).next().unwrap();
+        cache.offer(&unseen, heavy);
+        cache.offer(&unseen, heavy);
+        assert!(
+            cache.main.get(&unseen).is_none(),
+            "admitted while not served"
         );
+
+        let few: Vec<SessionKey> = keys(true).take(2).collect();
+        for key in &few {
+            cache.offer(key, heavy);
+            cache.offer(key, heavy);
+        }
+        for key in few.iter().cycle().take(WINDOW as usize) {
+            assert!(
+                cache.get(key).is_some(),
+                "a sampled key read again not kept"
+            );
+        }
+        assert!(cache.serving.load(Ordering::Relaxed));
+        assert!(
+            cache.get(&other).is_some(),
+            "the entry kept while not served is gone"
+        );
+
+        for key in keys(true).take((WINDOW * CLEAR_AFTER) as usize) {
+            cache.get(&key);
+        }
+        assert!(!cache.serving.load(Ordering::Relaxed));
+        assert!(
+            cache.main.get(&other).is_none(),
+            "a cache off for long still holds copies"
+        );
+    }
+
+    #[test]
+    fn a_key_is_in_the_sample_one_time_in_sixteen() {
+        let count = std::iter::repeat_with(|| SessionId::generate().key())
+            .take(16_000)
+            .filter(sampled)
+            .count();
+        assert!((800..1_200).contains(&count), "{count} of 16,000");
     }
 }

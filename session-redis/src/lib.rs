@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod cache_tier;
 mod config;
 mod connection;
 mod error;

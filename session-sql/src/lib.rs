@@ -30,6 +30,7 @@ mod schema;
 mod store;
 #[cfg(feature = "testing")]
 mod testing;
+mod writer;
 
 pub use config::Config;
 pub use dialect::Dialect;

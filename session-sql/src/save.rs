@@ -6,7 +6,9 @@
 //! loaded` writes it. If that matches no row, the save reads the latest row, merges its delta
 //! into it with [`SessionRecord::apply`] (per-attribute last-write-wins, limits, liveness) and
 //! writes it with the same compare-and-set, retrying if yet another save slipped in. Optimistic
-//! mode stops at the first mismatch with `Conflict`.
+//! mode stops at the first mismatch with `Conflict`. On SQLite the common case's
+//! compare-and-set goes to the writer's queue, which writes the saves waiting on one connection
+//! in one transaction (see the `writer` module).
 //!
 //! After a save that merged others' changes, the copy is not the stored row although its
 //! version is the stored one: core then refuses its snapshot
@@ -22,6 +24,7 @@ use crate::dialect::Dialect;
 use crate::error::map;
 use crate::row::{bind_record, ms, record_from_row, unsigned};
 use crate::store::SqlStore;
+use crate::writer::WriteTurn;
 
 /// Compare-and-set rounds a contended save tries before it merges under a row lock.
 const MERGE_ATTEMPTS: usize = 8;
@@ -57,6 +60,34 @@ impl SqlStore {
         .await
         .map_err(map)?;
         Ok(result.rows_affected() == 1)
+    }
+
+    /// [`SqlStore::compare_and_set`] in the write turn: on SQLite on the writer's connection,
+    /// elsewhere on a statement connection.
+    async fn write_if_version(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        expected: u64,
+        now: u64,
+        turn: Option<&mut WriteTurn<'_>>,
+    ) -> Result<bool> {
+        match turn {
+            Some(turn) => {
+                let mut connection = turn.take().await?;
+                let written = self
+                    .compare_and_set(&mut connection, key, record, expected, now)
+                    .await;
+                turn.settle(connection, written)
+            }
+            None => {
+                let mut connection = self.statement_connection().await?;
+                let written = self
+                    .compare_and_set(&mut *connection, key, record, expected, now)
+                    .await;
+                connection.settle(written)
+            }
+        }
     }
 
     /// The stored record of `key` for a merge (`sql` is `find_for_merge` or its locking
@@ -100,13 +131,18 @@ impl SqlStore {
         let tried_snapshot = snapshot.is_some();
         if let Some(mut fast) = snapshot {
             fast.version += 1;
-            let turn = self.inner.write_turn().await;
-            let mut connection = self.statement_connection().await?;
-            let written = self
-                .compare_and_set(&mut *connection, &key, &fast, session.version(), now)
-                .await;
-            let written = connection.settle(written)?;
-            drop(turn);
+            let written = match &self.inner.save_queue {
+                Some(queue) => {
+                    let attributes = encode_attributes(&fast.attributes)?;
+                    queue
+                        .compare_and_set(&key, &fast, attributes, session.version(), now)
+                        .await?
+                }
+                None => {
+                    self.write_if_version(&key, &fast, session.version(), now, None)
+                        .await?
+                }
+            };
             if written {
                 drop(delta);
                 session.mark_persisted(fast.version, now);
@@ -129,7 +165,7 @@ impl SqlStore {
         };
         for _ in 0..attempts {
             // On SQLite the turn spans read and write, so only another process can get between.
-            let _turn = self.inner.write_turn().await;
+            let mut turn = self.inner.write_turn().await;
             let mut connection = self.statement_connection().await?;
             let read = self
                 .read_for_merge(&mut *connection, &self.inner.sql.find_for_merge, &key)
@@ -137,11 +173,10 @@ impl SqlStore {
             let mut record = connection.settle(read)?;
             let read_version = record.version;
             record.apply(&delta, now, &self.settings.limits)?;
-            let mut connection = self.statement_connection().await?;
             let written = self
-                .compare_and_set(&mut *connection, &key, &record, read_version, now)
-                .await;
-            if connection.settle(written)? {
+                .write_if_version(&key, &record, read_version, now, turn.as_mut())
+                .await?;
+            if written {
                 let version = record.version;
                 drop(delta);
                 session.mark_persisted(version, now);

@@ -46,6 +46,7 @@ use crate::lane::{statement_connection, Lane, StatementConnection};
 use crate::purge::{purge, purge_periodically};
 use crate::row::{bind_record, ms, record_from_row, unsigned};
 use crate::schema::migrate;
+use crate::writer::{SaveQueue, Turn, WriteTurn};
 
 /// A pooled connection idle this long is pinged before use (see [`SqlStore::open`]).
 const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -64,17 +65,17 @@ pub(crate) struct Inner {
     pub(crate) instance: String,
     /// `Expired` events for the rows this instance purges.
     pub(crate) events: EventBus,
-    /// SQLite allows one writer per file. Writers of this process queue here, in order,
-    /// instead of polling SQLite's lock with growing sleeps (which starves some of them for
-    /// 100 ms at a time under load); other processes are still handled by the busy timeout.
-    writer: tokio::sync::Mutex<()>,
+    /// SQLite's writer connection, and the turn to write (see [`WriteTurn`]).
+    writer: Turn,
+    /// SQLite's saves (see [`SaveQueue`]).
+    pub(crate) save_queue: Option<SaveQueue>,
 }
 
 impl Inner {
     /// Held around every write statement on SQLite; no-op elsewhere.
-    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(crate) async fn write_turn(&self) -> Option<WriteTurn<'_>> {
         match self.dialect {
-            Dialect::Sqlite => Some(self.writer.lock().await),
+            Dialect::Sqlite => Some(WriteTurn::new(self.writer.lock().await, &self.pool)),
             _ => None,
         }
     }
@@ -169,6 +170,7 @@ impl SqlStore {
             }
             Dialect::Postgres | Dialect::Sqlite => true,
         };
+        let statements = Statements::new(dialect, &config.table, returning);
         let lane = match dialect {
             Dialect::Sqlite => None,
             Dialect::Postgres | Dialect::MySql => Some(Lane::new(
@@ -178,15 +180,24 @@ impl SqlStore {
                 PING_IDLE_AFTER,
             )?),
         };
+        let writer = Turn::default();
+        let save_queue = (dialect == Dialect::Sqlite).then(|| {
+            SaveQueue::new(
+                Arc::clone(&writer),
+                pool.clone(),
+                &statements.save_if_version,
+            )
+        });
         let inner = Arc::new(Inner {
             runner,
             lane,
-            sql: Statements::new(dialect, &config.table, returning),
+            sql: statements,
+            save_queue,
             events: EventBus::default(),
             pool,
             dialect,
             instance: SessionId::generate().key().to_hex()[..16].to_owned(),
-            writer: tokio::sync::Mutex::new(()),
+            writer,
             config,
         });
         if let (Some(interval), Ok(runtime)) = (

@@ -260,6 +260,42 @@ async fn sqlite_two_pools_share_one_file() {
     }
 }
 
+/// SQLite's saves are written by a task on the runtime of the first save; a store used from
+/// another runtime once that one has ended saves there too (its writer starts again).
+#[test]
+fn sqlite_saves_from_a_second_runtime() {
+    let (url, path) = sqlite_url();
+    let table = namespace("runtimes");
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let (store, id) = first.block_on(async {
+        let store = open(&url, &table, SessionSettings::default()).await;
+        let mut session = store.new_session();
+        store.create(&mut session).await.unwrap();
+        session.insert("round", &1u32).unwrap();
+        store.save(&mut session).await.unwrap();
+        (store, session.id().clone())
+    });
+    drop(first);
+    runtime().block_on(async {
+        let mut session = store.find(&id).await.unwrap().unwrap();
+        assert_eq!(session.get::<u32>("round").unwrap(), Some(1));
+        session.insert("round", &2u32).unwrap();
+        store.save(&mut session).await.unwrap();
+        let stored = store.find(&id).await.unwrap().unwrap();
+        assert_eq!(stored.get::<u32>("round").unwrap(), Some(2));
+    });
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
 /// The store the shared fault cases run on: a table of its own, their operation timeout, no
 /// background purge.
 async fn fault_store(

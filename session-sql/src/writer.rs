@@ -1,0 +1,244 @@
+//! SQLite's writer: one write at a time per file, on a connection of its own, saves committed
+//! in batches.
+
+use std::sync::{Arc, Mutex as SyncMutex};
+
+use session_core::raw::SessionRecord;
+use session_core::{Error, Result, SessionKey};
+use sqlx::{AnyConnection, AnyPool, Executor};
+use tokio::sync::{mpsc, oneshot, MutexGuard};
+
+use crate::error::map;
+use crate::row::{bind_record, ms};
+
+/// Saves one batch commits at most.
+const MAX_BATCH: usize = 64;
+
+/// The turn to write on SQLite, and the writer's connection, shared by the save queue and
+/// every other write.
+pub(crate) type Turn = Arc<tokio::sync::Mutex<Option<AnyConnection>>>;
+
+/// The writer's turn on SQLite, held around every write statement (see
+/// [`Inner::write_turn`](crate::store::Inner::write_turn)).
+///
+/// SQLite allows one writer per file. Writers of this process queue for the turn, in order,
+/// instead of polling SQLite's lock with growing sleeps (which starved some of them for 100 ms
+/// at a time under load); other processes are still handled by the busy timeout.
+///
+/// The saves' writes run on the turn's own connection, always the same one: SQLite drops a
+/// connection's page cache whenever another connection wrote to the file since its last
+/// transaction, so a write on whichever connection of the pool re-read the pages of its row's
+/// B-tree path from the OS, inside the turn, which every save waits for. The connection is
+/// taken from the pool and detached from it (so it never holds a connection the pool counts,
+/// and a private in-memory database is the pool's), and dropped after an error on the
+/// connection; the next turn detaches another.
+pub(crate) struct WriteTurn<'a> {
+    writer: MutexGuard<'a, Option<AnyConnection>>,
+    pool: &'a AnyPool,
+}
+
+impl<'a> WriteTurn<'a> {
+    pub(crate) fn new(writer: MutexGuard<'a, Option<AnyConnection>>, pool: &'a AnyPool) -> Self {
+        WriteTurn { writer, pool }
+    }
+
+    /// The writer's connection, to be handed back with [`WriteTurn::settle`]; dropped instead
+    /// if it is not (its statement was cancelled).
+    pub(crate) async fn take(&mut self) -> Result<AnyConnection> {
+        match self.writer.take() {
+            Some(connection) => Ok(connection),
+            None => Ok(self.pool.acquire().await.map_err(map)?.detach()),
+        }
+    }
+
+    /// Keeps `connection` for the next turn unless `result` is a failure of the connection
+    /// (a transient error).
+    pub(crate) fn settle<T>(&mut self, connection: AnyConnection, result: Result<T>) -> Result<T> {
+        if !result.as_ref().is_err_and(Error::is_retryable) {
+            *self.writer = Some(connection);
+        }
+        result
+    }
+}
+
+/// A save's compare-and-set, queued for the writer.
+struct Request {
+    key: SessionKey,
+    record: SessionRecord,
+    attributes: Vec<u8>,
+    expected: u64,
+    now: u64,
+    written: oneshot::Sender<Result<bool>>,
+}
+
+/// The saves' compare-and-set statements on SQLite, run by one task that takes the turn once
+/// for all the saves waiting and commits them in one transaction.
+///
+/// With 32 tasks saving, each taking the turn for its own statement, a write held the turn
+/// twice as long as it took alone: between two writes, the turn went to the next task, which
+/// had to be scheduled before it could send its statement to its connection's thread. The
+/// queue's task sends the next statement as soon as the last one is done, and a batch shares
+/// one commit (one append to the write-ahead log).
+#[derive(Debug)]
+pub(crate) struct SaveQueue {
+    sender: SyncMutex<Option<mpsc::UnboundedSender<Request>>>,
+    turn: Turn,
+    pool: AnyPool,
+    statement: Arc<str>,
+}
+
+impl SaveQueue {
+    pub(crate) fn new(turn: Turn, pool: AnyPool, statement: &str) -> Self {
+        SaveQueue {
+            sender: SyncMutex::new(None),
+            turn,
+            pool,
+            statement: statement.into(),
+        }
+    }
+
+    /// Writes `record` (with `attributes`, its attributes encoded) if the row of `key` is
+    /// live and at `expected`; whether it was.
+    pub(crate) async fn compare_and_set(
+        &self,
+        key: &SessionKey,
+        record: &SessionRecord,
+        attributes: Vec<u8>,
+        expected: u64,
+        now: u64,
+    ) -> Result<bool> {
+        let (written, answer) = oneshot::channel();
+        let mut request = Request {
+            key: *key,
+            record: record.clone(),
+            attributes,
+            expected,
+            now,
+            written,
+        };
+        // The queue's task lives on the runtime of the save that started it; a store used from
+        // another runtime after that one ended starts another.
+        for _ in 0..2 {
+            let sender = self.sender();
+            match sender.send(request) {
+                Ok(()) => {
+                    return answer
+                        .await
+                        .unwrap_or_else(|_| Err(Error::unavailable("the SQLite writer stopped")))
+                }
+                Err(mpsc::error::SendError(back)) => {
+                    request = back;
+                    self.forget(&sender);
+                }
+            }
+        }
+        Err(Error::unavailable("the SQLite writer cannot start"))
+    }
+
+    /// The queue's sender, starting its task if there is none.
+    fn sender(&self) -> mpsc::UnboundedSender<Request> {
+        let mut sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = sender.as_ref().filter(|s| !s.is_closed()) {
+            return sender.clone();
+        }
+        let (new, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(write_batches(
+            receiver,
+            Arc::clone(&self.turn),
+            self.pool.clone(),
+            Arc::clone(&self.statement),
+        ));
+        *sender = Some(new.clone());
+        new
+    }
+
+    fn forget(&self, closed: &mpsc::UnboundedSender<Request>) {
+        let mut sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        if sender.as_ref().is_some_and(|s| s.same_channel(closed)) {
+            *sender = None;
+        }
+    }
+}
+
+/// The queue's task: until the store is dropped, takes every request waiting (up to
+/// [`MAX_BATCH`]), and writes them in the turn.
+async fn write_batches(
+    mut receiver: mpsc::UnboundedReceiver<Request>,
+    turn: Turn,
+    pool: AnyPool,
+    statement: Arc<str>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // A save that gave up (timed out) no longer waits for its write.
+        batch.retain(|request| !request.written.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let mut turn = WriteTurn::new(turn.lock().await, &pool);
+        serve(&mut turn, &statement, &mut batch).await;
+    }
+}
+
+/// Writes `batch` in one transaction; if that fails, or for a batch of one, one save at a
+/// time, so that each gets its own answer.
+async fn serve(turn: &mut WriteTurn<'_>, statement: &str, batch: &mut Vec<Request>) {
+    if batch.len() > 1 {
+        if let Ok(mut connection) = turn.take().await {
+            // A connection whose transaction failed is dropped, not kept: closing it rolls
+            // back whatever the transaction left.
+            if let Ok(written) = in_transaction(&mut connection, statement, batch).await {
+                let _ = turn.settle(connection, Ok(()));
+                for (request, written) in batch.drain(..).zip(written) {
+                    let _ = request.written.send(Ok(written));
+                }
+                return;
+            }
+        }
+    }
+    for request in batch.drain(..) {
+        let written = match turn.take().await {
+            Ok(mut connection) => {
+                let written = compare_and_set(&mut connection, statement, &request).await;
+                turn.settle(connection, written)
+            }
+            Err(error) => Err(error),
+        };
+        let _ = request.written.send(written);
+    }
+}
+
+/// Runs the batch's statements in one transaction; whether each wrote its row. After a
+/// failure nothing of it is committed.
+async fn in_transaction(
+    connection: &mut AnyConnection,
+    statement: &str,
+    batch: &[Request],
+) -> Result<Vec<bool>> {
+    connection.execute("BEGIN IMMEDIATE").await.map_err(map)?;
+    let mut written = Vec::with_capacity(batch.len());
+    for request in batch {
+        written.push(compare_and_set(connection, statement, request).await?);
+    }
+    connection.execute("COMMIT").await.map_err(map)?;
+    Ok(written)
+}
+
+async fn compare_and_set(
+    connection: &mut AnyConnection,
+    statement: &str,
+    request: &Request,
+) -> Result<bool> {
+    let result = bind_record(
+        sqlx::query(statement),
+        &request.record,
+        request.attributes.clone(),
+    )
+    .bind(request.key.as_bytes().to_vec())
+    .bind(ms(request.expected))
+    .bind(ms(request.now))
+    .execute(connection)
+    .await
+    .map_err(map)?;
+    Ok(result.rows_affected() == 1)
+}

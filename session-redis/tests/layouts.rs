@@ -464,13 +464,14 @@ async fn reads_and_saves_are_one_command_each() {
             // transaction: one round trip of four commands).
             session.insert("filler", &"f".repeat(6_000)).unwrap();
         }
-        store.create(&mut session).await.unwrap();
+        // Created by another instance: this one reads it whole once, and keeps a copy (its
+        // near cache has room).
+        toucher.create(&mut session).await.unwrap();
         let id = session.id().clone();
         let (full_read, cached_read, save) = match layout {
             Layout::String => ("get", "getrange", &[("set", 1)][..]),
             _ => ("hgetall", "hget", &[("evalsha", 1)][..]),
         };
-        // Admitted to the near cache on its second sighting (the create was the first).
         let mut loaded = None;
         let commands = commands_of(&mut connection, async {
             loaded = store.find(&id).await.unwrap();

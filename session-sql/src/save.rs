@@ -33,9 +33,33 @@ const MERGE_ATTEMPTS: usize = 8;
 /// unavailable.
 const SQLITE_MERGE_ATTEMPTS: usize = 64;
 
+/// `statement` (`save_if_version`), `UPDATE ... WHERE version = expected`: writes `record`
+/// (with its version, and `attributes`, its attributes encoded) if the row of `key` is live
+/// and still at `expected`. Returns whether it matched. Callers hold the write turn.
+pub(crate) async fn compare_and_set<'c, E>(
+    executor: E,
+    statement: &str,
+    key: &SessionKey,
+    record: &SessionRecord,
+    attributes: Vec<u8>,
+    expected: u64,
+    now: u64,
+) -> Result<bool>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let result = bind_record(sqlx::query(statement), record, attributes)
+        .bind(key.as_bytes().to_vec())
+        .bind(ms(expected))
+        .bind(ms(now))
+        .execute(executor)
+        .await
+        .map_err(map)?;
+    Ok(result.rows_affected() == 1)
+}
+
 impl SqlStore {
-    /// `UPDATE ... WHERE version = expected`: writes `record` (with its version) if the row is
-    /// live and still at `expected`. Returns whether it matched. Callers hold the write turn.
+    /// [`compare_and_set`] with the store's statement, encoding the attributes.
     pub(crate) async fn compare_and_set<'c, E>(
         &self,
         executor: E,
@@ -48,18 +72,16 @@ impl SqlStore {
         E: sqlx::Executor<'c, Database = sqlx::Any>,
     {
         let attributes = encode_attributes(&record.attributes)?;
-        let result = bind_record(
-            sqlx::query(&self.inner.sql.save_if_version),
+        compare_and_set(
+            executor,
+            &self.inner.sql.save_if_version,
+            key,
             record,
             attributes,
+            expected,
+            now,
         )
-        .bind(key.as_bytes().to_vec())
-        .bind(ms(expected))
-        .bind(ms(now))
-        .execute(executor)
         .await
-        .map_err(map)?;
-        Ok(result.rows_affected() == 1)
     }
 
     /// [`SqlStore::compare_and_set`] in the write turn: on SQLite on the writer's connection,
@@ -131,11 +153,12 @@ impl SqlStore {
         let tried_snapshot = snapshot.is_some();
         if let Some(mut fast) = snapshot {
             fast.version += 1;
+            let version = fast.version;
             let written = match &self.inner.save_queue {
                 Some(queue) => {
                     let attributes = encode_attributes(&fast.attributes)?;
                     queue
-                        .compare_and_set(&key, &fast, attributes, session.version(), now)
+                        .compare_and_set(&key, fast, attributes, session.version(), now)
                         .await?
                 }
                 None => {
@@ -145,7 +168,7 @@ impl SqlStore {
             };
             if written {
                 drop(delta);
-                session.mark_persisted(fast.version, now);
+                session.mark_persisted(version, now);
                 return Ok(());
             }
         }

@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, AnyPool, Executor};
 use tokio::sync::{mpsc, oneshot, MutexGuard};
 
 use crate::error::map;
-use crate::row::{bind_record, ms};
+use crate::save;
 
 /// Saves one batch commits at most.
 const MAX_BATCH: usize = 64;
@@ -102,7 +102,7 @@ impl SaveQueue {
     pub(crate) async fn compare_and_set(
         &self,
         key: &SessionKey,
-        record: &SessionRecord,
+        record: SessionRecord,
         attributes: Vec<u8>,
         expected: u64,
         now: u64,
@@ -110,7 +110,7 @@ impl SaveQueue {
         let (written, answer) = oneshot::channel();
         let mut request = Request {
             key: *key,
-            record: record.clone(),
+            record,
             attributes,
             expected,
             now,
@@ -224,21 +224,20 @@ async fn in_transaction(
     Ok(written)
 }
 
+/// [`save::compare_and_set`] of `request` on `connection`.
 async fn compare_and_set(
     connection: &mut AnyConnection,
     statement: &str,
     request: &Request,
 ) -> Result<bool> {
-    let result = bind_record(
-        sqlx::query(statement),
+    save::compare_and_set(
+        connection,
+        statement,
+        &request.key,
         &request.record,
         request.attributes.clone(),
+        request.expected,
+        request.now,
     )
-    .bind(request.key.as_bytes().to_vec())
-    .bind(ms(request.expected))
-    .bind(ms(request.now))
-    .execute(connection)
     .await
-    .map_err(map)?;
-    Ok(result.rows_affected() == 1)
 }

@@ -375,8 +375,11 @@ async fn commands_of<F: std::future::Future<Output = ()>>(
             let earlier = before.get(&name).copied().unwrap_or(0);
             (name, calls - earlier)
         })
-        // The `INFO` that took the first count is counted by the second.
-        .filter(|(name, calls)| *calls > 0 && name != "info")
+        // The `INFO` that took the first count is counted by the second. Each store's event
+        // listeners ping the server on their own connections (`LISTENER_PING`), whenever
+        // that falls: a ping within the window is theirs, not the operation's (CI's container
+        // pass once counted one in a cached read's).
+        .filter(|(name, calls)| *calls > 0 && name != "info" && name != "ping")
         .collect();
     sent.sort();
     sent

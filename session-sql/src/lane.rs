@@ -1,5 +1,4 @@
-//! The connections of every request's statements on PostgreSQL and MySQL: a pool of the
-//! store's own beside sqlx's.
+//! The connections of every request's statements: a pool of the store's own beside sqlx's.
 //!
 //! sqlx's pool pings each connection on its way back (a second round trip after every
 //! statement, and work for the server), to flush what a cancelled statement may have left
@@ -14,9 +13,14 @@
 //!
 //! Find, the save's compare-and-set and its merge read run here: the statements of every
 //! request. Transactions (the merge under a row lock, rotation, purge) and migrations keep to
-//! sqlx's pool, which then mostly sits idle. SQLite keeps to sqlx's pool for everything: its
-//! ping is a message to the connection's thread, not a round trip, and a private in-memory
-//! database would differ between two pools.
+//! sqlx's pool, which then mostly sits idle.
+//!
+//! On SQLite the ping is no round trip but a message to the connection's own thread and its
+//! answer: two thread wake-ups, as many as the statement's own, and on 2 cores the largest
+//! cost of a read. Measured with 32 tasks over 100,000 small sessions: reads went from 58k/s
+//! on sqlx's pool to 90k/s here (33 to 21 µs of CPU each). The lane's SQLite connections are
+//! taken from sqlx's pool and detached from it, rather than opened from the URL: they get the
+//! pool's connection setup (busy timeout, pragmas), and an in-memory database is the pool's.
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
@@ -24,14 +28,21 @@ use std::time::Duration;
 use deadpool::managed::{Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
 use session_core::{Error, Result};
 use sqlx::any::AnyConnectOptions;
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Connection};
+use sqlx::{AnyConnection, AnyPool, Connection};
 
 use crate::error::map;
 
+/// Where the lane's connections come from.
+enum Source {
+    /// Opened from the URL (PostgreSQL, MySQL).
+    Url(AnyConnectOptions),
+    /// Taken from sqlx's pool and detached from it (SQLite, see the module).
+    Pool(AnyPool),
+}
+
 /// Opens the lane's connections.
 pub(crate) struct Connector {
-    options: AnyConnectOptions,
+    source: Source,
     /// A connection idle this long is pinged before it is handed out.
     ping_idle_after: Duration,
 }
@@ -62,8 +73,12 @@ impl deadpool::managed::Manager for Connector {
     type Error = sqlx::Error;
 
     async fn create(&self) -> std::result::Result<Pooled, sqlx::Error> {
+        let connection = match &self.source {
+            Source::Url(options) => AnyConnection::connect_with(options).await?,
+            Source::Pool(pool) => pool.acquire().await?.detach(),
+        };
         Ok(Pooled {
-            connection: AnyConnection::connect_with(&self.options).await?,
+            connection,
             unsettled: false,
         })
     }
@@ -88,6 +103,7 @@ pub(crate) struct Lane {
 }
 
 impl Lane {
+    /// A lane of connections opened from `url`.
     pub(crate) fn new(
         url: &str,
         size: usize,
@@ -97,8 +113,27 @@ impl Lane {
         let options: AnyConnectOptions = url
             .parse()
             .map_err(|error| Error::Config(format!("database URL: {error}")))?;
+        Self::build(Source::Url(options), size, timeout, ping_idle_after)
+    }
+
+    /// A lane of connections taken from `pool` and detached from it (SQLite).
+    pub(crate) fn detached_from(
+        pool: &AnyPool,
+        size: usize,
+        timeout: Duration,
+        ping_idle_after: Duration,
+    ) -> Result<Self> {
+        Self::build(Source::Pool(pool.clone()), size, timeout, ping_idle_after)
+    }
+
+    fn build(
+        source: Source,
+        size: usize,
+        timeout: Duration,
+        ping_idle_after: Duration,
+    ) -> Result<Self> {
         let pool = Pool::builder(Connector {
-            options,
+            source,
             ping_idle_after,
         })
         .max_size(size)
@@ -118,20 +153,7 @@ impl Lane {
             other => Error::unavailable(format!("database connection pool: {other}")),
         })?;
         object.unsettled = true;
-        Ok(StatementConnection(Held::Lane(object)))
-    }
-}
-
-/// A connection of `lane`, or of `pool` where the store has no lane (SQLite).
-pub(crate) async fn statement_connection(
-    lane: Option<&Lane>,
-    pool: &AnyPool,
-) -> Result<StatementConnection> {
-    match lane {
-        Some(lane) => lane.get().await,
-        None => Ok(StatementConnection(Held::Pool(
-            pool.acquire().await.map_err(map)?,
-        ))),
+        Ok(StatementConnection(object))
     }
 }
 
@@ -139,14 +161,8 @@ pub(crate) async fn statement_connection(
 /// [`SqlStore::statement_connection`](crate::SqlStore::statement_connection)): it dereferences
 /// to sqlx's connection, an executor. A connection of the lane dropped without
 /// [`StatementConnection::settle`] (its statement was cancelled, or failed on the connection)
-/// is closed at its next checkout, not reused; one of sqlx's pool (SQLite) is pinged on its
-/// way back, as sqlx does.
-pub struct StatementConnection(Held);
-
-enum Held {
-    Lane(Object<Connector>),
-    Pool(PoolConnection<Any>),
-}
+/// is closed at its next checkout, not reused.
+pub struct StatementConnection(Object<Connector>);
 
 impl std::fmt::Debug for StatementConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,9 +175,7 @@ impl StatementConnection {
     /// Hands the connection back fit for the next statement if `result` says so: success, or
     /// an error of the statement itself; not after a transient (connection) error.
     pub fn settle<T>(mut self, result: Result<T>) -> Result<T> {
-        if let Held::Lane(object) = &mut self.0 {
-            object.unsettled = result.as_ref().is_err_and(Error::is_retryable);
-        }
+        self.0.unsettled = result.as_ref().is_err_and(Error::is_retryable);
         result
     }
 }
@@ -170,18 +184,12 @@ impl Deref for StatementConnection {
     type Target = AnyConnection;
 
     fn deref(&self) -> &AnyConnection {
-        match &self.0 {
-            Held::Lane(object) => &object.connection,
-            Held::Pool(connection) => connection,
-        }
+        &self.0.connection
     }
 }
 
 impl DerefMut for StatementConnection {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        match &mut self.0 {
-            Held::Lane(object) => &mut object.connection,
-            Held::Pool(connection) => connection,
-        }
+        &mut self.0.connection
     }
 }

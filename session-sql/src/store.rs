@@ -42,7 +42,7 @@ use sqlx::{AnyPool, Connection, Executor, Row};
 use crate::config::Config;
 use crate::dialect::{Dialect, Statements};
 use crate::error::{is_unique_violation, map, retry_deadlocks};
-use crate::lane::{statement_connection, Lane, StatementConnection};
+use crate::lane::{Lane, StatementConnection};
 use crate::purge::{purge, purge_periodically};
 use crate::row::{bind_record, ms, record_from_row, unsigned};
 use crate::schema::migrate;
@@ -56,8 +56,8 @@ pub(crate) struct Inner {
     /// Timeout and store name of every operation.
     pub(crate) runner: Runner,
     pub(crate) pool: AnyPool,
-    /// The connections of find and save on PostgreSQL and MySQL (see the `lane` module).
-    pub(crate) lane: Option<Lane>,
+    /// The connections of find and save (see the `lane` module).
+    pub(crate) lane: Lane,
     pub(crate) dialect: Dialect,
     pub(crate) sql: Statements,
     pub(crate) config: Config,
@@ -171,14 +171,20 @@ impl SqlStore {
             Dialect::Postgres | Dialect::Sqlite => true,
         };
         let statements = Statements::new(dialect, &config.table, returning);
+        let lane_size = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
         let lane = match dialect {
-            Dialect::Sqlite => None,
-            Dialect::Postgres | Dialect::MySql => Some(Lane::new(
-                &url,
-                usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+            Dialect::Sqlite => Lane::detached_from(
+                &pool,
+                lane_size,
                 config.timeout.mul_f64(0.9),
                 PING_IDLE_AFTER,
-            )?),
+            )?,
+            Dialect::Postgres | Dialect::MySql => Lane::new(
+                &url,
+                lane_size,
+                config.timeout.mul_f64(0.9),
+                PING_IDLE_AFTER,
+            )?,
         };
         let writer = Turn::default();
         let save_queue = (dialect == Dialect::Sqlite).then(|| {
@@ -221,16 +227,16 @@ impl SqlStore {
     }
 
     /// The connection pool (for tooling, benchmarks and tests). Transactions, the purge and
-    /// migrations run on it; on SQLite every statement does.
+    /// migrations run on it, and on SQLite the other writes.
     pub fn pool(&self) -> &AnyPool {
         &self.inner.pool
     }
 
     /// A connection of the kind find and save run their statements on: of the store's own
-    /// pool on PostgreSQL and MySQL, of sqlx's on SQLite (see [`StatementConnection`]). For
+    /// pool (see [`StatementConnection`]). For
     /// benchmarks that compare a plain loop with the store on the same connections.
     pub async fn statement_connection(&self) -> Result<StatementConnection> {
-        statement_connection(self.inner.lane.as_ref(), &self.inner.pool).await
+        self.inner.lane.get().await
     }
 
     /// The database dialect.

@@ -22,7 +22,7 @@ use sqlx::Row;
 
 use crate::dialect::Dialect;
 use crate::error::map;
-use crate::row::{bind_record, ms, record_from_row, unsigned};
+use crate::row::{bind_record, ms, record_from_row, unsigned, AnyQuery};
 use crate::store::SqlStore;
 use crate::writer::WriteTurn;
 
@@ -48,14 +48,33 @@ pub(crate) async fn compare_and_set<'c, E>(
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
-    let result = bind_record(sqlx::query(statement), record, attributes)
+    let result = bind_compare_and_set(
+        sqlx::query(statement),
+        key,
+        record,
+        attributes,
+        expected,
+        now,
+    )
+    .execute(executor)
+    .await
+    .map_err(map)?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Binds the parameters of one `save_if_version` statement to `query`, after those it has.
+pub(crate) fn bind_compare_and_set<'q>(
+    query: AnyQuery<'q>,
+    key: &SessionKey,
+    record: &SessionRecord,
+    attributes: Vec<u8>,
+    expected: u64,
+    now: u64,
+) -> AnyQuery<'q> {
+    bind_record(query, record, attributes)
         .bind(key.as_bytes().to_vec())
         .bind(ms(expected))
         .bind(ms(now))
-        .execute(executor)
-        .await
-        .map_err(map)?;
-    Ok(result.rows_affected() == 1)
 }
 
 impl SqlStore {

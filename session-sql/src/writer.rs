@@ -3,9 +3,10 @@
 
 use std::sync::{Arc, Mutex as SyncMutex};
 
+use futures_util::TryStreamExt;
 use session_core::raw::SessionRecord;
 use session_core::{Error, Result, SessionKey};
-use sqlx::{AnyConnection, AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Either, Executor};
 use tokio::sync::{mpsc, oneshot, MutexGuard};
 
 use crate::error::map;
@@ -84,7 +85,7 @@ pub(crate) struct SaveQueue {
     sender: SyncMutex<Option<mpsc::UnboundedSender<Request>>>,
     turn: Turn,
     pool: AnyPool,
-    statement: Arc<str>,
+    chunks: Arc<Chunks>,
 }
 
 impl SaveQueue {
@@ -93,7 +94,7 @@ impl SaveQueue {
             sender: SyncMutex::new(None),
             turn,
             pool,
-            statement: statement.into(),
+            chunks: Arc::new(Chunks::new(statement)),
         }
     }
 
@@ -146,7 +147,7 @@ impl SaveQueue {
             receiver,
             Arc::clone(&self.turn),
             self.pool.clone(),
-            Arc::clone(&self.statement),
+            Arc::clone(&self.chunks),
         ));
         *sender = Some(new.clone());
         new
@@ -166,7 +167,7 @@ async fn write_batches(
     mut receiver: mpsc::UnboundedReceiver<Request>,
     turn: Turn,
     pool: AnyPool,
-    statement: Arc<str>,
+    chunks: Arc<Chunks>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -176,18 +177,18 @@ async fn write_batches(
             continue;
         }
         let mut turn = WriteTurn::new(turn.lock().await, &pool);
-        serve(&mut turn, &statement, &mut batch).await;
+        serve(&mut turn, &chunks, &mut batch).await;
     }
 }
 
 /// Writes `batch` in one transaction; if that fails, or for a batch of one, one save at a
 /// time, so that each gets its own answer.
-async fn serve(turn: &mut WriteTurn<'_>, statement: &str, batch: &mut Vec<Request>) {
+async fn serve(turn: &mut WriteTurn<'_>, chunks: &Chunks, batch: &mut Vec<Request>) {
     if batch.len() > 1 {
         if let Ok(mut connection) = turn.take().await {
             // A connection whose transaction failed is dropped, not kept: closing it rolls
             // back whatever the transaction left.
-            if let Ok(written) = in_transaction(&mut connection, statement, batch).await {
+            if let Ok(written) = in_transaction(&mut connection, chunks, batch).await {
                 let _ = turn.settle(connection, Ok(()));
                 for (request, written) in batch.drain(..).zip(written) {
                     let _ = request.written.send(Ok(written));
@@ -199,7 +200,7 @@ async fn serve(turn: &mut WriteTurn<'_>, statement: &str, batch: &mut Vec<Reques
     for request in batch.drain(..) {
         let written = match turn.take().await {
             Ok(mut connection) => {
-                let written = compare_and_set(&mut connection, statement, &request).await;
+                let written = compare_and_set(&mut connection, chunks.statement(1), &request).await;
                 turn.settle(connection, written)
             }
             Err(error) => Err(error),
@@ -210,18 +211,71 @@ async fn serve(turn: &mut WriteTurn<'_>, statement: &str, batch: &mut Vec<Reques
 
 /// Runs the batch's statements in one transaction; whether each wrote its row. After a
 /// failure nothing of it is committed.
+///
+/// The statements go to the connection's thread in chunks of a power of two, each chunk one
+/// message of that many statements: every message to that thread and its answer are two
+/// thread wake-ups, which cost more than the statement itself. Chunks of powers of two keep
+/// the prepared texts few (seven), where one per batch length would be 64.
 async fn in_transaction(
     connection: &mut AnyConnection,
-    statement: &str,
+    chunks: &Chunks,
     batch: &[Request],
 ) -> Result<Vec<bool>> {
     connection.execute("BEGIN IMMEDIATE").await.map_err(map)?;
     let mut written = Vec::with_capacity(batch.len());
-    for request in batch {
-        written.push(compare_and_set(connection, statement, request).await?);
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(1 << rest.len().ilog2());
+        let mut query = sqlx::query(chunks.statement(chunk.len()));
+        for request in chunk {
+            query = save::bind_compare_and_set(
+                query,
+                &request.key,
+                &request.record,
+                request.attributes.clone(),
+                request.expected,
+                request.now,
+            );
+        }
+        let mut results = connection.fetch_many(query);
+        while let Some(result) = results.try_next().await.map_err(map)? {
+            if let Either::Left(done) = result {
+                written.push(done.rows_affected() == 1);
+            }
+        }
+        rest = tail;
+    }
+    if written.len() != batch.len() {
+        return Err(Error::backend(format!(
+            "a batch of {} saves answered {} results",
+            batch.len(),
+            written.len()
+        )));
     }
     connection.execute("COMMIT").await.map_err(map)?;
     Ok(written)
+}
+
+/// The compare-and-set statement repeated 1, 2, 4 … [`MAX_BATCH`] times, one text each: SQLite
+/// runs a text's statements in order, binding the arguments in order.
+#[derive(Debug)]
+pub(crate) struct Chunks(Vec<String>);
+
+impl Chunks {
+    fn new(statement: &str) -> Self {
+        let mut texts = Vec::new();
+        let mut n = 1;
+        while n <= MAX_BATCH {
+            texts.push(vec![statement; n].join("; "));
+            n *= 2;
+        }
+        Chunks(texts)
+    }
+
+    /// The text of `n` statements; `n` is a power of two up to [`MAX_BATCH`].
+    fn statement(&self, n: usize) -> &str {
+        &self.0[n.ilog2() as usize]
+    }
 }
 
 /// [`save::compare_and_set`] of `request` on `connection`.

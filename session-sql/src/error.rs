@@ -13,7 +13,17 @@ use sqlx::error::ErrorKind;
 /// | MySQL/MariaDB | `1040` too many connections, `1205` lock wait timeout, `1213` deadlock (after the store's own retries), `1053` server shutdown, `2006` server gone away, `2013` lost connection, `1927` connection killed; SQLSTATE class `08` |
 /// | SQLite | `5` busy, `6` locked and their extended codes `261`, `262`, `517` |
 pub(crate) fn map(error: sqlx::Error) -> Error {
-    let transient = match &error {
+    if is_transient(&error) {
+        Error::unavailable(error)
+    } else {
+        Error::backend(error)
+    }
+}
+
+/// Whether [`map`] makes `error` retryable: a failure of the connection or the server, not of
+/// the statement.
+pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
@@ -24,11 +34,6 @@ pub(crate) fn map(error: sqlx::Error) -> Error {
             is_transient_code(db.code().as_deref()) || is_transient_mysql_number(&**db)
         }
         _ => false,
-    };
-    if transient {
-        Error::unavailable(error)
-    } else {
-        Error::backend(error)
     }
 }
 

@@ -36,7 +36,7 @@ use session_core::{
     async_trait, Capabilities, Error, EventSubscription, Operation, Result, Session, SessionId,
     SessionInfo, SessionKey, SessionRepository, SessionSettings,
 };
-use sqlx::any::AnyPoolOptions;
+use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::{AnyPool, Connection, Executor, Row};
 
 use crate::config::Config;
@@ -44,7 +44,7 @@ use crate::dialect::{Dialect, Statements};
 use crate::error::{is_unique_violation, map, retry_deadlocks};
 use crate::lane::{Lane, StatementConnection};
 use crate::purge::{purge, purge_periodically};
-use crate::row::{bind_record, ms, record_from_row, unsigned};
+use crate::row::{bind_record, ms, record_from_row, unsigned, AnyQuery};
 use crate::schema::migrate;
 use crate::writer::{SaveQueue, Turn, WriteTurn};
 
@@ -72,6 +72,19 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Runs the write `query` (create, touch, delete): on SQLite in the write turn and on the
+    /// writer's connection, which then keeps its page cache (see [`WriteTurn`]); elsewhere on
+    /// the pool.
+    pub(crate) async fn execute_write(
+        &self,
+        query: AnyQuery<'_>,
+    ) -> std::result::Result<AnyQueryResult, sqlx::Error> {
+        match self.write_turn().await {
+            Some(mut turn) => turn.execute(query).await,
+            None => query.execute(&self.pool).await,
+        }
+    }
+
     /// Held around every write statement on SQLite; no-op elsewhere.
     pub(crate) async fn write_turn(&self) -> Option<WriteTurn<'_>> {
         match self.dialect {
@@ -227,7 +240,7 @@ impl SqlStore {
     }
 
     /// The connection pool (for tooling, benchmarks and tests). Transactions, the purge and
-    /// migrations run on it, and on SQLite the other writes.
+    /// migrations run on it.
     pub fn pool(&self) -> &AnyPool {
         &self.inner.pool
     }
@@ -271,12 +284,12 @@ impl SqlStore {
         record: &SessionRecord,
         attributes: &[u8],
     ) -> Result<bool> {
-        let _turn = self.inner.write_turn().await;
         let query = sqlx::query(&self.inner.sql.insert)
             .bind(key.as_bytes().to_vec())
             .bind(ms(record.created_at_ms));
-        let inserted = bind_record(query, record, attributes.to_vec())
-            .execute(&self.inner.pool)
+        let inserted = self
+            .inner
+            .execute_write(bind_record(query, record, attributes.to_vec()))
             .await;
         match inserted {
             Ok(_) => Ok(true),
@@ -287,17 +300,13 @@ impl SqlStore {
 
     async fn touch_now(&self, key: &SessionKey) -> Result<()> {
         let now = ms(now_millis());
-        let turn = self.inner.write_turn().await;
-        let touched = sqlx::query(&self.inner.sql.touch)
+        let touch = sqlx::query(&self.inner.sql.touch)
             .bind(now)
             .bind(now)
             .bind(now)
             .bind(key.as_bytes().to_vec())
-            .bind(now)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(map)?;
-        drop(turn);
+            .bind(now);
+        let touched = self.inner.execute_write(touch).await.map_err(map)?;
         // MySQL counts changed rows: a touch within the same millisecond changes nothing.
         if touched.rows_affected() == 0 && self.live_version(key, unsigned(now)).await?.is_none() {
             return Err(Error::NotFound);
@@ -306,12 +315,8 @@ impl SqlStore {
     }
 
     async fn delete_now(&self, key: &SessionKey) -> Result<()> {
-        let _turn = self.inner.write_turn().await;
-        sqlx::query(&self.inner.sql.delete)
-            .bind(key.as_bytes().to_vec())
-            .execute(&self.inner.pool)
-            .await
-            .map_err(map)?;
+        let delete = sqlx::query(&self.inner.sql.delete).bind(key.as_bytes().to_vec());
+        self.inner.execute_write(delete).await.map_err(map)?;
         Ok(())
     }
 
@@ -522,11 +527,12 @@ impl SessionRepository for SqlStore {
         check_principal_query(principal, &self.settings)?;
         self.run(Operation::DeleteByPrincipal, async {
             retry_deadlocks!(async {
-                let _turn = self.inner.write_turn().await;
-                Ok(sqlx::query(&self.inner.sql.delete_by_principal)
+                let delete = sqlx::query(&self.inner.sql.delete_by_principal)
                     .bind(principal.as_bytes().to_vec())
-                    .bind(ms(now_millis()))
-                    .execute(&self.inner.pool)
+                    .bind(ms(now_millis()));
+                Ok(self
+                    .inner
+                    .execute_write(delete)
                     .await
                     .map_err(map)?
                     .rows_affected())

@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex as SyncMutex};
 use futures_util::TryStreamExt;
 use session_core::raw::SessionRecord;
 use session_core::{Error, Result, SessionKey};
+use sqlx::any::AnyQueryResult;
 use sqlx::{AnyConnection, AnyPool, Either, Executor};
 use tokio::sync::{mpsc, oneshot, MutexGuard};
 
-use crate::error::map;
+use crate::error::{is_transient, map};
+use crate::row::AnyQuery;
 use crate::save;
 
 /// Saves one batch commits at most.
@@ -26,7 +28,8 @@ pub(crate) type Turn = Arc<tokio::sync::Mutex<Option<AnyConnection>>>;
 /// instead of polling SQLite's lock with growing sleeps (which starved some of them for 100 ms
 /// at a time under load); other processes are still handled by the busy timeout.
 ///
-/// The saves' writes run on the turn's own connection, always the same one: SQLite drops a
+/// The saves' writes, creates, touches and deletes run on the turn's own connection, always
+/// the same one (rotation and the purge, rare and transactional, run on the pool's): SQLite drops a
 /// connection's page cache whenever another connection wrote to the file since its last
 /// transaction, so a write on whichever connection of the pool re-read the pages of its row's
 /// B-tree path from the OS, inside the turn, which every save waits for. The connection is
@@ -46,10 +49,28 @@ impl<'a> WriteTurn<'a> {
     /// The writer's connection, to be handed back with [`WriteTurn::settle`]; dropped instead
     /// if it is not (its statement was cancelled).
     pub(crate) async fn take(&mut self) -> Result<AnyConnection> {
+        self.take_raw().await.map_err(map)
+    }
+
+    async fn take_raw(&mut self) -> std::result::Result<AnyConnection, sqlx::Error> {
         match self.writer.take() {
             Some(connection) => Ok(connection),
-            None => Ok(self.pool.acquire().await.map_err(map)?.detach()),
+            None => Ok(self.pool.acquire().await?.detach()),
         }
+    }
+
+    /// Runs `query` on the writer's connection (a write other than a save's: create, touch,
+    /// delete), keeping the connection unless the statement failed on it.
+    pub(crate) async fn execute(
+        &mut self,
+        query: AnyQuery<'_>,
+    ) -> std::result::Result<AnyQueryResult, sqlx::Error> {
+        let mut connection = self.take_raw().await?;
+        let result = query.execute(&mut connection).await;
+        if !result.as_ref().is_err_and(is_transient) {
+            *self.writer = Some(connection);
+        }
+        result
     }
 
     /// Keeps `connection` for the next turn unless `result` is a failure of the connection

@@ -33,7 +33,7 @@ use sqlx::{AnyConnection, AnyPool, Connection};
 use crate::error::map;
 
 /// Where the lane's connections come from.
-enum Source {
+pub(crate) enum Source {
     /// Opened from the URL (PostgreSQL, MySQL).
     Url(AnyConnectOptions),
     /// Taken from sqlx's pool and detached from it (SQLite, see the module).
@@ -102,31 +102,18 @@ pub(crate) struct Lane {
     pool: Pool<Connector>,
 }
 
+impl Source {
+    /// Connections opened from `url`.
+    pub(crate) fn url(url: &str) -> Result<Self> {
+        url.parse()
+            .map(Source::Url)
+            .map_err(|error| Error::Config(format!("database URL: {error}")))
+    }
+}
+
 impl Lane {
-    /// A lane of connections opened from `url`.
+    /// A lane of up to `size` connections from `source`.
     pub(crate) fn new(
-        url: &str,
-        size: usize,
-        timeout: Duration,
-        ping_idle_after: Duration,
-    ) -> Result<Self> {
-        let options: AnyConnectOptions = url
-            .parse()
-            .map_err(|error| Error::Config(format!("database URL: {error}")))?;
-        Self::build(Source::Url(options), size, timeout, ping_idle_after)
-    }
-
-    /// A lane of connections taken from `pool` and detached from it (SQLite).
-    pub(crate) fn detached_from(
-        pool: &AnyPool,
-        size: usize,
-        timeout: Duration,
-        ping_idle_after: Duration,
-    ) -> Result<Self> {
-        Self::build(Source::Pool(pool.clone()), size, timeout, ping_idle_after)
-    }
-
-    fn build(
         source: Source,
         size: usize,
         timeout: Duration,

@@ -42,7 +42,7 @@ use sqlx::{AnyPool, Connection, Executor, Row};
 use crate::config::Config;
 use crate::dialect::{Dialect, Statements};
 use crate::error::{is_unique_violation, map, retry_deadlocks};
-use crate::lane::{Lane, StatementConnection};
+use crate::lane::{Lane, Source, StatementConnection};
 use crate::purge::{purge, purge_periodically};
 use crate::row::{bind_record, ms, record_from_row, unsigned, AnyQuery};
 use crate::schema::migrate;
@@ -184,21 +184,16 @@ impl SqlStore {
             Dialect::Postgres | Dialect::Sqlite => true,
         };
         let statements = Statements::new(dialect, &config.table, returning);
-        let lane_size = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
-        let lane = match dialect {
-            Dialect::Sqlite => Lane::detached_from(
-                &pool,
-                lane_size,
-                config.timeout.mul_f64(0.9),
-                PING_IDLE_AFTER,
-            )?,
-            Dialect::Postgres | Dialect::MySql => Lane::new(
-                &url,
-                lane_size,
-                config.timeout.mul_f64(0.9),
-                PING_IDLE_AFTER,
-            )?,
+        let source = match dialect {
+            Dialect::Sqlite => Source::Pool(pool.clone()),
+            Dialect::Postgres | Dialect::MySql => Source::url(&url)?,
         };
+        let lane = Lane::new(
+            source,
+            usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+            config.timeout.mul_f64(0.9),
+            PING_IDLE_AFTER,
+        )?;
         let writer = Turn::default();
         let save_queue = (dialect == Dialect::Sqlite).then(|| {
             SaveQueue::new(
@@ -246,8 +241,8 @@ impl SqlStore {
     }
 
     /// A connection of the kind find and save run their statements on: of the store's own
-    /// pool (see [`StatementConnection`]). For
-    /// benchmarks that compare a plain loop with the store on the same connections.
+    /// pool (see [`StatementConnection`]). For benchmarks that compare a plain loop with the
+    /// store on the same connections.
     pub async fn statement_connection(&self) -> Result<StatementConnection> {
         self.inner.lane.get().await
     }

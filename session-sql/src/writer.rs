@@ -29,8 +29,8 @@ pub(crate) type Turn = Arc<tokio::sync::Mutex<Option<AnyConnection>>>;
 /// at a time under load); other processes are still handled by the busy timeout.
 ///
 /// The saves' writes, creates, touches and deletes run on the turn's own connection, always
-/// the same one (rotation and the purge, rare and transactional, run on the pool's): SQLite drops a
-/// connection's page cache whenever another connection wrote to the file since its last
+/// the same one (rotation and the purge, rare and transactional, run on the pool's): SQLite
+/// drops a connection's page cache whenever another connection wrote to the file since its last
 /// transaction, so a write on whichever connection of the pool re-read the pages of its row's
 /// B-tree path from the OS, inside the turn, which every save waits for. The connection is
 /// taken from the pool and detached from it (so it never holds a connection the pool counts,
@@ -67,19 +67,22 @@ impl<'a> WriteTurn<'a> {
     ) -> std::result::Result<AnyQueryResult, sqlx::Error> {
         let mut connection = self.take_raw().await?;
         let result = query.execute(&mut connection).await;
-        if !result.as_ref().is_err_and(is_transient) {
-            *self.writer = Some(connection);
-        }
+        self.keep_unless(connection, result.as_ref().is_err_and(is_transient));
         result
     }
 
     /// Keeps `connection` for the next turn unless `result` is a failure of the connection
     /// (a transient error).
     pub(crate) fn settle<T>(&mut self, connection: AnyConnection, result: Result<T>) -> Result<T> {
-        if !result.as_ref().is_err_and(Error::is_retryable) {
+        self.keep_unless(connection, result.as_ref().is_err_and(Error::is_retryable));
+        result
+    }
+
+    /// Keeps `connection` for the next turn, unless its statement `failed_on_connection`.
+    fn keep_unless(&mut self, connection: AnyConnection, failed_on_connection: bool) {
+        if !failed_on_connection {
             *self.writer = Some(connection);
         }
-        result
     }
 }
 

@@ -19,6 +19,7 @@
 //! and the crate README.
 #![deny(missing_docs)]
 
+mod checkpoint;
 mod config;
 mod dialect;
 mod error;

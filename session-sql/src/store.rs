@@ -46,7 +46,7 @@ use crate::lane::{Lane, Source, StatementConnection};
 use crate::purge::{purge, purge_periodically};
 use crate::row::{bind_record, ms, record_from_row, unsigned, AnyQuery};
 use crate::schema::migrate;
-use crate::writer::{SaveQueue, Turn, WriteTurn};
+use crate::writer::{SaveQueue, Turn, WriteTurn, Writer};
 
 /// A pooled connection idle this long is pinged before use (see [`SqlStore::open`]).
 const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -88,7 +88,7 @@ impl Inner {
     /// Held around every write statement on SQLite; no-op elsewhere.
     pub(crate) async fn write_turn(&self) -> Option<WriteTurn<'_>> {
         match self.dialect {
-            Dialect::Sqlite => Some(WriteTurn::new(self.writer.lock().await, &self.pool)),
+            Dialect::Sqlite => Some(self.writer.turn(&self.pool).await),
             _ => None,
         }
     }
@@ -194,7 +194,7 @@ impl SqlStore {
             config.timeout.mul_f64(0.9),
             PING_IDLE_AFTER,
         )?;
-        let writer = Turn::default();
+        let writer = Arc::new(Writer::new(pool.clone(), config.timeout * 6));
         let save_queue = (dialect == Dialect::Sqlite).then(|| {
             SaveQueue::new(
                 Arc::clone(&writer),

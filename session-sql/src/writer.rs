@@ -2,6 +2,7 @@
 //! in batches.
 
 use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use session_core::raw::SessionRecord;
@@ -10,6 +11,7 @@ use sqlx::any::AnyQueryResult;
 use sqlx::{AnyConnection, AnyPool, Either, Executor};
 use tokio::sync::{mpsc, oneshot, MutexGuard};
 
+use crate::checkpoint::Checkpoints;
 use crate::error::{is_transient, map};
 use crate::row::AnyQuery;
 use crate::save;
@@ -17,9 +19,36 @@ use crate::save;
 /// Saves one batch commits at most.
 const MAX_BATCH: usize = 64;
 
-/// The turn to write on SQLite, and the writer's connection, shared by the save queue and
-/// every other write.
-pub(crate) type Turn = Arc<tokio::sync::Mutex<Option<AnyConnection>>>;
+/// SQLite's writer, shared by the save queue and every other write: the turn to write, its
+/// connection, and the checkpoints its writes call for.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    connection: tokio::sync::Mutex<Option<AnyConnection>>,
+    checkpoints: Checkpoints,
+}
+
+impl Writer {
+    /// A writer whose connections are detached from `pool`, and whose checkpoints run on it,
+    /// each bounded by `timeout`.
+    pub(crate) fn new(pool: AnyPool, timeout: Duration) -> Self {
+        Writer {
+            connection: tokio::sync::Mutex::new(None),
+            checkpoints: Checkpoints::new(pool, timeout),
+        }
+    }
+
+    /// Waits for the turn to write.
+    pub(crate) async fn turn<'a>(&'a self, pool: &'a AnyPool) -> WriteTurn<'a> {
+        WriteTurn {
+            writer: self.connection.lock().await,
+            pool,
+            checkpoints: &self.checkpoints,
+        }
+    }
+}
+
+/// The writer, shared.
+pub(crate) type Turn = Arc<Writer>;
 
 /// The writer's turn on SQLite, held around every write statement (see
 /// [`Inner::write_turn`](crate::store::Inner::write_turn)).
@@ -36,16 +65,22 @@ pub(crate) type Turn = Arc<tokio::sync::Mutex<Option<AnyConnection>>>;
 /// taken from the pool and detached from it (so it never holds a connection the pool counts,
 /// and a private in-memory database is the pool's), and dropped after an error on the
 /// connection; the next turn detaches another.
+///
+/// The writer's connection leaves the write-ahead log's checkpoints to a task (see the
+/// `checkpoint` module), which every turn, as it ends, tells.
 pub(crate) struct WriteTurn<'a> {
     writer: MutexGuard<'a, Option<AnyConnection>>,
     pool: &'a AnyPool,
+    checkpoints: &'a Checkpoints,
+}
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        self.checkpoints.after_write();
+    }
 }
 
 impl<'a> WriteTurn<'a> {
-    pub(crate) fn new(writer: MutexGuard<'a, Option<AnyConnection>>, pool: &'a AnyPool) -> Self {
-        WriteTurn { writer, pool }
-    }
-
     /// The writer's connection, to be handed back with [`WriteTurn::settle`]; dropped instead
     /// if it is not (its statement was cancelled).
     pub(crate) async fn take(&mut self) -> Result<AnyConnection> {
@@ -55,7 +90,11 @@ impl<'a> WriteTurn<'a> {
     async fn take_raw(&mut self) -> std::result::Result<AnyConnection, sqlx::Error> {
         match self.writer.take() {
             Some(connection) => Ok(connection),
-            None => Ok(self.pool.acquire().await?.detach()),
+            None => {
+                let mut connection = self.pool.acquire().await?.detach();
+                connection.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                Ok(connection)
+            }
         }
     }
 
@@ -200,7 +239,7 @@ async fn write_batches(
         if batch.is_empty() {
             continue;
         }
-        let mut turn = WriteTurn::new(turn.lock().await, &pool);
+        let mut turn = turn.turn(&pool).await;
         serve(&mut turn, &chunks, &mut batch).await;
     }
 }

@@ -296,6 +296,64 @@ fn sqlite_saves_from_a_second_runtime() {
     }
 }
 
+/// SQLite's writer leaves the write-ahead log's checkpoints to a task of the store: the rows
+/// its writes append to the log reach the database file soon after, with fewer pages in the
+/// log than the 1,000 at which SQLite would checkpoint by itself; and again on a second
+/// runtime once the first one (where the task ran) has ended.
+#[test]
+fn sqlite_checkpoints_after_writes() {
+    let (url, path) = sqlite_url();
+    let table = namespace("checkpoints");
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // 40 sessions of 20 KB: some 200 pages of 4 KB.
+    let write = |store: SqlStore, round: u32| async move {
+        for n in 0..40u32 {
+            let mut session = store.new_session();
+            let filler: String = (0..20_000u32)
+                .map(|i| char::from(b'a' + ((i * 7 + n * 13 + round) % 26) as u8))
+                .collect();
+            session.insert("filler", &filler).unwrap();
+            store.create(&mut session).await.unwrap();
+        }
+    };
+    let file_size = || std::fs::metadata(&path).unwrap().len();
+    let grows_past = |bytes: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while file_size() < bytes {
+            assert!(
+                Instant::now() < deadline,
+                "the database file is {} bytes, not {bytes}: the log was not checkpointed",
+                file_size()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let first = runtime();
+    let store = first.block_on(async {
+        let store = open(&url, &table, SessionSettings::default()).await;
+        let before = file_size();
+        write(store.clone(), 1).await;
+        grows_past(before + 700_000).await;
+        store
+    });
+    drop(first);
+    runtime().block_on(async {
+        let before = file_size();
+        write(store.clone(), 2).await;
+        grows_past(before + 700_000).await;
+    });
+    drop(store);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
 /// The store the shared fault cases run on: a table of its own, their operation timeout, no
 /// background purge.
 async fn fault_store(

@@ -75,13 +75,17 @@ pub(crate) const POSTGRES_TUNING: [&str; 8] = [
 /// for the store, the raw baseline and the peer, ~0.4 GB each) thrashed a 128 MiB pool, and
 /// the rows then measured page eviction (the store's large cycle at 0.42× of the peer's with
 /// the default, parity with 2 GiB). InnoDB takes the pool's memory only as it fills, so the
-/// tests do not use more.
+/// tests do not use more. A large session's save puts some 40 KB in the redo log (the new
+/// blob's pages and the undo of the old), so at 6,000 saves a second a 256 MiB log filled in
+/// about a second and InnoDB flushed pages in bursts to free it: stalls of tens of
+/// milliseconds that fell on whichever row ran then (the store's large cycle at 0.84–1.19×
+/// of the peer's over four runs; 1.30–1.42× over three with 1 GiB).
 pub(crate) const MARIADB_TUNING: [&str; 5] = [
     "--skip-log-bin",
     "--innodb-flush-log-at-trx-commit=0",
     "--max-connections=300",
     "--innodb-buffer-pool-size=2G",
-    "--innodb-log-file-size=256M",
+    "--innodb-log-file-size=1G",
 ];
 
 /// How long a started server may take to answer its readiness probe.

@@ -88,7 +88,7 @@ impl Inner {
     /// Held around every write statement on SQLite; no-op elsewhere.
     pub(crate) async fn write_turn(&self) -> Option<WriteTurn<'_>> {
         match self.dialect {
-            Dialect::Sqlite => Some(self.writer.turn(&self.pool).await),
+            Dialect::Sqlite => Some(self.writer.turn().await),
             _ => None,
         }
     }
@@ -195,13 +195,8 @@ impl SqlStore {
             PING_IDLE_AFTER,
         )?;
         let writer = Arc::new(Writer::new(pool.clone(), config.timeout * 6));
-        let save_queue = (dialect == Dialect::Sqlite).then(|| {
-            SaveQueue::new(
-                Arc::clone(&writer),
-                pool.clone(),
-                &statements.save_if_version,
-            )
-        });
+        let save_queue = (dialect == Dialect::Sqlite)
+            .then(|| SaveQueue::new(Arc::clone(&writer), &statements.save_if_version));
         let inner = Arc::new(Inner {
             runner,
             lane,

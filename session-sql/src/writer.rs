@@ -24,6 +24,7 @@ const MAX_BATCH: usize = 64;
 #[derive(Debug)]
 pub(crate) struct Writer {
     connection: tokio::sync::Mutex<Option<AnyConnection>>,
+    pool: AnyPool,
     checkpoints: Checkpoints,
 }
 
@@ -33,15 +34,16 @@ impl Writer {
     pub(crate) fn new(pool: AnyPool, timeout: Duration) -> Self {
         Writer {
             connection: tokio::sync::Mutex::new(None),
-            checkpoints: Checkpoints::new(pool, timeout),
+            checkpoints: Checkpoints::new(pool.clone(), timeout),
+            pool,
         }
     }
 
     /// Waits for the turn to write.
-    pub(crate) async fn turn<'a>(&'a self, pool: &'a AnyPool) -> WriteTurn<'a> {
+    pub(crate) async fn turn(&self) -> WriteTurn<'_> {
         WriteTurn {
             writer: self.connection.lock().await,
-            pool,
+            pool: &self.pool,
             checkpoints: &self.checkpoints,
         }
     }
@@ -147,16 +149,14 @@ struct Request {
 pub(crate) struct SaveQueue {
     sender: SyncMutex<Option<mpsc::UnboundedSender<Request>>>,
     turn: Turn,
-    pool: AnyPool,
     chunks: Arc<Chunks>,
 }
 
 impl SaveQueue {
-    pub(crate) fn new(turn: Turn, pool: AnyPool, statement: &str) -> Self {
+    pub(crate) fn new(turn: Turn, statement: &str) -> Self {
         SaveQueue {
             sender: SyncMutex::new(None),
             turn,
-            pool,
             chunks: Arc::new(Chunks::new(statement)),
         }
     }
@@ -209,7 +209,6 @@ impl SaveQueue {
         tokio::spawn(write_batches(
             receiver,
             Arc::clone(&self.turn),
-            self.pool.clone(),
             Arc::clone(&self.chunks),
         ));
         *sender = Some(new.clone());
@@ -229,7 +228,6 @@ impl SaveQueue {
 async fn write_batches(
     mut receiver: mpsc::UnboundedReceiver<Request>,
     turn: Turn,
-    pool: AnyPool,
     chunks: Arc<Chunks>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -239,7 +237,7 @@ async fn write_batches(
         if batch.is_empty() {
             continue;
         }
-        let mut turn = turn.turn(&pool).await;
+        let mut turn = turn.turn().await;
         serve(&mut turn, &chunks, &mut batch).await;
     }
 }

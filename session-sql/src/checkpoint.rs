@@ -33,23 +33,21 @@ pub(crate) const PAUSE: Duration = Duration::from_millis(20);
 pub(crate) struct Checkpoints {
     /// Holds at most one wake-up: a turn that finds it full is covered by the checkpoint to come.
     sender: SyncMutex<Option<mpsc::Sender<()>>>,
-    pool: AnyPool,
     /// Bounds one checkpoint.
     timeout: Duration,
 }
 
 impl Checkpoints {
-    pub(crate) fn new(pool: AnyPool, timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration) -> Self {
         Checkpoints {
             sender: SyncMutex::new(None),
-            pool,
             timeout,
         }
     }
 
-    /// A write turn ended: a checkpoint follows within [`PAUSE`] (after the one under way, if
-    /// any).
-    pub(crate) fn after_write(&self) {
+    /// A write turn ended: a checkpoint on `pool` follows within [`PAUSE`] (after the one
+    /// under way, if any).
+    pub(crate) fn after_write(&self, pool: &AnyPool) {
         let mut sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(task) = sender.as_ref() {
             match task.try_send(()) {
@@ -63,11 +61,7 @@ impl Checkpoints {
         };
         let (task, writes) = mpsc::channel(1);
         let _ = task.try_send(());
-        runtime.spawn(checkpoint_after_writes(
-            writes,
-            self.pool.clone(),
-            self.timeout,
-        ));
+        runtime.spawn(checkpoint_after_writes(writes, pool.clone(), self.timeout));
         *sender = Some(task);
     }
 }

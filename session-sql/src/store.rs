@@ -46,7 +46,7 @@ use crate::lane::{Lane, Source, StatementConnection};
 use crate::purge::{purge, purge_periodically};
 use crate::row::{bind_record, ms, record_from_row, unsigned, AnyQuery};
 use crate::schema::migrate;
-use crate::writer::{SaveQueue, Turn, WriteTurn, Writer};
+use crate::writer::{SaveQueue, WriteTurn, Writer};
 
 /// A pooled connection idle this long is pinged before use (see [`SqlStore::open`]).
 const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -66,7 +66,7 @@ pub(crate) struct Inner {
     /// `Expired` events for the rows this instance purges.
     pub(crate) events: EventBus,
     /// SQLite's writer connection, and the turn to write (see [`WriteTurn`]).
-    writer: Turn,
+    writer: Arc<Writer>,
     /// SQLite's saves (see [`SaveQueue`]).
     pub(crate) save_queue: Option<SaveQueue>,
 }

@@ -34,8 +34,8 @@ impl Writer {
     pub(crate) fn new(pool: AnyPool, timeout: Duration) -> Self {
         Writer {
             connection: tokio::sync::Mutex::new(None),
-            checkpoints: Checkpoints::new(pool.clone(), timeout),
             pool,
+            checkpoints: Checkpoints::new(timeout),
         }
     }
 
@@ -48,9 +48,6 @@ impl Writer {
         }
     }
 }
-
-/// The writer, shared.
-pub(crate) type Turn = Arc<Writer>;
 
 /// The writer's turn on SQLite, held around every write statement (see
 /// [`Inner::write_turn`](crate::store::Inner::write_turn)).
@@ -78,7 +75,7 @@ pub(crate) struct WriteTurn<'a> {
 
 impl Drop for WriteTurn<'_> {
     fn drop(&mut self) {
-        self.checkpoints.after_write();
+        self.checkpoints.after_write(self.pool);
     }
 }
 
@@ -148,15 +145,15 @@ struct Request {
 #[derive(Debug)]
 pub(crate) struct SaveQueue {
     sender: SyncMutex<Option<mpsc::UnboundedSender<Request>>>,
-    turn: Turn,
+    writer: Arc<Writer>,
     chunks: Arc<Chunks>,
 }
 
 impl SaveQueue {
-    pub(crate) fn new(turn: Turn, statement: &str) -> Self {
+    pub(crate) fn new(writer: Arc<Writer>, statement: &str) -> Self {
         SaveQueue {
             sender: SyncMutex::new(None),
-            turn,
+            writer,
             chunks: Arc::new(Chunks::new(statement)),
         }
     }
@@ -208,7 +205,7 @@ impl SaveQueue {
         let (new, receiver) = mpsc::unbounded_channel();
         tokio::spawn(write_batches(
             receiver,
-            Arc::clone(&self.turn),
+            Arc::clone(&self.writer),
             Arc::clone(&self.chunks),
         ));
         *sender = Some(new.clone());
@@ -227,7 +224,7 @@ impl SaveQueue {
 /// [`MAX_BATCH`]), and writes them in the turn.
 async fn write_batches(
     mut receiver: mpsc::UnboundedReceiver<Request>,
-    turn: Turn,
+    writer: Arc<Writer>,
     chunks: Arc<Chunks>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -237,7 +234,7 @@ async fn write_batches(
         if batch.is_empty() {
             continue;
         }
-        let mut turn = turn.turn().await;
+        let mut turn = writer.turn().await;
         serve(&mut turn, &chunks, &mut batch).await;
     }
 }

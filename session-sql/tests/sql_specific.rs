@@ -17,6 +17,22 @@ fn sqlite_url() -> (String, std::path::PathBuf) {
     (format!("sqlite://{}", path.display()), path)
 }
 
+/// Removes the database file at `path` and its write-ahead log and index.
+fn remove_sqlite_files(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+/// A runtime of one worker, for the tests that use a store from one runtime after another.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 async fn open(url: &str, table: &str, settings: SessionSettings) -> SqlStore {
     let config = Config::from_url(url)
         .unwrap()
@@ -255,9 +271,7 @@ async fn sqlite_two_pools_share_one_file() {
         assert_eq!(stored.get::<u32>(&format!("t{task}")).unwrap(), Some(19));
     }
     assert_eq!(stored.version(), 32 * 20);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    remove_sqlite_files(&path);
 }
 
 /// SQLite's saves are written by a task on the runtime of the first save; a store used from
@@ -266,13 +280,6 @@ async fn sqlite_two_pools_share_one_file() {
 fn sqlite_saves_from_a_second_runtime() {
     let (url, path) = sqlite_url();
     let table = namespace("runtimes");
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     let first = runtime();
     let (store, id) = first.block_on(async {
         let store = open(&url, &table, SessionSettings::default()).await;
@@ -291,9 +298,7 @@ fn sqlite_saves_from_a_second_runtime() {
         let stored = store.find(&id).await.unwrap().unwrap();
         assert_eq!(stored.get::<u32>("round").unwrap(), Some(2));
     });
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    remove_sqlite_files(&path);
 }
 
 /// SQLite's writer leaves the write-ahead log's checkpoints to a task of the store: the rows
@@ -304,13 +309,6 @@ fn sqlite_saves_from_a_second_runtime() {
 fn sqlite_checkpoints_after_writes() {
     let (url, path) = sqlite_url();
     let table = namespace("checkpoints");
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     // 40 sessions of 20 KB: some 200 pages of 4 KB.
     let write = |store: SqlStore, round: u32| async move {
         for n in 0..40u32 {
@@ -349,9 +347,7 @@ fn sqlite_checkpoints_after_writes() {
         grows_past(before + 700_000).await;
     });
     drop(store);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    remove_sqlite_files(&path);
 }
 
 /// The store the shared fault cases run on: a table of its own, their operation timeout, no

@@ -15,10 +15,11 @@
 //! and writes again (see the `save` module). A read is one HGET of the metadata field when the
 //! near cache holds a copy that the field confirms, else one HGETALL.
 //!
-//! On a server whose `SET` has `IFEQ`, a store may write the string layout instead (the
-//! `strings` module; [`Layout`]): one string per session at the same key, its expiry at the
-//! deadline; a read is one `GET`, a save one `SET … IFEQ` comparing the whole value the saver
-//! loaded (the `save_string` module). Every store reads, saves, touches and deletes sessions of
+//! A store may write the string layout instead (the `strings` module; [`Layout`], the
+//! default): one string per session at the same key, its expiry at the deadline; a read is one
+//! `GET`, a save one `SET … IFDEQ` (Redis 8.4+) or `SET … IFEQ` (Valkey 8.1+) comparing the
+//! value the saver loaded, or a script where the server has neither (the `save_string`
+//! module). Every store reads, saves, touches and deletes sessions of
 //! both layouts: the touch and delete scripts look at the key's type, and a read that meets
 //! the other type reads it as the other layout.
 //!
@@ -51,6 +52,7 @@ use crate::meta::{
     attributes_field, index_score, packed_attributes, parse_hash, push_metadata, Fields, Meta,
     INLINE_TOKEN,
 };
+use crate::save_string::Comparison;
 use crate::scripts;
 use crate::strings;
 
@@ -68,9 +70,9 @@ pub(crate) struct Inner {
     pub(crate) strings: bool,
     /// Tags what this store attaches to the sessions it loads (see [`LOADED_HASH`]).
     pub(crate) instance: u64,
-    /// Whether a server refused `SET … IFEQ` since the store opened (see the `save_string`
-    /// module): string saves then go through a script.
-    pub(crate) ifeq_refused: std::sync::atomic::AtomicBool,
+    /// How string saves compare the stored value, a [`Comparison`] found when the store opened
+    /// and lowered when a server refuses it (see the `save_string` module).
+    pub(crate) comparison: std::sync::atomic::AtomicU8,
     /// The next packed-attributes token (see [`RedisStore::next_token`]).
     tokens: std::sync::atomic::AtomicU64,
     /// Saves of one session in this process take turns (see the `save` module).
@@ -117,14 +119,14 @@ impl RedisStore {
                 listen(&config, ca.as_deref(), &events, stopped),
             )
             .await?;
-        // Strings, saved by `SET … IFEQ` where the server has it, else by a script.
-        let (strings, ifeq_refused) = match config.layout {
-            Layout::Hash => (false, false),
+        // Strings, saved by `SET … IFDEQ` or `IFEQ` where the server has it, else by a script.
+        let (strings, comparison) = match config.layout {
+            Layout::Hash => (false, Comparison::Script),
             _ => {
-                let supported = runner
-                    .run(Operation::Open, has_set_ifeq(&connection, &config))
+                let comparison = runner
+                    .run(Operation::Open, server_comparison(&connection, &config))
                     .await?;
-                (true, !supported)
+                (true, comparison)
             }
         };
         let near_cache =
@@ -139,7 +141,7 @@ impl RedisStore {
                 expiry_events,
                 strings,
                 instance: random_u64(),
-                ifeq_refused: std::sync::atomic::AtomicBool::new(ifeq_refused),
+                comparison: std::sync::atomic::AtomicU8::new(comparison as u8),
                 tokens: std::sync::atomic::AtomicU64::new(random_u64()),
                 turns: WriterTurns::with_stripes(4096),
                 _stop_listeners: stop,
@@ -753,23 +755,29 @@ fn none_if_wrong_type<T>(error: redis::RedisError) -> Result<Option<T>> {
     }
 }
 
-/// Whether the server's `SET` has `IFEQ` (Valkey 8.1 and later, Redis 8.4 and later): asked
-/// with a `SET` that writes nothing (the probe key does not hold the compared value). An older
-/// server refuses the syntax.
-async fn has_set_ifeq(connection: &Connection, config: &Config) -> Result<bool> {
-    let probe = redis::cmd("SET")
-        .arg(format!("{}layout-probe", config.prefix))
-        .arg("")
-        .arg("IFEQ")
-        .arg("\0 never stored")
-        .query_async::<Value>(&mut connection.clone())
-        .await;
-    match probe {
-        Ok(_) => Ok(true),
-        Err(error) if is_wrong_type(&error) => Ok(true),
-        Err(error) if crate::save_string::refuses_syntax(&error) => Ok(false),
-        Err(error) => Err(map(error)),
+/// The best comparison the server's `SET` has: `IFDEQ` (Redis 8.4 and later), `IFEQ` (Valkey
+/// 8.1 and later too), else none. Asked with `SET`s that write nothing (the probe key is never
+/// written, and neither condition creates a key); an older server refuses the syntax.
+async fn server_comparison(connection: &Connection, config: &Config) -> Result<Comparison> {
+    for (comparison, condition, operand) in [
+        (Comparison::Digest, "IFDEQ", "0000000000000000"),
+        (Comparison::Value, "IFEQ", "\0 never stored"),
+    ] {
+        let probe = redis::cmd("SET")
+            .arg(format!("{}layout-probe", config.prefix))
+            .arg("")
+            .arg(condition)
+            .arg(operand)
+            .query_async::<Value>(&mut connection.clone())
+            .await;
+        match probe {
+            Ok(_) => return Ok(comparison),
+            Err(error) if is_wrong_type(&error) => return Ok(comparison),
+            Err(error) if crate::save_string::refuses_syntax(&error) => {}
+            Err(error) => return Err(map(error)),
+        }
     }
+    Ok(Comparison::Script)
 }
 
 #[cfg(feature = "testing")]

@@ -12,11 +12,12 @@ use std::time::Duration;
 use session_core::raw::SessionInternals;
 use session_core::{Error, Session, SessionRepository, SessionRepositoryExt, SessionSettings};
 use session_redis::redis::{self, AsyncCommands};
-use session_redis::{Layout, RedisStore};
+use session_redis::{Comparison, Layout, RedisStore};
 
-/// Whether the server is one with `SET … IFEQ` (Valkey 8.1 or later, Redis 8.4 or later), from
-/// its `INFO`: the store finds out by trying the command, the test by the version.
-async fn server_has_ifeq(connection: &mut redis::aio::MultiplexedConnection) -> bool {
+/// The comparison a store of the string layout should find on the server, from its `INFO`
+/// (the store finds out by trying the commands, the test by the version): `SET … IFDEQ` on
+/// Redis 8.4 or later, `SET … IFEQ` on Valkey 8.1 or later, else a script.
+async fn expected_comparison(connection: &mut redis::aio::MultiplexedConnection) -> Comparison {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(connection)
@@ -34,18 +35,31 @@ async fn server_has_ifeq(connection: &mut redis::aio::MultiplexedConnection) -> 
             })
     };
     // Valkey also answers a `redis_version` (7.2.4, the Redis it forked from).
-    let has = match version("valkey_version:") {
-        Some(valkey) => valkey >= (8, 1),
-        None => version("redis_version:").is_some_and(|redis| redis >= (8, 4)),
+    let comparison = match version("valkey_version:") {
+        Some(valkey) if valkey >= (8, 1) => Comparison::Value,
+        Some(_) => Comparison::Script,
+        None => match version("redis_version:") {
+            Some(redis) if redis >= (8, 4) => Comparison::Digest,
+            _ => Comparison::Script,
+        },
     };
-    // CI's pass on Valkey sets this, so that these cases cannot pass by skipping there.
+    // CI's passes on Valkey and Redis 8 set these, so that these cases cannot pass by
+    // skipping there.
     if std::env::var_os("SESSION_TEST_REQUIRE_IFEQ").is_some() {
-        assert!(
-            has,
+        assert_ne!(
+            comparison,
+            Comparison::Script,
             "SESSION_TEST_REQUIRE_IFEQ is set but the server has no SET … IFEQ"
         );
     }
-    has
+    if std::env::var_os("SESSION_TEST_REQUIRE_IFDEQ").is_some() {
+        assert_eq!(
+            comparison,
+            Comparison::Digest,
+            "SESSION_TEST_REQUIRE_IFDEQ is set but the server has no SET … IFDEQ"
+        );
+    }
+    comparison
 }
 
 /// A store of `layout` on the same server and prefix as `store`.
@@ -84,6 +98,10 @@ async fn auto_picks_the_string_layout() {
     session.insert("a", &1).unwrap();
     store.create(&mut session).await.unwrap();
     assert_eq!(store.layout(), Layout::String);
+    assert_eq!(
+        store.comparison(),
+        expected_comparison(&mut connection).await
+    );
     assert_eq!(key_type(&mut connection, &store, &session).await, "string");
     let hashes = other(&store, Layout::Hash).await;
     assert_eq!(hashes.layout(), Layout::Hash);
@@ -422,7 +440,7 @@ async fn reads_and_saves_are_one_command_each() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let strings = server_has_ifeq(&mut connection).await;
+    let strings = expected_comparison(&mut connection).await != Comparison::Script;
     let layouts: &[Layout] = if strings {
         &[Layout::String, Layout::Hash]
     } else {
@@ -529,18 +547,20 @@ async fn reads_and_saves_are_one_command_each() {
     }
 }
 
-/// A session of the string layout on a server whose `SET` refuses `IFEQ` (a Cluster node of an
-/// older version, an older replica promoted by a failover; here a Redis 7, where the value is
-/// written by hand): read, saved through the script that stands in for `IFEQ`, merged when
-/// another copy saved first, touched and deleted. On a server with `IFEQ` the same steps run
-/// on it.
+/// A session of the string layout on a server whose `SET` refuses the comparison the store
+/// uses (a Cluster node of an older version, an older replica promoted by a failover): the
+/// store starts out with `IFDEQ` whatever the server, and the first save that is refused
+/// lowers it, step by step, to what the server has (on Redis 7 the script that stands in for
+/// `IFEQ`, where the value is written by hand; on Valkey `IFEQ`). The session is read, saved,
+/// merged when another copy saved first, touched and deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_string_session_is_saved_where_set_refuses_ifeq() {
+async fn a_string_session_is_saved_where_set_refuses_the_comparison() {
     let Some((store, mut connection, _)) =
         common::store_and_connection("refused", SessionSettings::default()).await
     else {
         return;
     };
+    store.assume_comparison(Comparison::Digest);
     // The layout's value, written as the `strings` module documents it.
     let now = session_core::raw::time::now_millis();
     let mut template = store.new_session();
@@ -577,6 +597,11 @@ async fn a_string_session_is_saved_where_set_refuses_ifeq() {
         .collect();
     assert_eq!(values, [Some(1), Some(2), Some(3), Some(4)]);
     assert_eq!(stored.version(), 3, "three saves");
+    assert_eq!(
+        store.comparison(),
+        expected_comparison(&mut connection).await,
+        "lowered to what the server has"
+    );
     store.delete(&id).await.unwrap();
     assert!(store.find(&id).await.unwrap().is_none());
 }

@@ -115,7 +115,7 @@ async fn purge_beside_savers(url: &str) {
 async fn sqlite_purge_beside_savers() {
     let (url, path) = sqlite_url();
     purge_beside_savers(&url).await;
-    let _ = std::fs::remove_file(path);
+    remove_sqlite_files(&path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +221,7 @@ fn bound_of((_, bound): (i64, i64)) -> i64 {
 async fn sqlite_expires_at_bounds_the_deadline() {
     let (url, path) = sqlite_url();
     expires_at_bounds_the_deadline(&url).await;
-    let _ = std::fs::remove_file(path);
+    remove_sqlite_files(&path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,7 +463,7 @@ async fn sqlite_has_the_first_step_only() {
     let (url, path) = sqlite_url();
     let store = open(&url, &namespace("steps"), SessionSettings::default()).await;
     assert_eq!(applied_steps(&store).await, [1]);
-    let _ = std::fs::remove_file(path);
+    remove_sqlite_files(&path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,10 +69,13 @@ pub(crate) fn purge_bound(record: &SessionRecord) -> u64 {
 /// Binds the columns every write of a whole record sets, in the order the statements of
 /// `dialect.rs` list them: last access, idle timeout, absolute lifetime, purge bound, principal,
 /// version, attributes.
+///
+/// The attributes are bound borrowed: sqlx copies a bound `Vec` once more when it encodes it,
+/// and a large session's attributes are tens of kilobytes.
 pub(crate) fn bind_record<'q>(
     query: AnyQuery<'q>,
     record: &SessionRecord,
-    attributes: Vec<u8>,
+    attributes: &'q [u8],
 ) -> AnyQuery<'q> {
     query
         .bind(ms(record.last_accessed_at_ms))

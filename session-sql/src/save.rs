@@ -41,7 +41,7 @@ pub(crate) async fn compare_and_set<'c, E>(
     statement: &str,
     key: &SessionKey,
     record: &SessionRecord,
-    attributes: Vec<u8>,
+    attributes: &[u8],
     expected: u64,
     now: u64,
 ) -> Result<bool>
@@ -67,7 +67,7 @@ pub(crate) fn bind_compare_and_set<'q>(
     query: AnyQuery<'q>,
     key: &SessionKey,
     record: &SessionRecord,
-    attributes: Vec<u8>,
+    attributes: &'q [u8],
     expected: u64,
     now: u64,
 ) -> AnyQuery<'q> {
@@ -96,7 +96,7 @@ impl SqlStore {
             &self.inner.sql.save_if_version,
             key,
             record,
-            attributes,
+            &attributes,
             expected,
             now,
         )

@@ -279,7 +279,7 @@ impl SqlStore {
             .bind(ms(record.created_at_ms));
         let inserted = self
             .inner
-            .execute_write(bind_record(query, record, attributes.to_vec()))
+            .execute_write(bind_record(query, record, attributes))
             .await;
         match inserted {
             Ok(_) => Ok(true),

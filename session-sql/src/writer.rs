@@ -290,7 +290,7 @@ async fn in_transaction(
                 query,
                 &request.key,
                 &request.record,
-                request.attributes.clone(),
+                &request.attributes,
                 request.expected,
                 request.now,
             );
@@ -347,7 +347,7 @@ async fn compare_and_set(
         statement,
         &request.key,
         &request.record,
-        request.attributes.clone(),
+        &request.attributes,
         request.expected,
         request.now,
     )

@@ -56,9 +56,9 @@ pub enum Layout {
     /// One string per session. Where the server's `SET` has `IFDEQ` (Redis 8.4 and later) or
     /// `IFEQ` (Valkey 8.1 and later; found out when the store opens, by trying them), a save is
     /// one plain `SET` that compares the stored value's digest or the value, without a script
-    /// ([`Comparison`](crate::Comparison)). Elsewhere a script
-    /// compares the stored header and writes; a value over 2 KiB is staged under a second key
-    /// of the session's slot and renamed into place, so that it never passes through Lua.
+    /// ([`Comparison`](crate::Comparison)). Elsewhere a script compares the stored header and
+    /// writes; a value over 2 KiB is staged under a second key of the session's slot and
+    /// renamed into place, so that it never passes through Lua.
     String,
 }
 

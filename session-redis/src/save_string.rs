@@ -49,14 +49,16 @@ pub(crate) enum StringSave {
     Hash,
 }
 
-/// How a save of the string layout makes sure the stored value is still the one it computed
-/// from ([`RedisStore::comparison`]): the best the server has, found when the store opens.
+/// How a save of a string-layout session makes sure the stored value is still the one it
+/// computed from ([`RedisStore::comparison`]): the best the server has, found when the store
+/// opens (whatever layout the store writes: a store of the hash layout saves the string
+/// sessions it meets too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 #[non_exhaustive]
 pub enum Comparison {
     /// A script compares the stored value's header, then writes: a server without a
-    /// conditional `SET` (Redis before 8.4, Valkey before 8.1), and stores of the hash layout.
+    /// conditional `SET` (Redis before 8.4, Valkey before 8.1).
     Script = 0,
     /// `SET … IFEQ <value read>`: Valkey 8.1 and later.
     Value = 1,

@@ -19,9 +19,9 @@
 //! default): one string per session at the same key, its expiry at the deadline; a read is one
 //! `GET`, a save one `SET … IFDEQ` (Redis 8.4+) or `SET … IFEQ` (Valkey 8.1+) comparing the
 //! value the saver loaded, or a script where the server has neither (the `save_string`
-//! module). Every store reads, saves, touches and deletes sessions of
-//! both layouts: the touch and delete scripts look at the key's type, and a read that meets
-//! the other type reads it as the other layout.
+//! module). Every store reads, saves, touches and deletes sessions of both layouts: the touch
+//! and delete scripts look at the key's type, and a read that meets the other type reads it as
+//! the other layout.
 //!
 //! The principal index is one sorted set per principal, scored by each session's deadline plus
 //! a slack and expiring with its highest score; it lives in its own slot, so it is updated
@@ -119,16 +119,12 @@ impl RedisStore {
                 listen(&config, ca.as_deref(), &events, stopped),
             )
             .await?;
-        // Strings, saved by `SET … IFDEQ` or `IFEQ` where the server has it, else by a script.
-        let (strings, comparison) = match config.layout {
-            Layout::Hash => (false, Comparison::Script),
-            _ => {
-                let comparison = runner
-                    .run(Operation::Open, server_comparison(&connection, &config))
-                    .await?;
-                (true, comparison)
-            }
-        };
+        // Strings are saved by `SET … IFDEQ` or `IFEQ` where the server has it, else by a
+        // script; a store of the hash layout saves the string sessions it meets the same way.
+        let strings = config.layout != Layout::Hash;
+        let comparison = runner
+            .run(Operation::Open, server_comparison(&connection, &config))
+            .await?;
         let near_cache =
             (config.near_cache_bytes > 0).then(|| NearCache::new(config.near_cache_bytes));
         Ok(RedisStore {
@@ -759,12 +755,13 @@ fn none_if_wrong_type<T>(error: redis::RedisError) -> Result<Option<T>> {
 /// 8.1 and later too), else none. Asked with `SET`s that write nothing (the probe key is never
 /// written, and neither condition creates a key); an older server refuses the syntax.
 async fn server_comparison(connection: &Connection, config: &Config) -> Result<Comparison> {
+    let probe_key = format!("{}layout-probe", config.prefix);
     for (comparison, condition, operand) in [
         (Comparison::Digest, "IFDEQ", "0000000000000000"),
         (Comparison::Value, "IFEQ", "\0 never stored"),
     ] {
         let probe = redis::cmd("SET")
-            .arg(format!("{}layout-probe", config.prefix))
+            .arg(&probe_key)
             .arg("")
             .arg(condition)
             .arg(operand)

@@ -105,6 +105,11 @@ async fn auto_picks_the_string_layout() {
     assert_eq!(key_type(&mut connection, &store, &session).await, "string");
     let hashes = other(&store, Layout::Hash).await;
     assert_eq!(hashes.layout(), Layout::Hash);
+    assert_eq!(
+        hashes.comparison(),
+        store.comparison(),
+        "a store of the hash layout saves string sessions as one of the string layout does"
+    );
     let mut hashed = hashes.new_session();
     hashes.create(&mut hashed).await.unwrap();
     assert_eq!(key_type(&mut connection, &hashes, &hashed).await, "hash");

@@ -42,9 +42,8 @@ impl Writer {
     /// Waits for the turn to write.
     pub(crate) async fn turn(&self) -> WriteTurn<'_> {
         WriteTurn {
-            writer: self.connection.lock().await,
-            pool: &self.pool,
-            checkpoints: &self.checkpoints,
+            connection: self.connection.lock().await,
+            writer: self,
         }
     }
 }
@@ -68,14 +67,13 @@ impl Writer {
 /// The writer's connection leaves the write-ahead log's checkpoints to a task (see the
 /// `checkpoint` module), which every turn, as it ends, tells.
 pub(crate) struct WriteTurn<'a> {
-    writer: MutexGuard<'a, Option<AnyConnection>>,
-    pool: &'a AnyPool,
-    checkpoints: &'a Checkpoints,
+    connection: MutexGuard<'a, Option<AnyConnection>>,
+    writer: &'a Writer,
 }
 
 impl Drop for WriteTurn<'_> {
     fn drop(&mut self) {
-        self.checkpoints.after_write(self.pool);
+        self.writer.checkpoints.after_write(&self.writer.pool);
     }
 }
 
@@ -87,10 +85,10 @@ impl<'a> WriteTurn<'a> {
     }
 
     async fn take_raw(&mut self) -> std::result::Result<AnyConnection, sqlx::Error> {
-        match self.writer.take() {
+        match self.connection.take() {
             Some(connection) => Ok(connection),
             None => {
-                let mut connection = self.pool.acquire().await?.detach();
+                let mut connection = self.writer.pool.acquire().await?.detach();
                 connection.execute("PRAGMA wal_autocheckpoint = 0").await?;
                 Ok(connection)
             }
@@ -119,7 +117,7 @@ impl<'a> WriteTurn<'a> {
     /// Keeps `connection` for the next turn, unless its statement `failed_on_connection`.
     fn keep_unless(&mut self, connection: AnyConnection, failed_on_connection: bool) {
         if !failed_on_connection {
-            *self.writer = Some(connection);
+            *self.connection = Some(connection);
         }
     }
 }

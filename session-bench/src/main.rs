@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p session-bench -- [--seconds S] [--rounds N] [--tasks N] [--sessions N] [--backends memory]
-//!     [--shapes small,large] [--only cycle|read|raw-cycle|raw-read] [--pin]
+//!     [--shapes small,large] [--only cycle|read|raw-cycle|raw-read|raw-cas] [--pin]
 //! ```
 //!
 //! Prints ops/s, p50 and p99 latency, each store row's ratio to its raw baseline, and, for
@@ -12,6 +12,12 @@
 //! share the machine's cores, throughput follows that number (a store whose operations cost
 //! the single-threaded Redis more server time cannot keep up with the raw driver, whatever
 //! the client does).
+//!
+//! On Redis a `raw-cas` row runs beside them: the raw cycle with its write made conditional the
+//! way the store's save is on that server (`SET … IFDEQ`, `SET … IFEQ`, or a script). The peer's
+//! save does not compare, so this row is the ceiling, against the peer, of any store that keeps
+//! a concurrent writer's change: the "versus tower-sessions" table shows it beside the store's
+//! cycle.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,7 +59,8 @@ pub(crate) struct Options {
     backends: Vec<String>,
     /// Session shapes to run (`small`, `large`).
     shapes: Vec<String>,
-    /// Run only this workload (`cycle`, `read`, `raw-cycle` or `raw-read`), for profiling.
+    /// Run only this workload (`cycle`, `read`, `raw-cycle`, `raw-read` or `raw-cas`), for
+    /// profiling.
     only: Option<String>,
     /// `--pin`: give the servers this run starts a CPU of their own (see [`place`]).
     pin: bool,
@@ -110,7 +117,7 @@ impl Options {
                 "--metrics" => options.metrics = true,
                 "--footprint" => options.footprint = Some(number(&value()?)?),
                 "--help" | "-h" => {
-                    return Err(format!("usage: session-bench [--seconds S] [--rounds N] [--tasks N] [--sessions N] [--backends B,B,…] [--only cycle|read|raw-cycle|raw-read] [--shapes small,large] [--order scan|random] [--pin] [--skip-layout] [--metrics] [--footprint N]; backends: {BACKENDS}; http-<backend> runs the HTTP-layer load"))
+                    return Err(format!("usage: session-bench [--seconds S] [--rounds N] [--tasks N] [--sessions N] [--backends B,B,…] [--only cycle|read|raw-cycle|raw-read|raw-cas] [--shapes small,large] [--order scan|random] [--pin] [--skip-layout] [--metrics] [--footprint N]; backends: {BACKENDS}; http-<backend> runs the HTTP-layer load"))
                 }
                 other => return Err(format!("unknown option {other}")),
             }
@@ -265,7 +272,7 @@ async fn open_target(name: &str, options: &Options) -> std::result::Result<Targe
             )
             .await
             .map_err(|e| format!("{name}: {e}"))?;
-            let raw = raw::RedisRaw::connect(&config)
+            let raw = raw::RedisRaw::connect(&config, store.comparison())
                 .await
                 .map_err(|e| e.to_string())?;
             return Ok(Target {
@@ -722,9 +729,10 @@ async fn main() {
     scratch::remove();
 }
 
-/// Prepares `target`'s sessions of `shape` and adds its rows to `plan`: raw cycle, cycle, raw
-/// read, read (each store row against the raw row before it), and for SQL the attribute-table
-/// layout; with `--only`, that one row.
+/// Prepares `target`'s sessions of `shape` and adds its rows to `plan`: raw cycle, raw
+/// compare-and-set cycle (where the raw driver has one), cycle, raw read, read (each store row
+/// against the raw row of its kind), and for SQL the attribute-table layout; with `--only`,
+/// that one row.
 async fn plan_shape(
     target: &Target,
     shape: Shape,
@@ -760,9 +768,10 @@ async fn plan_shape(
             "read" => ("read", Arc::new(StoreRead(store))),
             "raw-cycle" => ("raw-cycle", Arc::new(raw)),
             "raw-read" => ("raw-read", Arc::new(RawRead(raw))),
+            "raw-cas" if target.raw.compares() => ("raw-cas", Arc::new(RawCompareCycle(raw))),
             other => {
                 return Err(Error::InvalidInput(format!(
-                    "--only {other}: expected cycle, read, raw-cycle or raw-read"
+                    "--only {other}: expected cycle, read, raw-cycle, raw-read or raw-cas"
                 )))
             }
         };
@@ -770,6 +779,13 @@ async fn plan_shape(
         return Ok(());
     }
     let raw_cycle = push("raw-cycle", Arc::new(raw.clone()), None);
+    if target.raw.compares() {
+        push(
+            "raw-cas",
+            Arc::new(RawCompareCycle(raw.clone())),
+            Some(raw_cycle),
+        );
+    }
     push("cycle", Arc::new(store.clone()), Some(raw_cycle));
     let raw_read = push("raw-read", Arc::new(RawRead(raw.clone())), None);
     push("read", Arc::new(StoreRead(store)), Some(raw_read));

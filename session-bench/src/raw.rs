@@ -13,6 +13,24 @@ pub trait RawDriver: Send + Sync {
     async fn get(&self, key: &SessionKey) -> Result<Option<Arc<Vec<u8>>>>;
     /// Writes `bytes` under `key`.
     async fn put(&self, key: &SessionKey, bytes: Vec<u8>) -> Result<()>;
+    /// Whether [`RawDriver::put_if_unchanged`] is there (the bench then runs a `raw-cas` row:
+    /// for a store whose save compares, the raw row it can approach).
+    fn compares(&self) -> bool {
+        false
+    }
+    /// Writes `bytes` under `key` only if it still holds `read`, compared the way the store's
+    /// saves compare on this server; `false` if it did not.
+    async fn put_if_unchanged(
+        &self,
+        key: &SessionKey,
+        read: &[u8],
+        bytes: Vec<u8>,
+    ) -> Result<bool> {
+        let _ = (key, read, bytes);
+        Err(session_core::Error::backend(
+            "this raw driver has no compare-and-set",
+        ))
+    }
 }
 
 /// A moka future cache of encoded bytes, built like the memory store's cache minus expiry and
@@ -120,8 +138,16 @@ impl RawDriver for SqlRaw {
 }
 
 /// GET and SET EX of the same bytes with the redis crate's own connection types: the limit the
-/// Redis store can approach.
-pub enum RedisRaw {
+/// Redis store can approach. Its compare-and-set ([`RawDriver::put_if_unchanged`]) is the
+/// conditional write the store's saves use on this server (see [`RedisRaw::connect`]): the
+/// limit of any store that keeps a concurrent writer's change on it.
+pub struct RedisRaw {
+    link: RedisLink,
+    comparison: session_redis::Comparison,
+}
+
+/// The connections of a [`RedisRaw`].
+enum RedisLink {
     /// Standalone: a multiplexed connection manager.
     Single(session_redis::redis::aio::ConnectionManager),
     /// Cluster: a multiplexed connection to each master, each command sent to the master of
@@ -134,11 +160,15 @@ pub enum RedisRaw {
 }
 
 impl RedisRaw {
-    /// Connects to the nodes of `config`.
-    pub async fn connect(config: &session_redis::Config) -> Result<Self> {
-        use session_redis::redis;
+    /// Connects to the nodes of `config`; its compare-and-set compares as `comparison` says
+    /// (the store's [`session_redis::RedisStore::comparison`] on the same server).
+    pub async fn connect(
+        config: &session_redis::Config,
+        comparison: session_redis::Comparison,
+    ) -> Result<Self> {
+        use session_redis::{redis, Comparison};
         let backend = session_core::Error::backend;
-        Ok(if config.cluster {
+        let link = if config.cluster {
             let client =
                 redis::cluster::ClusterClient::new(config.nodes.clone()).map_err(backend)?;
             let mut cluster = client.get_async_connection().await.map_err(backend)?;
@@ -184,7 +214,7 @@ impl RedisRaw {
                     slots.insert(slot, masters.len() - 1);
                 }
             }
-            RedisRaw::Cluster { slots, masters }
+            RedisLink::Cluster { slots, masters }
         } else {
             let client = match &config.tls_ca_file {
                 // The same private CA the store trusts (`rediss://` with a throwaway CA).
@@ -201,17 +231,39 @@ impl RedisRaw {
                 None => redis::Client::open(config.nodes[0].as_str()),
             }
             .map_err(backend)?;
-            RedisRaw::Single(client.get_connection_manager().await.map_err(backend)?)
-        })
+            RedisLink::Single(client.get_connection_manager().await.map_err(backend)?)
+        };
+        if !matches!(comparison, Comparison::Digest | Comparison::Value) {
+            // Loaded once here, so that the loop's EVALSHA never meets NOSCRIPT.
+            for script in [COMPARE_AND_SET_LUA, STAGED_COMPARE_AND_SET_LUA] {
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(script);
+                match &link {
+                    RedisLink::Single(c) => {
+                        load.query_async::<String>(&mut c.clone())
+                            .await
+                            .map_err(backend)?;
+                    }
+                    RedisLink::Cluster { masters, .. } => {
+                        for master in masters {
+                            load.query_async::<String>(&mut master.clone())
+                                .await
+                                .map_err(backend)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(RedisRaw { link, comparison })
     }
 
     async fn query<T: session_redis::redis::FromRedisValue>(
         &self,
         cmd: &session_redis::redis::Cmd,
     ) -> Result<T> {
-        let result = match self {
-            RedisRaw::Single(c) => cmd.query_async(&mut c.clone()).await,
-            RedisRaw::Cluster { slots, masters } => {
+        let result = match &self.link {
+            RedisLink::Single(c) => cmd.query_async(&mut c.clone()).await,
+            RedisLink::Cluster { slots, masters } => {
                 let key = cmd
                     .args_iter()
                     .nth(1)
@@ -220,15 +272,40 @@ impl RedisRaw {
                         _ => None,
                     })
                     .unwrap_or_default();
-                let slot = session_redis::redis::cluster_routing::Slot::for_key(key);
-                let master = slots
-                    .get(&slot)
-                    .and_then(|index| masters.get(*index))
-                    .ok_or_else(|| session_core::Error::backend("a slot with no master"))?;
-                cmd.query_async(&mut master.clone()).await
+                cmd.query_async(&mut Self::master(slots, masters, key)?.clone())
+                    .await
             }
         };
         result.map_err(session_core::Error::backend)
+    }
+
+    /// [`RedisRaw::query`] for a transaction on `key`'s slot.
+    async fn query_pipeline<T: session_redis::redis::FromRedisValue>(
+        &self,
+        pipe: &session_redis::redis::Pipeline,
+        key: &str,
+    ) -> Result<T> {
+        let result = match &self.link {
+            RedisLink::Single(c) => pipe.query_async(&mut c.clone()).await,
+            RedisLink::Cluster { slots, masters } => {
+                pipe.query_async(&mut Self::master(slots, masters, key.as_bytes())?.clone())
+                    .await
+            }
+        };
+        result.map_err(session_core::Error::backend)
+    }
+
+    /// The connection to the master of `key`'s slot.
+    fn master<'a>(
+        slots: &std::collections::HashMap<session_redis::redis::cluster_routing::Slot, usize>,
+        masters: &'a [session_redis::redis::aio::MultiplexedConnection],
+        key: &[u8],
+    ) -> Result<&'a session_redis::redis::aio::MultiplexedConnection> {
+        let slot = session_redis::redis::cluster_routing::Slot::for_key(key);
+        slots
+            .get(&slot)
+            .and_then(|index| masters.get(*index))
+            .ok_or_else(|| session_core::Error::backend("a slot with no master"))
     }
 }
 
@@ -255,7 +332,99 @@ impl RawDriver for RedisRaw {
         )
         .await
     }
+
+    fn compares(&self) -> bool {
+        true
+    }
+
+    async fn put_if_unchanged(
+        &self,
+        key: &SessionKey,
+        read: &[u8],
+        bytes: Vec<u8>,
+    ) -> Result<bool> {
+        use session_redis::{redis, Comparison};
+        let session = raw_key(key);
+        let header = &read[..read.len().min(COMPARED_BYTES)];
+        if matches!(self.comparison, Comparison::Digest | Comparison::Value) {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&session).arg(bytes);
+            if self.comparison == Comparison::Digest {
+                let digest = xxhash_rust::xxh3::xxh3_64(read);
+                cmd.arg("IFDEQ").arg(format!("{digest:016x}"));
+            } else {
+                cmd.arg("IFEQ").arg(read);
+            }
+            let written: Option<String> = self.query(cmd.arg("EX").arg(1800)).await?;
+            return Ok(written.is_some());
+        }
+        let written: i64 = if bytes.len() > STAGED_FROM {
+            // Over 2 KiB the store stages the value rather than pass it through Lua (which
+            // costs the server about a nanosecond a byte), and so does this loop: a plain SET
+            // writes it to a staging key, and the script renames that over the session.
+            let stage = format!("bench-raw-stage:{{{}}}", key.to_hex());
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("SET")
+                .arg(&stage)
+                .arg(bytes)
+                .arg("EX")
+                .arg(1800)
+                .ignore()
+                .cmd("EVALSHA")
+                .arg(STAGED_COMPARE_AND_SET.get_hash())
+                .arg(2)
+                .arg(&session)
+                .arg(&stage)
+                .arg(header);
+            let (written,): (i64,) = self.query_pipeline(&pipe, &session).await?;
+            written
+        } else {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(COMPARE_AND_SET.get_hash())
+                .arg(1)
+                .arg(&session)
+                .arg(bytes)
+                .arg(header);
+            self.query(&cmd).await?
+        };
+        Ok(written == 1)
+    }
 }
+
+/// How many of the stored bytes the scripts compare: about the store's header line.
+const COMPARED_BYTES: usize = 64;
+
+/// The size from which the store stages a value instead of passing it to its script.
+const STAGED_FROM: usize = 2048;
+
+/// The raw compare-and-set of a server without a conditional `SET` (Redis before 8.4, Valkey
+/// before 8.1): the least a script can do, as the store's does (compare the stored value's
+/// first bytes, then write).
+static COMPARE_AND_SET: std::sync::LazyLock<session_redis::redis::Script> =
+    std::sync::LazyLock::new(|| session_redis::redis::Script::new(COMPARE_AND_SET_LUA));
+
+const COMPARE_AND_SET_LUA: &str = "
+    local stored = redis.call('GETRANGE', KEYS[1], 0, #ARGV[2] - 1)
+    if stored ~= ARGV[2] then return 0 end
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', 1800)
+    return 1
+";
+
+/// [`COMPARE_AND_SET`] for a value staged under `KEYS[2]`: renames it over the session, or
+/// drops it.
+static STAGED_COMPARE_AND_SET: std::sync::LazyLock<session_redis::redis::Script> =
+    std::sync::LazyLock::new(|| session_redis::redis::Script::new(STAGED_COMPARE_AND_SET_LUA));
+
+const STAGED_COMPARE_AND_SET_LUA: &str = "
+    local stored = redis.call('GETRANGE', KEYS[1], 0, #ARGV[1] - 1)
+    if stored ~= ARGV[1] then
+        redis.call('DEL', KEYS[2])
+        return 0
+    end
+    redis.call('RENAME', KEYS[2], KEYS[1])
+    return 1
+";
 
 /// Pooled async-memcached connections doing one `mg` and one `ms` of the bytes, the way the
 /// store's own pool does (same client, same pool size): the limit the memcached store can

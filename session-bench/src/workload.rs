@@ -63,6 +63,27 @@ impl Workload for RawCycle {
     }
 }
 
+/// [`RawCycle`] with the write made conditional on the bytes read, as the store's save is
+/// ([`RawDriver::put_if_unchanged`]): the fastest a store can cycle that keeps a concurrent
+/// writer's change, on this server and client.
+pub(crate) struct RawCompareCycle(pub(crate) RawCycle);
+
+#[async_trait]
+impl Workload for RawCompareCycle {
+    async fn run(&self, i: usize) -> Result<()> {
+        let key = &self.0.keys[i];
+        let read = self.0.raw.get(key).await?.ok_or(Error::NotFound)?;
+        let mut bytes = read.to_vec();
+        if let Some(last) = bytes.last_mut() {
+            *last ^= 1;
+        }
+        // A lost compare (another task's cycle on the same session in between) counts as the
+        // store's would before its merge: the loop measures the write, not the retry.
+        self.0.raw.put_if_unchanged(key, &read, bytes).await?;
+        Ok(())
+    }
+}
+
 pub(crate) struct RawRead(pub(crate) RawCycle);
 
 #[async_trait]

@@ -257,21 +257,31 @@ impl RedisRaw {
         Ok(RedisRaw { link, comparison })
     }
 
+    /// Sends `cmd`, whose key is its first argument.
     async fn query<T: session_redis::redis::FromRedisValue>(
         &self,
         cmd: &session_redis::redis::Cmd,
     ) -> Result<T> {
+        let key = cmd
+            .args_iter()
+            .nth(1)
+            .and_then(|arg| match arg {
+                session_redis::redis::Arg::Simple(key) => Some(key),
+                _ => None,
+            })
+            .unwrap_or_default();
+        self.query_at(cmd, key).await
+    }
+
+    /// Sends `cmd` to the master of `key`'s slot (a script names its key after the script).
+    async fn query_at<T: session_redis::redis::FromRedisValue>(
+        &self,
+        cmd: &session_redis::redis::Cmd,
+        key: &[u8],
+    ) -> Result<T> {
         let result = match &self.link {
             RedisLink::Single(c) => cmd.query_async(&mut c.clone()).await,
             RedisLink::Cluster { slots, masters } => {
-                let key = cmd
-                    .args_iter()
-                    .nth(1)
-                    .and_then(|arg| match arg {
-                        session_redis::redis::Arg::Simple(key) => Some(key),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
                 cmd.query_async(&mut Self::master(slots, masters, key)?.clone())
                     .await
             }
@@ -386,7 +396,7 @@ impl RawDriver for RedisRaw {
                 .arg(&session)
                 .arg(bytes)
                 .arg(header);
-            self.query(&cmd).await?
+            self.query_at(&cmd, session.as_bytes()).await?
         };
         Ok(written == 1)
     }

@@ -263,12 +263,12 @@ pub(crate) fn print_versus_peer(results: &[Measured]) {
                 "cycle" => &["cycle", "raw-cas"],
                 other => &[other],
             };
-            let mine = workloads.iter().filter_map(|workload| {
+            let rows = workloads.iter().filter_map(|workload| {
                 results.iter().find(|m| {
                     m.backend == ours && m.shape == theirs.shape && m.workload == *workload
                 })
             });
-            for mine in mine {
+            for mine in rows {
                 let per_round: Vec<f64> = mine
                     .rounds
                     .iter()

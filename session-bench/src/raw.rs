@@ -355,19 +355,24 @@ impl RawDriver for RedisRaw {
     ) -> Result<bool> {
         use session_redis::{redis, Comparison};
         let session = raw_key(key);
-        let header = &read[..read.len().min(COMPARED_BYTES)];
         if matches!(self.comparison, Comparison::Digest | Comparison::Value) {
             let mut cmd = redis::cmd("SET");
             cmd.arg(&session).arg(bytes);
             if self.comparison == Comparison::Digest {
-                let digest = xxhash_rust::xxh3::xxh3_64(read);
-                cmd.arg("IFDEQ").arg(format!("{digest:016x}"));
+                // As the store's: 16 lowercase hex digits, formatted without an allocation.
+                let mut digest = [0u8; 16];
+                let _ = hex::encode_to_slice(
+                    xxhash_rust::xxh3::xxh3_64(read).to_be_bytes(),
+                    &mut digest,
+                );
+                cmd.arg("IFDEQ").arg(&digest[..]);
             } else {
                 cmd.arg("IFEQ").arg(read);
             }
             let written: Option<String> = self.query(cmd.arg("EX").arg(1800)).await?;
             return Ok(written.is_some());
         }
+        let header = &read[..read.len().min(COMPARED_BYTES)];
         let written: i64 = if bytes.len() > STAGED_FROM {
             // Over 2 KiB the store stages the value rather than pass it through Lua (which
             // costs the server about a nanosecond a byte), and so does this loop: a plain SET

@@ -50,16 +50,24 @@ pub(crate) struct RawCycle {
     pub(crate) keys: Arc<Vec<SessionKey>>,
 }
 
-#[async_trait]
-impl Workload for RawCycle {
-    async fn run(&self, i: usize) -> Result<()> {
-        let key = &self.keys[i];
-        let mut bytes = self.raw.get(key).await?.ok_or(Error::NotFound)?.to_vec();
-        // A real change of the same size (see [`changed`]).
+impl RawCycle {
+    /// Reads session `i`'s bytes: what was read, and a copy with a real change of the same size
+    /// (see [`changed`]) to write back.
+    async fn read_and_change(&self, i: usize) -> Result<(Arc<Vec<u8>>, Vec<u8>)> {
+        let read = self.raw.get(&self.keys[i]).await?.ok_or(Error::NotFound)?;
+        let mut bytes = read.to_vec();
         if let Some(last) = bytes.last_mut() {
             *last ^= 1;
         }
-        self.raw.put(key, bytes).await
+        Ok((read, bytes))
+    }
+}
+
+#[async_trait]
+impl Workload for RawCycle {
+    async fn run(&self, i: usize) -> Result<()> {
+        let (_, bytes) = self.read_and_change(i).await?;
+        self.raw.put(&self.keys[i], bytes).await
     }
 }
 
@@ -71,15 +79,13 @@ pub(crate) struct RawCompareCycle(pub(crate) RawCycle);
 #[async_trait]
 impl Workload for RawCompareCycle {
     async fn run(&self, i: usize) -> Result<()> {
-        let key = &self.0.keys[i];
-        let read = self.0.raw.get(key).await?.ok_or(Error::NotFound)?;
-        let mut bytes = read.to_vec();
-        if let Some(last) = bytes.last_mut() {
-            *last ^= 1;
-        }
+        let (read, bytes) = self.0.read_and_change(i).await?;
         // A lost compare (another task's cycle on the same session in between) counts as the
         // store's would before its merge: the loop measures the write, not the retry.
-        self.0.raw.put_if_unchanged(key, &read, bytes).await?;
+        self.0
+            .raw
+            .put_if_unchanged(&self.0.keys[i], &read, bytes)
+            .await?;
         Ok(())
     }
 }

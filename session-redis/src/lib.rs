@@ -3,10 +3,11 @@
 //! One string per session with the key's expiry at the session's deadline, read with one `GET`
 //! and saved with one conditional `SET` where the server has it (`IFDEQ` on Redis 8.4+, `IFEQ`
 //! on Valkey 8.1+; [`Comparison`]), else by a server-side script; or, by configuration, one
-//! hash per session written by scripts, the layout of earlier versions ([`Layout`]). Keys hash-tagged so a session lives in one Cluster
-//! slot, and on a Cluster the hot commands sent straight to the slot's master; a near cache
-//! that every read revalidates with the stored metadata alone; a principal index that cannot
-//! leak. See the `store` module docs and the README.
+//! hash per session written by scripts, the layout of earlier versions ([`Layout`]). Keys
+//! hash-tagged so a session lives in one Cluster slot, and on a Cluster the hot commands sent
+//! straight to the slot's master; a near cache that every read revalidates with the stored
+//! metadata alone; a principal index that cannot leak. See the `store` module docs and the
+//! README.
 //!
 //! ```no_run
 //! use session_core::{SessionRepository, SessionRepositoryExt, SessionSettings};
